@@ -1,0 +1,64 @@
+"""The ``gpnas`` command line: a thin layer over the library.
+
+Commands are imported lazily, so ``gpnas predictors ...`` never pays for
+importing torch, and ``gpnas --help`` stays fast. Library errors
+(``GpnasError``) become one line on stderr and a non-zero exit: 2 for a bad
+configuration or option value, 1 for anything else the user can fix.
+"""
+
+import importlib
+
+import click
+
+from gpnas import __version__
+from gpnas.errors import ConfigError, GpnasError
+
+# command name -> "module:attribute" of a click command or group
+COMMANDS = {
+    "data": "gpnas.cli.train:data_command",
+    "train": "gpnas.cli.train:train_command",
+    "predictors": "gpnas.cli.predictors:predictors",
+}
+
+
+class UserError(click.ClickException):
+    """A GpnasError on its way out: one line, the exit code of its kind."""
+
+    def __init__(self, error: GpnasError):
+        super().__init__(str(error))
+        self.exit_code = 2 if isinstance(error, ConfigError) else 1
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def __init__(self, *args, lazy_commands=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+    def get_command(self, ctx, name):
+        if name in self.lazy_commands:
+            module_name, attribute = self.lazy_commands[name].split(":")
+            return getattr(importlib.import_module(module_name), attribute)
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GpnasError as error:
+            raise UserError(error) from None
+
+
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS)
+@click.version_option(__version__, prog_name="gpnas")
+def main():
+    """gpnas: co-evolve transformer architectures and learning-curve predictors.
+
+    \b
+    Start with:  gpnas evolve --generations 20
+    One model:   gpnas train --n-layer 4 --n-head 4 --n-embd 128
+    Predictors:  gpnas predictors fit --curves curves.jsonl --out pred/
+    """
