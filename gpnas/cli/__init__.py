@@ -18,6 +18,8 @@ COMMANDS = {
     "data": "gpnas.cli.train:data_command",
     "train": "gpnas.cli.train:train_command",
     "predictors": "gpnas.cli.predictors:predictors",
+    "evolve": "gpnas.cli.evolve:evolve_command",
+    "show": "gpnas.cli.evolve:show_command",
 }
 
 

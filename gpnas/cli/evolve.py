@@ -1,0 +1,101 @@
+"""``gpnas evolve`` and ``gpnas show``: the main job and its summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from gpnas.cli.options import backend_options, data_dir_option, device_options, make_backend
+from gpnas.engine import MODES
+
+
+def _generation_line(state, row) -> str:
+    def f(x, spec=".4f"):
+        return "n/a" if x is None else format(x, spec)
+
+    return (f"gen {row['generation']:3d}  evaluated {row['evaluated']:2d}  cache hits {row['cache_hits']:2d}  "
+            f"best predicted {f(row['best_predicted'])}  best true {f(row['best_true'])}  "
+            f"female held-out error {f(row['female_holdout_error'])}  "
+            f"compute {row['steps']:,} steps {row['tokens']:,} tokens {row['train_seconds']:.1f} s")
+
+
+@click.command("evolve")
+@click.option("--generations", type=int, default=20, show_default=True, help="Generations to run (in total, when resuming).")
+@click.option("--preset", default=None, help="Preset name (micro, cpu-small, shakespeare-char) or a TOML file.  [default: cpu-small]")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value, e.g. ga.n_males=6 (repeatable).")
+@click.option("--mode", type=click.Choice(list(MODES)), default=None, help="What evolves and how it breeds.  [default: combined]")
+@click.option("--seed", type=int, default=None, help="Run seed.  [default: the preset's]")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder.  [default: runs/<time>-<preset>-<mode>-s<seed>]")
+@click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue the run in this folder from its last finished generation.")
+@click.option("--archive", type=click.Path(dir_okay=False), default=None, help="Share this SQLite archive (evaluation cache) across runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the text summary.")
+@data_dir_option
+@device_options
+@backend_options
+def evolve_command(generations, preset, overrides, mode, seed, out, resume, archive, as_json, data_dir,
+                   device, threads, backend, workers, address):
+    """Co-evolve architectures and learning-curve predictors.
+
+    Prints one line per generation and, at the end, the best architecture with
+    its metrics, the top evolved predictor formulas beside the baselines, and
+    the compute spent. Interrupt with Ctrl-C at any time and continue with
+    --resume RUN_DIR.
+    """
+    from gpnas.config import load_preset
+    from gpnas.data import load_dataset
+    from gpnas.report import render_summary
+    from gpnas.runs import check_unchanged, default_out, execute, new_run, open_run
+
+    if generations < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--generations")
+    if resume:
+        run = open_run(resume, load_dataset, data_dir)
+        changed = load_preset(preset or run.preset.name, overrides) if (preset or overrides) else None
+        if archive:
+            raise click.UsageError("--archive cannot change on --resume; the run keeps its archive")
+        check_unchanged(run, changed, mode, seed)
+    else:
+        resolved = load_preset(preset or "cpu-small", overrides)
+        mode = mode or "combined"
+        seed = resolved.seed if seed is None else seed
+        dataset = load_dataset(data_dir)
+        run = new_run(out or default_out(resolved.name, mode, seed), resolved, mode, seed, dataset, archive)
+    click.echo(f"run folder: {run.folder.path}  (mode {run.mode}, preset {run.preset.name}, seed {run.seed})",
+               err=as_json)
+
+    bar = None
+    if sys.stderr.isatty() and not as_json:
+        bar = click.progressbar(length=generations, label="generations", file=sys.stderr)
+
+    def on_generation(state, row):
+        if bar is not None:
+            bar.update(state.generation - bar.pos)
+        click.echo(_generation_line(state, row), err=as_json)
+
+    try:
+        with make_backend(backend, workers, address, threads) as map_fn:
+            summary, _ = execute(run, generations, map_fn=map_fn, device=device, threads=threads,
+                                 callbacks=[on_generation])
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; finished generations are saved. Continue with: "
+                   f"gpnas evolve --resume {run.folder.path} --generations {generations}", err=True)
+        sys.exit(130)
+    finally:
+        if bar is not None:
+            bar.render_finish()
+    click.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))
+
+
+@click.command("show")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json as it is.")
+def show_command(run_dir, as_json):
+    """Print the summary of a finished run again."""
+    from gpnas.report import render_summary
+    from gpnas.runfolder import RunFolder, read_json
+
+    folder = RunFolder.open(run_dir)
+    summary = read_json(folder.path / "summary.json")
+    click.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))

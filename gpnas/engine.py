@@ -1,0 +1,405 @@
+"""The co-evolution engine: males (architectures) and females (learning-curve
+predictors) in one DEAP loop.
+
+The loop, as ``Evolution.run`` executes it::
+
+    state <- last snapshot of the run folder, or generation 0:
+             seed the archive with random males trained to completion,
+             random males, random females
+    for gen in next .. generations:
+        early-train every male without a cached early result        (1)
+        score females on the archive's completed curves; GP steps   (2)
+        male fitness <- mean prediction of the top females          (3)
+        promote the top promote_k males (+1 at random) to full
+            training by resuming their early checkpoints            (4)
+        breed: cross-gender mating (or the mode's alternative),
+            elites of each sex kept                                 (5)
+        log; snapshot; callbacks                                    (6)
+
+Modes change steps 2, 3 and 5 only (see ``MODES``). Everything random draws
+from one ``random.Random`` whose state is part of every snapshot, so a resumed
+run ends exactly where an uninterrupted one does. Evaluations go through the
+``map`` the engine was given; it never knows what runs them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gpnas import females as fem
+from gpnas import genome, gp, mating
+from gpnas.archive import evaluation_key
+from gpnas.evaluation import EvalTask, result_curve, run_evaluation
+from gpnas.individuals import Female, Male
+
+WORST = fem.WORST
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    females: bool          # evolve females and use their predictions
+    male_fitness: str      # "prediction" or "early"
+    breeding: str          # "cross", "within" or "random" (fresh random males)
+
+
+MODES = {
+    "combined": Mode("combined", True, "prediction", "cross"),
+    "within-gender": Mode("within-gender", True, "prediction", "within"),
+    "female": Mode("female", True, "prediction", "random"),
+    "male": Mode("male", False, "early", "within"),
+}
+
+
+@dataclass
+class Compute:
+    """Training compute the run was charged: each distinct evaluation once."""
+
+    steps: int = 0
+    tokens: int = 0
+    train_seconds: float = 0.0
+    evaluations: int = 0
+
+    def charge(self, steps: int, tokens_per_step: int, seconds: float):
+        self.steps += steps
+        self.tokens += steps * tokens_per_step
+        self.train_seconds += seconds
+        self.evaluations += 1
+
+
+@dataclass
+class State:
+    """Everything a snapshot holds: the run can continue from it alone (plus the archive)."""
+
+    generation: int
+    males: list
+    females: list
+    rng_state: tuple
+    compute: Compute = field(default_factory=Compute)
+    charged: dict = field(default_factory=dict)      # evaluation keys, in the order charged
+    hall_of_fame: list = field(default_factory=list)
+    logbook: list = field(default_factory=list)
+    promotions: list = field(default_factory=list)   # {generation, key, predicted, true}
+    mating_stats: dict = field(default_factory=lambda: {"guided": 0, "random": 0, "chose": 0, "tournament": 0})
+    failures: list = field(default_factory=list)     # {key, arch, reason}
+
+
+class Evolution:
+    """One run of one mode: preset, data, archive, map and callbacks in; snapshots out."""
+
+    def __init__(self, preset, mode: str, dataset_dir: str, data_sha256: str, archive, checkpoints_dir,
+                 map_fn=None, seed: int = 0, task_name: str = "shakespeare_char",
+                 device: str = "auto", threads: int | None = None, snapshots=None, callbacks=()):
+        self.preset, self.mode = preset, MODES[mode]
+        self.space, self.budget, self.ga = preset.space, preset.budget, preset.ga
+        self.dataset_dir, self.data_sha256, self.task_name = dataset_dir, data_sha256, task_name
+        self.archive, self.checkpoints_dir = archive, checkpoints_dir
+        self.map = map_fn or (lambda fn, items: [fn(item) for item in items])
+        self.seed, self.device, self.threads = seed, device, threads
+        self.snapshots, self.callbacks = snapshots, list(callbacks)
+        self.pset = gp.make_pset()
+        n_early = self.budget.early_iters // self.budget.eval_interval + 1
+        n_full = self.budget.full_iters // self.budget.eval_interval + 1
+        self.full_evals = n_full
+        # prefix_length(n_full, frac) == n_early exactly (ceil of n_early - 0.5)
+        self.prefix_frac = (n_early - 0.5) / n_full
+        self.tokens_per_step = self.budget.batch_size * self.budget.block_size
+        self.eval_seconds = 0.0   # wall time inside the map: training and model evaluation
+        self.derivatives = {}     # tree string -> sympy derivatives, reused across matings
+
+    # ----------------------------------------------------------------- the loop
+    def run(self, generations: int) -> State:
+        """Run (or continue) until ``generations`` generations are done."""
+        state = self.snapshots.load_latest() if self.snapshots else None
+        if state is None:
+            state = self.start()
+            self.finish_generation(state, self.log_row(state, {"evaluated": 0, "cache_hits": 0}, [], None))
+        rng = random.Random()
+        rng.setstate(state.rng_state)
+        while state.generation < generations:
+            state.generation += 1
+            work = self.early_train(state, state.males)                        # (1)
+            curve_set = self.completed_curves(state)
+            holdout = self.evolve_females(state, curve_set, rng)                # (2)
+            rows = self.assign_male_fitness(state, curve_set)                   # (3)
+            promoted = self.promote(state, rng, work)                           # (4)
+            curve_set = self.completed_curves(state)
+            if self.mode.females:
+                _, holdout = fem.score(state.females, curve_set, self.pset)
+            row = self.log_row(state, work, promoted, holdout)
+            state.males, state.females = self.breed(state, rows, curve_set, rng)  # (5)
+            state.rng_state = rng.getstate()
+            self.finish_generation(state, row)                                  # (6)
+        return state
+
+    # ------------------------------------------------------- generation zero
+    def start(self) -> State:
+        rng = random.Random(self.seed)
+        seeds = [genome.sample_genome(self.space, rng) for _ in range(self.ga.seed_archive)]
+        males = [genome.sample_genome(self.space, rng) for _ in range(self.ga.n_males)]
+        females = [gp.random_tree(self.pset, rng) for _ in range(self.ga.n_females)] if self.mode.females else []
+        state = State(generation=0, males=males, females=females, rng_state=rng.getstate())
+        self.evaluate(state, [self.full_task(g) for g in seeds])
+        for g in seeds:
+            self.record_complete(state, g, predicted=None)
+        return state
+
+    # ------------------------------------------------------------ evaluation
+    def arch(self, g) -> dict:
+        return genome.decode(g, self.space)
+
+    def key(self, g, stop_at: int) -> str:
+        return evaluation_key(self.arch(g), self.budget.full_iters, stop_at, self.seed, self.data_sha256,
+                              **genome.budget_key_fields(self.budget))
+
+    def task(self, g, stop_at: int, resume_from: str | None = None) -> EvalTask:
+        key = self.key(g, stop_at)
+        return EvalTask(
+            key=key, train_config=genome.train_config_dict(self.arch(g), self.budget), seed=self.seed,
+            stop_at=stop_at, data_dir=self.dataset_dir,
+            checkpoint=str(self.checkpoints_dir / f"{key}.pt"), resume_from=resume_from,
+            device=self.device, threads=self.threads,
+            measure_inference=stop_at == self.budget.full_iters,
+        )
+
+    def early_task(self, g) -> EvalTask:
+        return self.task(g, self.budget.early_iters)
+
+    def full_task(self, g) -> EvalTask:
+        early = self.checkpoints_dir / f"{self.key(g, self.budget.early_iters)}.pt"
+        return self.task(g, self.budget.full_iters, str(early) if early.exists() else None)
+
+    def evaluate(self, state: State, tasks: list[EvalTask]) -> dict:
+        """Run the tasks whose results the archive lacks; archive and charge them.
+
+        Returns {"evaluated": trained now, "cache_hits": found in the archive}.
+        """
+        unique = list({t.key: t for t in tasks}.values())
+        todo = [t for t in unique if self.archive.get(t.key) is None]
+        started = time.perf_counter()
+        results = self.map(run_evaluation, todo) if todo else []
+        self.eval_seconds += time.perf_counter() - started
+        for task, result in zip(todo, results):
+            self.archive_result(task, result)
+        for task in unique:
+            if task.key not in state.charged:
+                state.charged[task.key] = None
+                self.charge(state, task)
+        return {"evaluated": len(todo), "cache_hits": len(unique) - len(todo)}
+
+    def archive_result(self, task: EvalTask, result):
+        arch = {k: task.train_config[k] for k in ("n_layer", "n_head", "n_embd", "dropout", "learning_rate")}
+        common = dict(arch=arch, train_config=task.train_config, seed=task.seed, data_sha256=self.data_sha256,
+                      stop_at=task.stop_at, max_iters=self.budget.full_iters)
+        if isinstance(result, dict):
+            status = "diverged" if result["curve"]["diverged"] else (
+                "complete" if task.stop_at == self.budget.full_iters else "early")
+            checkpoint = f"checkpoints/{task.key}.pt" if status == "early" else None
+            self.archive.put(task.key, status=status, result=result, checkpoint=checkpoint, **common)
+            if status != "early":  # the full run's state is not needed again
+                (self.checkpoints_dir / f"{task.key}.pt").unlink(missing_ok=True)
+        else:  # parallel.Failure
+            self.archive.put(task.key, status="failed", result=None, failure=result.reason, **common)
+
+    def charge(self, state: State, task: EvalTask):
+        record = self.archive.get(task.key)
+        if record is None or record.result is None:
+            return
+        curve = record.result["curve"]
+        start = self.budget.early_iters if task.resume_from else 0
+        steps = max(0, len(curve["train_loss"]) - start)
+        state.compute.charge(steps, self.tokens_per_step, float(sum(curve["step_time_s"][start:])))
+
+    # ---------------------------------------------------------------- steps
+    def early_train(self, state: State, males) -> dict:
+        return self.evaluate(state, [self.early_task(g) for g in males])
+
+    def completed_curves(self, state: State) -> fem.CurveSet:
+        """The completed curves of this run's own evaluations, in the order it made them.
+
+        Only this run's evaluations count, so a shared archive saves compute
+        without changing what the run computes.
+        """
+        records = (self.archive.get(key) for key in state.charged)
+        curves = [result_curve(r.result, r.arch, r.key, self.task_name)
+                  for r in records if r is not None and r.status == "complete"]
+        return fem.CurveSet.build(curves, self.prefix_frac)
+
+    def evolve_females(self, state: State, curve_set, rng):
+        """Score the females, then run the preset's plain GP steps among them."""
+        if not self.mode.females:
+            return None
+        _, holdout = fem.score(state.females, curve_set, self.pset)
+        for _ in range(self.ga.female_steps):
+            state.females = fem.gp_step(state.females, curve_set, self.pset, rng, self.ga.female_elites,
+                                        self.ga.tournament_size, self.ga.parsimony_size)
+        return holdout
+
+    def early_curves(self, males):
+        """Early records of the males, in order (None where missing or failed)."""
+        records = [self.archive.get(self.key(g, self.budget.early_iters)) for g in males]
+        return [r if r is not None and r.status == "early" else r for r in records]
+
+    def assign_male_fitness(self, state: State, curve_set) -> dict:
+        """Fitness of every male; returns {male index: feature row} for mating."""
+        records = self.early_curves(state.males)
+        usable = [i for i, r in enumerate(records) if r is not None and r.status == "early"]
+        for i, r in enumerate(records):
+            if i not in usable:
+                state.males[i].fitness.values = (WORST,)
+                self.note_failure(state, r)
+        if not usable:
+            return {}
+        if self.mode.male_fitness == "early":
+            for i in usable:
+                curve = records[i].result["curve"]
+                score = genome.early_score(curve["val_loss"], len(curve["train_loss"]) * self.tokens_per_step)
+                state.males[i].fitness.values = (-score if math.isfinite(score) else WORST,)
+            return {}
+        curves = [result_curve(records[i].result, records[i].arch, records[i].key, self.task_name,
+                               horizon=self.full_evals) for i in usable]
+        columns = fem.feature_matrix(curves, self.prefix_frac)
+        top = fem.best(state.females, self.ga.top_females) if curve_set.curves else []
+        if top:
+            predictions = fem.predict_all(top, columns, self.pset).mean(axis=0)
+        else:  # nothing completed yet to judge females by: fall back to the last value
+            predictions = np.array([c.values[-1] for c in curves])
+        rows = {}
+        for j, i in enumerate(usable):
+            p = float(predictions[j])
+            state.males[i].fitness.values = (p if math.isfinite(p) else WORST,)
+            rows[i] = {name: float(col[j]) for name, col in columns.items()}
+        return rows
+
+    def note_failure(self, state: State, record):
+        if record is None or record.status not in ("failed", "diverged"):
+            return
+        if not any(f["key"] == record.key for f in state.failures):
+            reason = record.failure if record.status == "failed" else "diverged (NaN or inf loss)"
+            state.failures.append({"key": record.key, "arch": record.arch, "reason": reason})
+
+    def promote(self, state: State, rng: random.Random, work: dict) -> list:
+        """Resume the most promising males to the full budget (+1 at random, for calibration)."""
+        ranked = sorted((i for i, g in enumerate(state.males) if g.fitness.values[0] < WORST),
+                        key=lambda i: state.males[i].fitness.values[0])
+        fresh, seen = [], set()
+        for i in ranked:
+            key = self.key(state.males[i], self.budget.full_iters)
+            if key not in seen and key not in state.charged:
+                fresh.append(i)
+                seen.add(key)
+        chosen = fresh[: self.ga.promote_k]
+        rest = fresh[self.ga.promote_k:]
+        if self.ga.calibration and rest:
+            chosen.append(rest[rng.randrange(len(rest))])
+        more = self.evaluate(state, [self.full_task(state.males[i]) for i in chosen])
+        work["evaluated"] += more["evaluated"]
+        work["cache_hits"] += more["cache_hits"]
+        for i in chosen:
+            self.record_complete(state, state.males[i], predicted=state.males[i].fitness.values[0])
+        return chosen
+
+    def record_complete(self, state: State, g, predicted):
+        key = self.key(g, self.budget.full_iters)
+        record = self.archive.get(key)
+        if record is None or record.status != "complete":
+            self.note_failure(state, record)
+            return
+        curve = record.result["curve"]
+        true = float(curve["val_loss"][-1])
+        state.promotions.append({"generation": state.generation, "key": key, "arch": record.arch,
+                                 "predicted": predicted, "true": true})
+        if not any(h["key"] == key for h in state.hall_of_fame):
+            state.hall_of_fame.append({
+                "key": key, "arch": record.arch, "final_val_loss": true, "generation": state.generation,
+                **{m: record.result.get(m) for m in ("best_val_loss", "final_train_loss", "total_train_time_s",
+                                                       "avg_inference_tokens_per_s", "n_params")},
+            })
+            state.hall_of_fame.sort(key=lambda h: h["final_val_loss"])
+
+    def breed(self, state: State, rows: dict, curve_set, rng: random.Random):
+        """Next generation's males and females, elites of each sex kept."""
+        ga = self.ga
+        order = sorted(range(len(state.males)), key=lambda i: state.males[i].fitness.values[0])
+        elites = [genome.clone(state.males[i]) for i in order[: ga.male_elites]]
+        n_sons = ga.n_males - len(elites)
+        if self.mode.breeding == "random":
+            sons = [genome.sample_genome(self.space, rng) for _ in range(ga.n_males)]
+            return sons, self.next_females(state, curve_set, rng)
+        ctx = self.mating_context(state, curve_set, rng)
+        if self.mode.breeding == "within" or not self.mode.females:
+            sons, _ = mating.breed_within(state.males, state.females or [None], n_sons, 0, ctx)
+            return elites + sons, self.next_females(state, curve_set, rng)
+        female_elites = [gp.clone_tree(f) for f in fem.best(state.females, ga.female_elites)]
+        n_daughters = ga.n_females - len(female_elites)
+        fathers_pool = [i for i in order if i in rows] or order
+        sons, daughters = [], []
+        for n in range(max(n_sons, n_daughters)):
+            father_i = fathers_pool[min(rng.randrange(len(fathers_pool)) for _ in range(ga.tournament_size))]
+            mother = gp.sel_tournament(state.females, 1, ga.tournament_size, rng)[0]
+            father = state.males[father_i]
+            if n < n_sons:
+                son, guided = mating.make_son(father, mother, rows.get(father_i, {}), ctx)
+                sons.append(son)
+                state.mating_stats["guided" if guided else "random"] += 1
+            if n < n_daughters:
+                daughter, chose = mating.make_daughter(mother, self.key(father, self.budget.full_iters), ctx)
+                daughters.append(daughter)
+                state.mating_stats["chose" if chose else "tournament"] += 1
+        return elites + sons, female_elites + daughters
+
+    def next_females(self, state: State, curve_set, rng):
+        if not self.mode.females:
+            return []
+        ctx = self.mating_context(state, curve_set, rng)
+        keep = [gp.clone_tree(f) for f in fem.best(state.females, self.ga.female_elites)]
+        _, daughters = mating.breed_within([None], state.females, 0, self.ga.n_females - len(keep), ctx)
+        return keep + daughters
+
+    def mating_context(self, state: State, curve_set, rng) -> mating.MatingContext:
+        predictions = (fem.predict_all(state.females, curve_set.columns, self.pset)
+                       if state.females and curve_set.curves else np.empty((len(state.females), 0)))
+        return mating.MatingContext(
+            space=self.space, pset=self.pset, rng=rng, step_scale=self.ga.step_scale,
+            mutation_scale=self.ga.mutation_scale, female_predictions=predictions,
+            completed_targets=curve_set.targets, completed_index=curve_set.index, females=state.females,
+            tournament_size=self.ga.tournament_size, derivatives=self.derivatives,
+        )
+
+    # ------------------------------------------------------------- logging
+    def log_row(self, state: State, work: dict, promoted: list, holdout) -> dict:
+        """The logbook line of a generation, taken while both populations are scored."""
+        fitnesses = [g.fitness.values[0] for g in state.males if g.fitness.valid]
+        best_female, holdout_best = None, None
+        if state.females and all(f.fitness.valid for f in state.females):
+            best_female = fem.best(state.females, 1)[0]
+            if holdout is not None:
+                value = holdout[next(i for i, f in enumerate(state.females) if f is best_female)]
+                holdout_best = None if np.isnan(value) else float(value)
+        return {
+            "generation": state.generation,
+            "evaluated": work["evaluated"],
+            "cache_hits": work["cache_hits"],
+            "promoted": len(promoted),
+            "best_predicted": min(fitnesses) if fitnesses and min(fitnesses) < WORST else None,
+            "best_true": state.hall_of_fame[0]["final_val_loss"] if state.hall_of_fame else None,
+            "female_train_error": best_female.fitness.values[0] if best_female is not None else None,
+            "female_holdout_error": holdout_best,
+            "best_formula": str(best_female) if best_female is not None else "",
+            "steps": state.compute.steps,
+            "tokens": state.compute.tokens,
+            "train_seconds": round(state.compute.train_seconds, 3),
+        }
+
+    def finish_generation(self, state: State, row: dict):
+        """Append the log line, snapshot the state, tell the callbacks."""
+        state.logbook.append(row)
+        if self.snapshots:
+            self.snapshots.save(state)
+        for callback in self.callbacks:
+            callback(state, row)

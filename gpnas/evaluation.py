@@ -1,0 +1,86 @@
+"""One male evaluation as a pure function, and the bridge from trainer results
+to the predictor side's curves.
+
+An evaluation is fully described by an ``EvalTask`` (architecture, budget,
+seed, where the data lives, where the checkpoint lives), so it can run
+in-process, in a local worker or on a Ray node and give the same result. The
+engine builds tasks and hands them to whatever ``map`` it was given; it never
+imports the trainer itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gpnas.curves import Curve
+from gpnas.genome import hyperparameter_features
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """Everything a worker needs to train one male, as plain picklable data."""
+
+    key: str                   # archive key of the result this task produces
+    train_config: dict         # TrainConfig fields; max_iters is the full budget
+    seed: int
+    stop_at: int | None        # None: train to max_iters
+    data_dir: str              # folder holding input.txt
+    checkpoint: str | None     # where to save the early state / resume from
+    resume_from: str | None = None  # an early checkpoint to continue (freeze-thaw)
+    device: str = "auto"
+    threads: int | None = None
+    measure_inference: bool = False
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(data_dir: str):
+    from gpnas.data import load_dataset
+
+    return load_dataset(data_dir, download=False)
+
+
+def run_evaluation(task: EvalTask) -> dict:
+    """Train (or resume) one male and return the trainer's result as a dict.
+
+    When ``resume_from`` is given, that early checkpoint is copied to this
+    task's own checkpoint file first, so the early record keeps its state and a
+    crash halfway through the full run never corrupts it.
+    """
+    from gpnas.training import TrainConfig, train
+
+    if task.resume_from and task.checkpoint and Path(task.resume_from).exists():
+        Path(task.checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(task.resume_from, task.checkpoint)
+    result = train(
+        TrainConfig(**task.train_config),
+        _dataset(task.data_dir),
+        seed=task.seed,
+        stop_at=task.stop_at,
+        checkpoint=Path(task.checkpoint) if task.checkpoint else None,
+        device=task.device,
+        threads=task.threads,
+        measure_inference=task.measure_inference,
+    )
+    return result.to_dict()
+
+
+def result_curve(result: dict, arch: dict, key: str, task: str, horizon: int | None = None) -> Curve:
+    """The validation curve of a trainer result as the predictor side sees it.
+
+    ``horizon`` is the number of evaluations of the complete run: given for an
+    early run (a prefix), left None for a completed one.
+    """
+    curve = result["curve"]
+    return Curve(
+        values=np.asarray(curve["val_loss"], dtype=np.float64),
+        x=np.asarray(curve["eval_steps"], dtype=np.float64),
+        task=task,
+        config_id=key,
+        horizon=horizon,
+        config=hyperparameter_features(arch),
+    )

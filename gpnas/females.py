@@ -1,0 +1,116 @@
+"""The female population inside the engine: scoring trees on the archive's
+completed curves, predicting males, and plain GP steps between matings.
+
+Females are fitted on completed curves seen through exactly the prefix that an
+early-trained male shows (``prefix_frac``), so a formula's inputs mean the same
+thing when it scores itself and when it judges a male.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpnas import gp
+from gpnas.curves import Curve
+from gpnas.features import feature_matrix
+from gpnas.predictor import fitness_error
+
+WORST = 1e9  # fitness of a female that cannot be scored, or a male that failed
+
+
+def is_holdout(key: str, fraction: float = 0.25) -> bool:
+    """A stable split: a curve's side never changes as the archive grows."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+
+
+@dataclass
+class CurveSet:
+    """Completed curves with their prefix features and true finals."""
+
+    curves: list[Curve]
+    columns: dict               # feature name -> (n,) array
+    targets: np.ndarray         # (n,) final validation loss
+    holdout: np.ndarray         # (n,) bool
+
+    @classmethod
+    def build(cls, curves: list[Curve], prefix_frac: float) -> "CurveSet":
+        return cls(
+            curves=curves,
+            columns=feature_matrix(curves, prefix_frac) if curves else {},
+            targets=np.array([c.values[-1] for c in curves], dtype=np.float64),
+            holdout=np.array([is_holdout(c.config_id) for c in curves], dtype=bool),
+        )
+
+    @property
+    def index(self) -> dict:
+        return {c.config_id: i for i, c in enumerate(self.curves)}
+
+
+def predict_all(trees, columns: dict, pset) -> np.ndarray:
+    """(n_trees, n_rows) predictions; each tree compiled once, applied to all rows."""
+    n_rows = len(next(iter(columns.values()))) if columns else 0
+    out = np.empty((len(trees), n_rows))
+    for i, tree in enumerate(trees):
+        out[i] = compiled(tree, pset)(columns)
+    return out
+
+
+_COMPILED: dict = {}
+
+
+def compiled(tree, pset):
+    """Compile each distinct tree once per process (trees recur across generations)."""
+    text = str(tree)
+    if text not in _COMPILED:
+        if len(_COMPILED) > 20000:
+            _COMPILED.clear()
+        _COMPILED[text] = gp.compile_tree(tree, pset)
+    return _COMPILED[text]
+
+
+def score(females, curve_set: CurveSet, pset) -> tuple[np.ndarray, np.ndarray]:
+    """Set every female's fitness to her error on the training curves.
+
+    Returns (predictions (n_females, n_curves), held-out error per female; NaN
+    where the held-out split is still empty).
+    """
+    if not curve_set.curves:
+        for female in females:
+            female.fitness.values = (WORST,)
+        return np.empty((len(females), 0)), np.full(len(females), np.nan)
+    predictions = predict_all(females, curve_set.columns, pset)
+    train, held = ~curve_set.holdout, curve_set.holdout
+    if not train.any():  # too few curves to split: fit on all, report nothing held out
+        train, held = np.ones_like(train), np.zeros_like(held)
+    holdout_error = np.full(len(females), np.nan)
+    for i, female in enumerate(females):
+        female.fitness.values = (fitness_error(predictions[i, train], curve_set.targets[train]),)
+        if held.any():
+            holdout_error[i] = fitness_error(predictions[i, held], curve_set.targets[held])
+    return predictions, holdout_error
+
+
+def best(females, k: int):
+    """The k fittest females, smaller trees first among equals."""
+    return sorted(females, key=lambda f: (f.fitness.values[0], len(f)))[:k]
+
+
+def gp_step(females, curve_set: CurveSet, pset, rng: random.Random, elites: int,
+            tournament_size: int, parsimony_size: float) -> list:
+    """One generation of ordinary GP among females (selection weighs error and
+    size; crossover and mutation keep depth limits), elites kept."""
+    keep = [gp.clone_tree(f) for f in best(females, elites)]
+    parents = gp.sel_parsimony(females, len(females) - len(keep), rng,
+                               tournament_size=tournament_size, parsimony_size=parsimony_size)
+    children = []
+    for i in range(0, len(parents), 2):
+        a, b = gp.clone_tree(parents[i]), gp.clone_tree(parents[(i + 1) % len(parents)])
+        a, b = gp.cx_tree(a, b, rng)
+        children += [gp.mut_tree(a, pset, rng), gp.mut_tree(b, pset, rng)]
+    population = keep + children[: len(females) - len(keep)]
+    score(population, curve_set, pset)
+    return population

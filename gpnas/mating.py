@@ -1,0 +1,155 @@
+"""Breeding operators: the cross-gender mating operator and its within-gender
+ablation.
+
+``mate(father, mother, ctx) -> (son, daughter)``; each child inherits from
+both parents:
+
+- the **son** is the father's genome moved one step in the direction that the
+  mother's formula says lowers the predicted final loss. The direction comes
+  from sympy derivatives of her closed form with respect to her
+  hyperparameter terminals, evaluated at the father's own feature row, and
+  chained to genes (log lr -> log10_lr, log n_embd and log n_params -> n_embd
+  and n_layer). Then ordinary random mutation. Where her formula uses no
+  hyperparameter (or its gradient vanishes at the father) the step is random;
+  the run counts both cases.
+- the **daughter** is the mother's tree crossed with the tree of the female
+  that predicted the father's completed curve best (his "choice"); a father
+  without a completed curve chooses by tournament. Then mutated.
+
+The within-gender ablation (``breed_within``) replaces all of this with DEAP's
+ordinary operators and random pairing.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy
+
+from gpnas import closedform, genome, gp
+
+# gene -> the mother's terminals that move with it
+_LOG10 = math.log(10.0)
+
+
+@dataclass
+class MatingContext:
+    """What the operator needs beyond the two parents, for one generation."""
+
+    space: object                      # the preset's search space
+    pset: object                       # the female primitive set
+    rng: random.Random
+    step_scale: float                  # guided step length, in normalised gene units
+    mutation_scale: float              # random mutation, in normalised gene units
+    female_predictions: np.ndarray     # (n_females, n_completed) predicted finals
+    completed_targets: np.ndarray      # (n_completed,) true finals
+    completed_index: dict              # architecture key -> column in the two arrays above
+    females: list                      # the current female population
+    tournament_size: int = 3
+    derivatives: dict = field(default_factory=dict)  # tree string -> {terminal: sympy derivative}
+
+
+def hyperparameter_gradient(mother, row: dict, ctx: MatingContext) -> dict:
+    """d(predicted final loss)/d(terminal) at the father's feature row, for
+    every hyperparameter terminal the mother's formula uses."""
+    text = str(mother)
+    if text not in ctx.derivatives:
+        expr = closedform.to_sympy(mother)
+        used = [s for s in expr.free_symbols if s.name in gp.HYPERPARAMETER_TERMINALS]
+        ctx.derivatives[text] = {s.name: sympy.diff(expr, s) for s in used}
+    subs = {sympy.Symbol(name): float(value) for name, value in row.items()}
+    gradient = {}
+    for name, derivative in ctx.derivatives[text].items():
+        value = complex(derivative.evalf(subs=subs))
+        if math.isfinite(value.real) and value.imag == 0 and value.real != 0:
+            gradient[name] = value.real
+    return gradient
+
+
+def gene_gradient(terminal_gradient: dict, arch: dict) -> dict:
+    """Chain d(prediction)/d(terminal) to d(prediction)/d(gene), in gene units."""
+    g = dict.fromkeys(genome.GENES, 0.0)
+    g["log10_lr"] = terminal_gradient.get("log_lr", 0.0) * _LOG10
+    g["dropout"] = terminal_gradient.get("dropout", 0.0)
+    g["n_layer"] = terminal_gradient.get("n_layer", 0.0)
+    g["n_embd"] = terminal_gradient.get("log_n_embd", 0.0) / arch["n_embd"]
+    d_log_params = terminal_gradient.get("log_n_params", 0.0)
+    if d_log_params:
+        # d log n_params / d gene by a central difference of the exact count
+        for gene in ("n_layer", "n_embd"):
+            lo, hi = dict(arch), dict(arch)
+            lo[gene], hi[gene] = arch[gene] - 1, arch[gene] + 1
+            slope = (math.log(genome.hyperparameter_features(hi)["n_params"])
+                     - math.log(genome.hyperparameter_features(lo)["n_params"])) / 2.0
+            g[gene] += d_log_params * slope
+    return {gene: value for gene, value in g.items() if value != 0.0}
+
+
+def guided_step(father, gradient: dict, ctx: MatingContext) -> dict:
+    """A step of length ``step_scale`` (normalised units) down the gradient,
+    returned in natural gene units."""
+    spans = genome.gene_spans(ctx.space)
+    normalised = {gene: d * spans[gene] for gene, d in gradient.items()}
+    norm = math.sqrt(sum(v * v for v in normalised.values()))
+    return {gene: -ctx.step_scale * v / norm * spans[gene] for gene, v in normalised.items()}
+
+
+def make_son(father, mother, row: dict, ctx: MatingContext):
+    """The father's genome, moved along the mother's gradient; returns (son, guided)."""
+    arch = genome.decode(father, ctx.space)
+    gradient = gene_gradient(hyperparameter_gradient(mother, row, ctx), arch)
+    son = genome.clone(father)
+    guided = bool(gradient)
+    if guided:
+        son = genome.step_genome(son, guided_step(father, gradient, ctx), ctx.space)
+    else:
+        son = genome.mut_genome(son, ctx.space, ctx.rng, ctx.step_scale)
+    son = genome.mut_genome(son, ctx.space, ctx.rng, ctx.mutation_scale)
+    return son, guided
+
+
+def father_choice(father_key: str | None, ctx: MatingContext):
+    """The female whose prediction of the father's completed curve was best,
+    or a tournament winner when he has none."""
+    column = ctx.completed_index.get(father_key)
+    if column is not None and len(ctx.females):
+        errors = np.abs(ctx.female_predictions[:, column] - ctx.completed_targets[column])
+        return ctx.females[int(np.argmin(errors))], True
+    return gp.sel_tournament(ctx.females, 1, ctx.tournament_size, ctx.rng)[0], False
+
+
+def make_daughter(mother, father_key: str | None, ctx: MatingContext):
+    """The mother's tree crossed with the father's choice, then mutated."""
+    choice, chose = father_choice(father_key, ctx)
+    daughter, _ = gp.cx_tree(gp.clone_tree(mother), gp.clone_tree(choice), ctx.rng)
+    daughter = gp.mut_tree(daughter, ctx.pset, ctx.rng)
+    return daughter, chose
+
+
+def mate(father, mother, row: dict, father_key: str | None, ctx: MatingContext):
+    """The cross-gender operator: (son, daughter, stats) from one pair.
+
+    ``row`` is the father's feature row (the columns the mother's terminals
+    read, as used when the generation's males were predicted).
+    """
+    son, guided = make_son(father, mother, row, ctx)
+    daughter, chose = make_daughter(mother, father_key, ctx)
+    return son, daughter, {"guided": guided, "chose": chose}
+
+
+def breed_within(males, females, n_sons: int, n_daughters: int, ctx: MatingContext):
+    """The ablation: ordinary crossover and mutation inside each sex, random pairing."""
+    sons = []
+    while len(sons) < n_sons:
+        a, b = ctx.rng.sample(males, 2) if len(males) > 1 else (males[0], males[0])
+        for child in genome.cx_genome(genome.clone(a), genome.clone(b), ctx.space, ctx.rng):
+            sons.append(genome.mut_genome(child, ctx.space, ctx.rng, ctx.mutation_scale))
+    daughters = []
+    while len(daughters) < n_daughters:
+        a, b = ctx.rng.sample(females, 2) if len(females) > 1 else (females[0], females[0])
+        for child in gp.cx_tree(gp.clone_tree(a), gp.clone_tree(b), ctx.rng):
+            daughters.append(gp.mut_tree(child, ctx.pset, ctx.rng))
+    return sons[:n_sons], daughters[:n_daughters]

@@ -1,0 +1,223 @@
+"""What a finished (or interrupted) run tells its user: summary.json, the
+closed-form formulas, the best predictor as a reusable file, and plots.
+
+``summarize`` returns plain data; ``render_summary`` turns it into the text
+that ``gpnas evolve`` and ``gpnas show`` print. The parts of a summary that
+depend on the machine or on what was already cached (``timing``, ``cache``)
+are kept apart, so two runs with the same seed have equal summaries otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from gpnas import closedform
+from gpnas import females as fem
+from gpnas import predictor as pred
+from gpnas.runfolder import write_atomic, write_json
+
+NONDETERMINISTIC = ("timing", "cache")
+TOP_FEMALES = 5
+
+
+def _num(x, digits=6):
+    if x is None:
+        return None
+    x = float(x)
+    return round(x, digits) if math.isfinite(x) else None
+
+
+def female_table(engine, state) -> tuple[list[dict], dict]:
+    """The top females on the run's completed curves, and the baselines beside them.
+
+    Error, Spearman and regret are measured on the held-out split of the
+    completed curves (curves no female was fitted on).
+    """
+    curve_set = engine.completed_curves(state)
+    if not state.females or not curve_set.curves:
+        return [], {}
+    predictions, _ = fem.score(state.females, curve_set, engine.pset)
+    held = curve_set.holdout
+    held_curves = [c for c, h in zip(curve_set.curves, held) if h]
+    order = sorted(range(len(state.females)), key=lambda i: (state.females[i].fitness.values[0],
+                                                             len(state.females[i])))
+    rows, seen = [], set()
+    for i in order:
+        tree = state.females[i]
+        if str(tree) in seen:
+            continue
+        seen.add(str(tree))
+        expr = closedform.simplify_bounded(closedform.to_sympy(tree))
+        scores = pred.score_predictions(predictions[i, held], held_curves) if held_curves else {}
+        rows.append({
+            "tree": str(tree),
+            "formula": closedform.as_text(expr),
+            "latex": closedform.as_latex(expr),
+            "complexity": len(tree),
+            "train_error": _num(tree.fitness.values[0]),
+            "holdout_error": _num(scores.get("error")),
+            "spearman": _num(scores.get("spearman")),
+            "regret": _num(scores.get("regret")),
+        })
+        if len(rows) == TOP_FEMALES:
+            break
+    baselines = {}
+    if held_curves:
+        prefixes = [c.prefix(engine.prefix_frac) for c in held_curves]
+        for name, values in pred.baseline_predictions(prefixes).items():
+            scores = pred.score_predictions(values, held_curves)
+            baselines[name] = {k: _num(scores.get(k)) for k in ("error", "spearman", "regret")}
+    return rows, baselines
+
+
+def summarize(engine, state, folder, wall_seconds: float) -> dict:
+    """Everything the user is told at the end of a run, as data."""
+    formulas, baselines = female_table(engine, state)
+    stats = state.mating_stats
+    sons = stats["guided"] + stats["random"]
+    compute = dict(vars(state.compute))
+    compute["train_seconds"] = _num(compute["train_seconds"], 3)
+    evaluation = engine.eval_seconds
+    return {
+        "mode": engine.mode.name,
+        "seed": engine.seed,
+        "preset": engine.preset.name,
+        "generations": state.generation,
+        "best_architecture": state.hall_of_fame[0] if state.hall_of_fame else None,
+        "hall_of_fame": state.hall_of_fame[:5],
+        "females": formulas,
+        "baselines": baselines,
+        "mating": {**stats, "guided_fraction": _num(stats["guided"] / sons) if sons else None},
+        "compute": compute,
+        "promotions": state.promotions,
+        "failures": state.failures,
+        "timing": {
+            "wall_seconds": _num(wall_seconds, 2),
+            "evaluation_seconds": _num(evaluation, 2),
+            "engine_seconds": _num(max(0.0, wall_seconds - evaluation), 2),
+            "engine_fraction": _num(max(0.0, wall_seconds - evaluation) / wall_seconds, 4) if wall_seconds else None,
+        },
+        "cache": {
+            "trained": sum(r["evaluated"] for r in state.logbook),
+            "hits": sum(r["cache_hits"] for r in state.logbook),
+        },
+    }
+
+
+def deterministic_part(summary: dict) -> dict:
+    """The summary without what depends on the machine or on the cache."""
+    return {k: v for k, v in summary.items() if k not in NONDETERMINISTIC}
+
+
+def write_report(folder, summary: dict, engine, state) -> None:
+    """summary.json, formulas.md, predictor.json (best female) and plots."""
+    path = Path(folder.path)
+    write_json(path / "summary.json", summary)
+    write_atomic(path / "formulas.md", formulas_markdown(summary))
+    if summary["females"]:
+        pred.save_tree(path / "predictor.json", summary["females"][0]["tree"], engine.prefix_frac)
+    plot_run(path / "plots", engine, state)
+
+
+def formulas_markdown(summary: dict) -> str:
+    lines = [f"# Evolved predictor formulas ({summary['mode']}, seed {summary['seed']})", ""]
+    if not summary["females"]:
+        return "\n".join(lines + ["This mode evolves no predictors.", ""])
+    lines += ["Predicted final validation loss from the early prefix of a learning curve.", ""]
+    for rank, row in enumerate(summary["females"], 1):
+        lines += [
+            f"## {rank}. held-out error {row['holdout_error']}, Spearman {row['spearman']}, "
+            f"regret {row['regret']}, complexity {row['complexity']}",
+            "", "```", row["formula"], "```", "", f"$$ {row['latex']} $$", "",
+        ]
+    lines += ["## Baselines on the same curves", ""]
+    for name, scores in summary["baselines"].items():
+        lines.append(f"- {name}: error {scores['error']}, Spearman {scores['spearman']}, regret {scores['regret']}")
+    return "\n".join(lines) + "\n"
+
+
+def plot_run(out: Path, engine, state) -> None:
+    """Learning curves of the promoted males, and predicted against true final loss."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    best = state.hall_of_fame[0]["key"] if state.hall_of_fame else None
+    for promotion in state.promotions:
+        record = engine.archive.get(promotion["key"])
+        if record is None or record.result is None:
+            continue
+        curve = record.result["curve"]
+        is_best = promotion["key"] == best
+        ax.plot(curve["eval_steps"], curve["val_loss"], color="C3" if is_best else "0.6",
+                lw=2 if is_best else 0.8, zorder=3 if is_best else 1)
+    ax.axvline(engine.budget.early_iters, color="C0", ls="--", lw=1, label="early budget")
+    ax.set(xlabel="training step", ylabel="validation loss", title="Promoted males (best in red)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+
+    pairs = [(p["predicted"], p["true"]) for p in state.promotions if p["predicted"] is not None]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    if pairs:
+        predicted, true = np.array(pairs).T
+        ax.scatter(true, predicted, s=18)
+        lo, hi = float(min(true.min(), predicted.min())), float(max(true.max(), predicted.max()))
+        ax.plot([lo, hi], [lo, hi], color="0.5", lw=1)
+    ax.set(xlabel="true final validation loss", ylabel="predicted (male fitness)",
+           title="Predicted vs true, promoted males")
+    fig.tight_layout()
+    fig.savefig(out / "predicted_vs_true.png", dpi=110)
+    plt.close(fig)
+
+
+def render_summary(summary: dict) -> str:
+    """The end-of-run text: best architecture, formulas, mating, compute."""
+    lines = [f"== gpnas {summary['mode']} run, preset {summary['preset']}, seed {summary['seed']}, "
+             f"{summary['generations']} generations =="]
+    best = summary["best_architecture"]
+    if best:
+        a = best["arch"]
+        lines += [
+            "best architecture: "
+            f"n_layer={a['n_layer']} n_head={a['n_head']} n_embd={a['n_embd']} "
+            f"dropout={a['dropout']} learning_rate={a['learning_rate']:.4g}",
+            f"  final val loss {best['final_val_loss']:.4f}   best val loss {best['best_val_loss']:.4f}   "
+            f"final train loss {best['final_train_loss']:.4f}",
+            f"  total train time {best['total_train_time_s']:.1f} s   "
+            f"inference {_fmt(best.get('avg_inference_tokens_per_s'), '.0f')} tokens/s   "
+            f"params {best['n_params']:,}",
+        ]
+    else:
+        lines.append("best architecture: none completed yet")
+    if summary["females"]:
+        lines.append("top predictors (held-out error | Spearman | regret):")
+        for rank, row in enumerate(summary["females"], 1):
+            lines.append(f"  {rank}. {_fmt(row['holdout_error'])} | {_fmt(row['spearman'])} | "
+                         f"{_fmt(row['regret'])}   final ~ {row['formula']}")
+        for name, s in summary["baselines"].items():
+            lines.append(f"  baseline {name}: {_fmt(s['error'])} | {_fmt(s['spearman'])} | {_fmt(s['regret'])}")
+    m = summary["mating"]
+    if m["guided"] + m["random"]:
+        lines.append(f"sons: {m['guided']} followed the mother's gradient, {m['random']} mutated at random; "
+                     f"daughters: {m['chose']} crossed with the father's choice, {m['tournament']} by tournament")
+    c, t = summary["compute"], summary["timing"]
+    lines.append(f"compute: {c['evaluations']} evaluations, {c['steps']:,} steps, {c['tokens']:,} tokens, "
+                 f"{c['train_seconds']:.1f} s training")
+    lines.append(f"wall time {_fmt(t['wall_seconds'], '.1f')} s, of which engine overhead "
+                 f"{_fmt(t['engine_seconds'], '.1f')} s ({_fmt((t['engine_fraction'] or 0) * 100, '.1f')} %); "
+                 f"cache hits {summary['cache']['hits']}")
+    for failure in summary["failures"]:
+        lines.append(f"failed: {failure['arch']}: {failure['reason']}")
+    return "\n".join(lines)
+
+
+def _fmt(x, spec=".4f"):
+    return "n/a" if x is None else format(x, spec)

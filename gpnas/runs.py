@@ -1,0 +1,105 @@
+"""Start, resume and finish runs: the library behind ``gpnas evolve`` and
+``gpnas ablate``. It wires a preset, a dataset, an archive and a map into an
+``Evolution``, and writes the report when the run ends.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from gpnas.archive import Archive
+from gpnas.config import preset_from_dict, preset_to_dict
+from gpnas.engine import MODES, Evolution
+from gpnas.errors import ConfigError
+from gpnas.report import summarize, write_report
+from gpnas.runfolder import RunFolder
+
+
+@dataclass
+class Run:
+    folder: RunFolder
+    preset: object
+    mode: str
+    seed: int
+    dataset: object
+
+
+def default_out(preset_name: str, mode: str, seed: int, root: Path = Path("runs")) -> Path:
+    return root / f"{datetime.now():%Y%m%d-%H%M%S}-{preset_name}-{mode}-s{seed}"
+
+
+def new_run(out, preset, mode: str, seed: int, dataset, archive_path=None) -> Run:
+    """Create the run folder and record what the run is."""
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    out = Path(out)
+    archive_path = Path(archive_path).resolve() if archive_path else (out / "archive.sqlite").resolve()
+    folder = RunFolder.create(out, {
+        "mode": mode,
+        "seed": seed,
+        "preset": preset_to_dict(preset),
+        "data": {"name": dataset.name, "dir": str(Path(dataset.text_path).parent.resolve()),
+                 "sha256": dataset.sha256},
+        "archive": str(archive_path),
+        "created": datetime.now().isoformat(timespec="seconds"),
+    })
+    return Run(folder, preset, mode, seed, dataset)
+
+
+def open_run(path, dataset_loader, data_dir=None) -> Run:
+    """An existing run as it was recorded; its data must still hash the same."""
+    folder = RunFolder.open(path)
+    meta = folder.meta
+    preset = preset_from_dict(meta["preset"])
+    dataset = dataset_loader(data_dir or meta["data"]["dir"])
+    if dataset.sha256 != meta["data"]["sha256"]:
+        raise ConfigError(f"the data at {dataset.text_path} is not the data run {path} used "
+                          f"(sha256 {dataset.sha256[:12]} != {meta['data']['sha256'][:12]}); "
+                          "point --data-dir at the original text")
+    return Run(folder, preset, meta["mode"], int(meta["seed"]), dataset)
+
+
+def check_unchanged(run: Run, preset, mode: str | None, seed: int | None) -> None:
+    """A resume must not change what the run computes."""
+    if preset is not None and preset_to_dict(preset) != preset_to_dict(run.preset):
+        changed = sorted(_diff(preset_to_dict(run.preset), preset_to_dict(preset)))
+        raise ConfigError(f"--resume with a changed config ({', '.join(changed)}); drop those options "
+                          "to continue the run as it was, or start a new run with --out")
+    if mode is not None and mode != run.mode:
+        raise ConfigError(f"--resume with --mode {mode}, but the run is {run.mode}; drop --mode")
+    if seed is not None and seed != run.seed:
+        raise ConfigError(f"--resume with --seed {seed}, but the run has seed {run.seed}; drop --seed")
+
+
+def _diff(a, b, prefix=""):
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            yield from _diff(x, y, f"{prefix}{key}.")
+        elif x != y:
+            yield f"{prefix}{key}"
+
+
+def execute(run: Run, generations: int, map_fn=None, device: str = "auto", threads=None,
+            callbacks=()) -> tuple[dict, object]:
+    """Run (or continue) to ``generations`` and write the report; returns (summary, state)."""
+    if generations < 1:
+        raise ConfigError(f"--generations must be at least 1, got {generations}")
+    started = time.perf_counter()
+    archive = Archive(run.folder.archive_path)
+    try:
+        engine = Evolution(
+            run.preset, run.mode, dataset_dir=str(Path(run.dataset.text_path).parent),
+            data_sha256=run.dataset.sha256, archive=archive, checkpoints_dir=run.folder.checkpoints_dir,
+            map_fn=map_fn, seed=run.seed, task_name=run.dataset.name, device=device, threads=threads,
+            snapshots=run.folder, callbacks=callbacks,
+        )
+        state = engine.run(generations)
+        summary = summarize(engine, state, run.folder, time.perf_counter() - started)
+        write_report(run.folder, summary, engine, state)
+    finally:
+        archive.close()
+    return summary, state
