@@ -103,6 +103,9 @@ class Evolution:
         self.seed, self.device, self.threads = seed, device, threads
         self.snapshots, self.callbacks = snapshots, list(callbacks)
         self.pset = gp.make_pset()
+        self.gp_config = gp.GPConfig(max_depth=self.ga.tree_max_depth, max_size=self.ga.tree_max_size,
+                                     tournament_size=self.ga.female_tournament,
+                                     parsimony_size=self.ga.parsimony_size)
         n_early = self.budget.early_iters // self.budget.eval_interval + 1
         n_full = self.budget.full_iters // self.budget.eval_interval + 1
         self.full_evals = n_full
@@ -142,7 +145,8 @@ class Evolution:
         rng = random.Random(self.seed)
         seeds = [genome.sample_genome(self.space, rng) for _ in range(self.ga.seed_archive)]
         males = [genome.sample_genome(self.space, rng) for _ in range(self.ga.n_males)]
-        females = [gp.random_tree(self.pset, rng) for _ in range(self.ga.n_females)] if self.mode.females else []
+        females = ([gp.random_tree(self.pset, rng, self.gp_config) for _ in range(self.ga.n_females)]
+                   if self.mode.females else [])
         state = State(generation=0, males=males, females=females, rng_state=rng.getstate())
         self.evaluate(state, [self.full_task(g) for g in seeds])
         for g in seeds:
@@ -237,7 +241,7 @@ class Evolution:
         _, holdout = fem.score(state.females, curve_set, self.pset)
         for _ in range(self.ga.female_steps):
             state.females = fem.gp_step(state.females, curve_set, self.pset, rng, self.ga.female_elites,
-                                        self.ga.tournament_size, self.ga.parsimony_size)
+                                        self.gp_config)
         return holdout
 
     def early_curves(self, males):
@@ -335,13 +339,14 @@ class Evolution:
         if self.mode.breeding == "within" or not self.mode.females:
             sons, _ = mating.breed_within(state.males, state.females or [None], n_sons, 0, ctx)
             return elites + sons, self.next_females(state, curve_set, rng)
-        female_elites = [gp.clone_tree(f) for f in fem.best(state.females, ga.female_elites)]
+        female_elites = [fem.clone(f) for f in fem.best(state.females, ga.female_elites)]
         n_daughters = ga.n_females - len(female_elites)
         fathers_pool = [i for i in order if i in rows] or order
         sons, daughters = [], []
         for n in range(max(n_sons, n_daughters)):
-            father_i = fathers_pool[min(rng.randrange(len(fathers_pool)) for _ in range(ga.tournament_size))]
-            mother = gp.sel_tournament(state.females, 1, ga.tournament_size, rng)[0]
+            # tournaments: fathers_pool is ranked, so the smallest index drawn wins
+            father_i = fathers_pool[min(rng.randrange(len(fathers_pool)) for _ in range(ga.male_tournament))]
+            mother = fem.sel_tournament(state.females, 1, ga.female_tournament, rng)[0]
             father = state.males[father_i]
             if n < n_sons:
                 son, guided = mating.make_son(father, mother, rows.get(father_i, {}), ctx)
@@ -357,7 +362,7 @@ class Evolution:
         if not self.mode.females:
             return []
         ctx = self.mating_context(state, curve_set, rng)
-        keep = [gp.clone_tree(f) for f in fem.best(state.females, self.ga.female_elites)]
+        keep = [fem.clone(f) for f in fem.best(state.females, self.ga.female_elites)]
         _, daughters = mating.breed_within([None], state.females, 0, self.ga.n_females - len(keep), ctx)
         return keep + daughters
 
@@ -365,10 +370,11 @@ class Evolution:
         predictions = (fem.predict_all(state.females, curve_set.columns, self.pset)
                        if state.females and curve_set.curves else np.empty((len(state.females), 0)))
         return mating.MatingContext(
-            space=self.space, pset=self.pset, rng=rng, step_scale=self.ga.step_scale,
-            mutation_scale=self.ga.mutation_scale, female_predictions=predictions,
+            space=self.space, pset=self.pset, rng=rng, gp_config=self.gp_config,
+            step_scale=self.ga.guided_step, mutation_scale=self.ga.mutation_sigma, p_guided=self.ga.p_guided,
+            cx_prob=self.ga.cx_prob, mut_prob=self.ga.mut_prob, female_predictions=predictions,
             completed_targets=curve_set.targets, completed_index=curve_set.index, females=state.females,
-            tournament_size=self.ga.tournament_size, derivatives=self.derivatives,
+            tournament_size=self.ga.female_tournament, derivatives=self.derivatives,
         )
 
     # ------------------------------------------------------------- logging

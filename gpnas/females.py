@@ -8,11 +8,14 @@ thing when it scores itself and when it judges a male.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import random
 from dataclasses import dataclass
 
 import numpy as np
+
+from deap import tools
 
 from gpnas import gp
 from gpnas.curves import Curve
@@ -99,18 +102,33 @@ def best(females, k: int):
     return sorted(females, key=lambda f: (f.fitness.values[0], len(f)))[:k]
 
 
-def gp_step(females, curve_set: CurveSet, pset, rng: random.Random, elites: int,
-            tournament_size: int, parsimony_size: float) -> list:
-    """One generation of ordinary GP among females (selection weighs error and
-    size; crossover and mutation keep depth limits), elites kept."""
-    keep = [gp.clone_tree(f) for f in best(females, elites)]
-    parents = gp.sel_parsimony(females, len(females) - len(keep), rng,
-                               tournament_size=tournament_size, parsimony_size=parsimony_size)
+def clone(female):
+    return copy.deepcopy(female)
+
+
+def sel_tournament(females, k: int, size: int, rng: random.Random) -> list:
+    """Plain fitness tournaments, drawing from ``rng``."""
+    with gp.deap_random(rng):
+        return tools.selTournament(females, k, tournsize=size)
+
+
+def vary(parents, pset, rng: random.Random, config: gp.GPConfig) -> list:
+    """DEAP's varAnd for trees: pairwise crossover and mutation at the config's rates."""
     children = []
     for i in range(0, len(parents), 2):
-        a, b = gp.clone_tree(parents[i]), gp.clone_tree(parents[(i + 1) % len(parents)])
-        a, b = gp.cx_tree(a, b, rng)
-        children += [gp.mut_tree(a, pset, rng), gp.mut_tree(b, pset, rng)]
-    population = keep + children[: len(females) - len(keep)]
+        a, b = parents[i], parents[(i + 1) % len(parents)]
+        if rng.random() < config.p_cx:
+            a, b = gp.cx_tree(a, b, rng, config)
+        for child in (a, b):
+            children.append(gp.mut_tree(child, pset, rng, config) if rng.random() < config.p_mut else clone(child))
+    return children[: len(parents)]
+
+
+def gp_step(females, curve_set: CurveSet, pset, rng: random.Random, elites: int, config: gp.GPConfig) -> list:
+    """One generation of ordinary GP among females (a double tournament weighs
+    error and size; offspring keep the depth and size limits), elites kept."""
+    keep = [clone(f) for f in best(females, elites)]
+    parents = gp.sel_parsimony(females, len(females) - len(keep), rng, config)
+    population = keep + vary(parents, pset, rng, config)
     score(population, curve_set, pset)
     return population

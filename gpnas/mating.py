@@ -30,6 +30,7 @@ import numpy as np
 import sympy
 
 from gpnas import closedform, genome, gp
+from gpnas import females as fem
 
 # gene -> the mother's terminals that move with it
 _LOG10 = math.log(10.0)
@@ -42,8 +43,12 @@ class MatingContext:
     space: object                      # the preset's search space
     pset: object                       # the female primitive set
     rng: random.Random
+    gp_config: gp.GPConfig             # tree limits and operator rates
     step_scale: float                  # guided step length, in normalised gene units
     mutation_scale: float              # random mutation, in normalised gene units
+    p_guided: float                    # chance the son follows a gradient that exists
+    cx_prob: float                     # within-gender: crossover probability per pair
+    mut_prob: float                    # within-gender: mutation probability per child
     female_predictions: np.ndarray     # (n_females, n_completed) predicted finals
     completed_targets: np.ndarray      # (n_completed,) true finals
     completed_index: dict              # architecture key -> column in the two arrays above
@@ -102,7 +107,7 @@ def make_son(father, mother, row: dict, ctx: MatingContext):
     arch = genome.decode(father, ctx.space)
     gradient = gene_gradient(hyperparameter_gradient(mother, row, ctx), arch)
     son = genome.clone(father)
-    guided = bool(gradient)
+    guided = bool(gradient) and ctx.rng.random() < ctx.p_guided
     if guided:
         son = genome.step_genome(son, guided_step(father, gradient, ctx), ctx.space)
     else:
@@ -118,14 +123,14 @@ def father_choice(father_key: str | None, ctx: MatingContext):
     if column is not None and len(ctx.females):
         errors = np.abs(ctx.female_predictions[:, column] - ctx.completed_targets[column])
         return ctx.females[int(np.argmin(errors))], True
-    return gp.sel_tournament(ctx.females, 1, ctx.tournament_size, ctx.rng)[0], False
+    return fem.sel_tournament(ctx.females, 1, ctx.tournament_size, ctx.rng)[0], False
 
 
 def make_daughter(mother, father_key: str | None, ctx: MatingContext):
     """The mother's tree crossed with the father's choice, then mutated."""
     choice, chose = father_choice(father_key, ctx)
-    daughter, _ = gp.cx_tree(gp.clone_tree(mother), gp.clone_tree(choice), ctx.rng)
-    daughter = gp.mut_tree(daughter, ctx.pset, ctx.rng)
+    daughter, _ = gp.cx_tree(mother, choice, ctx.rng, ctx.gp_config)
+    daughter = gp.mut_tree(daughter, ctx.pset, ctx.rng, ctx.gp_config)
     return daughter, chose
 
 
@@ -145,11 +150,15 @@ def breed_within(males, females, n_sons: int, n_daughters: int, ctx: MatingConte
     sons = []
     while len(sons) < n_sons:
         a, b = ctx.rng.sample(males, 2) if len(males) > 1 else (males[0], males[0])
-        for child in genome.cx_genome(genome.clone(a), genome.clone(b), ctx.space, ctx.rng):
-            sons.append(genome.mut_genome(child, ctx.space, ctx.rng, ctx.mutation_scale))
+        children = (genome.clone(a), genome.clone(b))
+        if ctx.rng.random() < ctx.cx_prob:
+            children = genome.cx_genome(*children, ctx.space, ctx.rng)
+        for child in children:
+            if ctx.rng.random() < ctx.mut_prob:
+                child = genome.mut_genome(child, ctx.space, ctx.rng, ctx.mutation_scale)
+            sons.append(child)
     daughters = []
     while len(daughters) < n_daughters:
         a, b = ctx.rng.sample(females, 2) if len(females) > 1 else (females[0], females[0])
-        for child in gp.cx_tree(gp.clone_tree(a), gp.clone_tree(b), ctx.rng):
-            daughters.append(gp.mut_tree(child, ctx.pset, ctx.rng))
+        daughters += fem.vary([a, b], ctx.pset, ctx.rng, ctx.gp_config)
     return sons[:n_sons], daughters[:n_daughters]
