@@ -329,24 +329,23 @@ class Evolution:
     def breed(self, state: State, rows: dict, curve_set, rng: random.Random):
         """Next generation's males and females, elites of each sex kept."""
         ga = self.ga
-        order = sorted(range(len(state.males)), key=lambda i: state.males[i].fitness.values[0])
-        elites = [genome.clone(state.males[i]) for i in order[: ga.male_elites]]
-        n_sons = ga.n_males - len(elites)
+        ranked = sorted(state.males, key=lambda g: g.fitness.values[0])
+        male_elites = [genome.clone(g) for g in ranked[: ga.male_elites]]
+        female_elites = [fem.clone(f) for f in fem.best(state.females, ga.female_elites)]
+        n_sons, n_daughters = ga.n_males - len(male_elites), len(state.females) - len(female_elites)
+        ctx = self.mating_context(state, curve_set, rng)
         if self.mode.breeding == "random":
             sons = [genome.sample_genome(self.space, rng) for _ in range(ga.n_males)]
-            return sons, self.next_females(state, curve_set, rng)
-        ctx = self.mating_context(state, curve_set, rng)
-        if self.mode.breeding == "within" or not self.mode.females:
-            sons, _ = mating.breed_within(state.males, state.females or [None], n_sons, 0, ctx)
-            return elites + sons, self.next_females(state, curve_set, rng)
-        female_elites = [fem.clone(f) for f in fem.best(state.females, ga.female_elites)]
-        n_daughters = ga.n_females - len(female_elites)
-        fathers_pool = [i for i in order if i in rows] or order
+            _, daughters = mating.breed_within([], self.select_females(state, n_daughters, rng), ctx)
+            return sons, female_elites + daughters
+        if self.mode.breeding == "within":
+            fathers = mating.sel_tournament(state.males, n_sons, ga.male_tournament, rng)
+            sons, daughters = mating.breed_within(fathers, self.select_females(state, n_daughters, rng), ctx)
+            return male_elites + sons, female_elites + daughters
         sons, daughters = [], []
         for n in range(max(n_sons, n_daughters)):
-            # tournaments: fathers_pool is ranked, so the smallest index drawn wins
-            father_i = fathers_pool[min(rng.randrange(len(fathers_pool)) for _ in range(ga.male_tournament))]
-            mother = fem.sel_tournament(state.females, 1, ga.female_tournament, rng)[0]
+            father_i = self.select_father(state, rows, rng)
+            mother = mating.sel_tournament(state.females, 1, ga.female_tournament, rng)[0]
             father = state.males[father_i]
             if n < n_sons:
                 son, guided = mating.make_son(father, mother, rows.get(father_i, {}), ctx)
@@ -356,15 +355,15 @@ class Evolution:
                 daughter, chose = mating.make_daughter(mother, self.key(father, self.budget.full_iters), ctx)
                 daughters.append(daughter)
                 state.mating_stats["chose" if chose else "tournament"] += 1
-        return elites + sons, female_elites + daughters
+        return male_elites + sons, female_elites + daughters
 
-    def next_females(self, state: State, curve_set, rng):
-        if not self.mode.females:
-            return []
-        ctx = self.mating_context(state, curve_set, rng)
-        keep = [fem.clone(f) for f in fem.best(state.females, self.ga.female_elites)]
-        _, daughters = mating.breed_within([None], state.females, 0, self.ga.n_females - len(keep), ctx)
-        return keep + daughters
+    def select_father(self, state: State, rows: dict, rng: random.Random) -> int:
+        """A tournament among the males that have a feature row (an early curve)."""
+        pool = sorted(rows or range(len(state.males)), key=lambda i: state.males[i].fitness.values[0])
+        return pool[min(rng.randrange(len(pool)) for _ in range(self.ga.male_tournament))]
+
+    def select_females(self, state: State, k: int, rng: random.Random) -> list:
+        return gp.sel_parsimony(state.females, k, rng, self.gp_config) if state.females else []
 
     def mating_context(self, state: State, curve_set, rng) -> mating.MatingContext:
         predictions = (fem.predict_all(state.females, curve_set.columns, self.pset)

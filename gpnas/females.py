@@ -15,8 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deap import tools
-
 from gpnas import gp
 from gpnas.curves import Curve
 from gpnas.features import feature_matrix
@@ -104,12 +102,6 @@ def best(females, k: int):
 
 def clone(female):
     return copy.deepcopy(female)
-
-
-def sel_tournament(females, k: int, size: int, rng: random.Random) -> list:
-    """Plain fitness tournaments, drawing from ``rng``."""
-    with gp.deap_random(rng):
-        return tools.selTournament(females, k, tournsize=size)
 
 
 def vary(parents, pset, rng: random.Random, config: gp.GPConfig) -> list:

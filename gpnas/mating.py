@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import sympy
+from deap import tools
 
 from gpnas import closedform, genome, gp
 from gpnas import females as fem
@@ -123,7 +124,7 @@ def father_choice(father_key: str | None, ctx: MatingContext):
     if column is not None and len(ctx.females):
         errors = np.abs(ctx.female_predictions[:, column] - ctx.completed_targets[column])
         return ctx.females[int(np.argmin(errors))], True
-    return fem.sel_tournament(ctx.females, 1, ctx.tournament_size, ctx.rng)[0], False
+    return sel_tournament(ctx.females, 1, ctx.tournament_size, ctx.rng)[0], False
 
 
 def make_daughter(mother, father_key: str | None, ctx: MatingContext):
@@ -145,20 +146,28 @@ def mate(father, mother, row: dict, father_key: str | None, ctx: MatingContext):
     return son, daughter, {"guided": guided, "chose": chose}
 
 
-def breed_within(males, females, n_sons: int, n_daughters: int, ctx: MatingContext):
-    """The ablation: ordinary crossover and mutation inside each sex, random pairing."""
+def sel_tournament(individuals, k: int, size: int, rng: random.Random) -> list:
+    """Plain fitness tournaments (either sex), drawing from ``rng``."""
+    with gp.deap_random(rng):
+        return tools.selTournament(individuals, k, tournsize=size)
+
+
+def breed_within(male_parents, female_parents, ctx: MatingContext):
+    """The ablation: ordinary DEAP variation inside each sex.
+
+    Parents come already selected (tournaments); consecutive parents pair up,
+    so no male is matched with a female at all. Sons: crossover with
+    ``cx_prob``, mutation with ``mut_prob`` (varAnd); daughters likewise with
+    subtree crossover and mutation.
+    """
     sons = []
-    while len(sons) < n_sons:
-        a, b = ctx.rng.sample(males, 2) if len(males) > 1 else (males[0], males[0])
-        children = (genome.clone(a), genome.clone(b))
+    for i in range(0, len(male_parents), 2):
+        children = (genome.clone(male_parents[i]), genome.clone(male_parents[(i + 1) % len(male_parents)]))
         if ctx.rng.random() < ctx.cx_prob:
             children = genome.cx_genome(*children, ctx.space, ctx.rng)
         for child in children:
             if ctx.rng.random() < ctx.mut_prob:
                 child = genome.mut_genome(child, ctx.space, ctx.rng, ctx.mutation_scale)
             sons.append(child)
-    daughters = []
-    while len(daughters) < n_daughters:
-        a, b = ctx.rng.sample(females, 2) if len(females) > 1 else (females[0], females[0])
-        daughters += fem.vary([a, b], ctx.pset, ctx.rng, ctx.gp_config)
-    return sons[:n_sons], daughters[:n_daughters]
+    daughters = fem.vary(female_parents, ctx.pset, ctx.rng, ctx.gp_config) if female_parents else []
+    return sons[: len(male_parents)], daughters
