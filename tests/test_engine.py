@@ -1,0 +1,112 @@
+"""The engine on the micro preset and a tiny generated corpus: every mode runs
+and writes a complete run folder, the cache prevents retraining, a resumed run
+ends where an uninterrupted one does, and seeds behave."""
+
+import json
+
+import pytest
+
+from gpnas.archive import Archive
+from gpnas.config import load_preset
+from gpnas.data import load_dataset
+from gpnas.engine import MODES
+from gpnas.report import deterministic_part
+from gpnas.runfolder import RunFolder
+from gpnas.runs import execute, new_run, open_run
+
+
+@pytest.fixture
+def micro():
+    return load_preset("micro")
+
+
+def start(tmp_path, name, preset, dataset, mode="combined", seed=0, archive=None):
+    return new_run(tmp_path / name, preset, mode, seed, dataset, archive)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_mode_writes_a_complete_run_folder(tmp_path, micro, tiny_dataset, mode):
+    run = start(tmp_path, mode, micro, tiny_dataset, mode=mode)
+    summary, state = execute(run, 2)
+
+    folder = run.folder.path
+    for name in ("run.json", "archive.sqlite", "logbook.csv", "hall_of_fame.json", "summary.json",
+                 "formulas.md", "plots/curves.png", "plots/predicted_vs_true.png"):
+        assert (folder / name).exists(), name
+    assert [p.name for p in RunFolder(folder).snapshot_paths()] == ["gen_0000.json", "gen_0001.json",
+                                                                  "gen_0002.json"]
+    assert len((folder / "logbook.csv").read_text().splitlines()) == 1 + 3  # header, gen 0..2
+    assert summary["generations"] == 2
+    best = summary["best_architecture"]
+    assert best["final_val_loss"] < 4.2  # ln(vocab) of an untrained model is about 3.0-4.2 here
+    assert summary["compute"]["steps"] > 0 and summary["compute"]["tokens"] > 0
+    # every fully trained male's true final loss is on record
+    assert len(state.promotions) >= micro.ga.seed_archive
+    if MODES[mode].females:
+        assert summary["females"], "a mode with females reports formulas"
+        assert (folder / "predictor.json").exists()
+    else:
+        assert summary["females"] == []
+
+
+def test_same_seed_same_result_different_seed_differs(tmp_path, micro, tiny_dataset):
+    a, _ = execute(start(tmp_path, "a", micro, tiny_dataset, seed=1), 2)
+    b, _ = execute(start(tmp_path, "b", micro, tiny_dataset, seed=1), 2)
+    c, _ = execute(start(tmp_path, "c", micro, tiny_dataset, seed=2), 2)
+    assert deterministic_part(a) == deterministic_part(b)
+    assert deterministic_part(a) != deterministic_part(c)
+
+
+def test_cache_prevents_retraining_across_runs_sharing_an_archive(tmp_path, micro, tiny_dataset):
+    shared = tmp_path / "shared.sqlite"
+    first, _ = execute(start(tmp_path, "first", micro, tiny_dataset, archive=shared), 2)
+    second, _ = execute(start(tmp_path, "second", micro, tiny_dataset, archive=shared), 2)
+    assert first["cache"]["trained"] > 0
+    assert second["cache"]["trained"] == 0
+    assert second["cache"]["hits"] == first["cache"]["trained"] + first["cache"]["hits"]
+    assert deterministic_part(first) == deterministic_part(second)
+    with Archive(shared) as archive:
+        assert archive.count() == first["cache"]["trained"]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_a_kill_mid_generation_equals_an_uninterrupted_run(tmp_path, micro, tiny_dataset):
+    whole, _ = execute(start(tmp_path, "whole", micro, tiny_dataset), 3)
+
+    calls = {"n": 0}
+
+    def dying_map(fn, items):  # dies inside generation 2, after some evaluations were archived
+        results = []
+        for item in items:
+            calls["n"] += 1
+            if calls["n"] == 12:
+                raise Interrupt
+            results.append(fn(item))
+        return results
+
+    run = start(tmp_path, "killed", micro, tiny_dataset)
+    with pytest.raises(Interrupt):
+        execute(run, 3, map_fn=dying_map)
+    done = RunFolder(run.folder.path).snapshot_paths()
+    assert 0 < len(done) < 4
+    resumed, _ = execute(open_run(run.folder.path, load_dataset), 3)
+    assert deterministic_part(resumed) == deterministic_part(whole)
+    assert resumed["cache"]["hits"] > 0
+
+
+def test_a_finished_run_continues_to_more_generations(tmp_path, micro, tiny_dataset):
+    whole, _ = execute(start(tmp_path, "whole", micro, tiny_dataset), 3)
+    run = start(tmp_path, "steps", micro, tiny_dataset)
+    execute(run, 2)
+    more, _ = execute(open_run(run.folder.path, load_dataset), 3)
+    assert deterministic_part(more) == deterministic_part(whole)
+
+
+def test_summary_json_is_strict_json(tmp_path, micro, tiny_dataset):
+    run = start(tmp_path, "j", micro, tiny_dataset)
+    execute(run, 1)
+    text = (run.folder.path / "summary.json").read_text()
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
