@@ -1,0 +1,450 @@
+"""Presets: the search space, budgets and GA parameters of a run, from TOML.
+
+A preset is a TOML file with top-level ``name``, ``description``, ``seed`` and
+five tables:
+
+- ``[space]``: one table per gene. ``n_layer``, ``n_head``, ``n_embd`` are
+  integers given as ``{min, max}`` (``n_embd`` may add ``step``) or
+  ``{choices = [...]}``; ``dropout`` and ``learning_rate`` are ``{min, max}``
+  (or choices); ``learning_rate`` is searched in log10 space (``log = true``).
+- ``[budget]``: training steps and batch shapes (see ``BudgetConfig``).
+- ``[ga]``: population sizes and operator parameters (see ``GAConfig``).
+- ``[reference]``: the preset's reference architecture (the baseline anchor).
+
+Bare names resolve to ``gpnas/presets/<name>.toml`` (package data, so an
+installed gpnas finds them); anything else is a path. Overrides are
+``"section.key=value"`` strings (``--set`` on the CLI) whose value is parsed as
+TOML. Every problem is a one-line ConfigError naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from gpnas.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+SPACE_GENES = ("n_layer", "n_head", "n_embd", "dropout", "learning_rate")
+INT_GENES = frozenset({"n_layer", "n_head", "n_embd"})
+GENE_KEYS = ("min", "max", "step", "choices", "log")
+# A preset whose largest architecture would need more than this is refused
+# before anything trains (see estimate_memory_bytes).
+MAX_MEMORY_BYTES = 256 * 2**30
+
+
+@dataclass(frozen=True)
+class GeneSpec:
+    """The allowed values of one gene: ``choices``, or ``min``..``max`` (``step`` for integers)."""
+
+    name: str
+    min: float | None = None
+    max: float | None = None
+    step: int | None = None
+    choices: tuple[float, ...] | None = None
+    log: bool = False
+
+    @property
+    def integer(self) -> bool:
+        return self.name in INT_GENES
+
+    @property
+    def discrete(self) -> bool:
+        return self.integer or self.choices is not None
+
+    @property
+    def low(self) -> float:
+        return min(self.choices) if self.choices is not None else self.min
+
+    @property
+    def high(self) -> float:
+        return max(self.choices) if self.choices is not None else self.max
+
+    def values(self) -> tuple:
+        """All allowed values of a discrete gene, sorted (empty for continuous genes)."""
+        if self.choices is not None:
+            return tuple(sorted(set(self.choices)))
+        if self.integer:
+            return tuple(range(int(self.min), int(self.max) + 1, self.step or 1))
+        return ()
+
+    def contains(self, value: float) -> bool:
+        if self.discrete:
+            return value in self.values()
+        return self.low <= value <= self.high
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("min", "max", "step") if getattr(self, k) is not None}
+        if self.choices is not None:
+            d["choices"] = list(self.choices)
+        if self.log:
+            d["log"] = True
+        return d
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    n_layer: GeneSpec
+    n_head: GeneSpec
+    n_embd: GeneSpec
+    dropout: GeneSpec
+    learning_rate: GeneSpec
+
+    def gene(self, name: str) -> GeneSpec:
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """Training budget in optimizer steps; every run lays its LR schedule over ``full_iters``."""
+
+    early_iters: int    # the early run that scores a male (a prefix of the full run)
+    full_iters: int     # a promoted male's complete run (TrainConfig.max_iters)
+    eval_interval: int  # steps between validation evaluations
+    eval_batches: int   # fixed validation batches per evaluation
+    block_size: int
+    batch_size: int
+    warmup_iters: int
+
+    @property
+    def prefix_frac(self) -> float:
+        """Fraction of the full run an early run covers; its curve is that prefix of the full curve."""
+        return self.early_iters / self.full_iters
+
+
+@dataclass(frozen=True)
+class GAConfig:
+    n_males: int = 8
+    n_females: int = 32
+    male_elites: int = 1
+    female_elites: int = 2
+    promote_k: int = 2            # males promoted to full training per generation by prediction
+    calibration: bool = True      # plus one random male, so the predictors see unbiased outcomes
+    seed_archive: int = 4         # random males trained to completion in generation 0
+    mutation_sigma: float = 0.15  # Gaussian mutation, in units of each gene's range (0..1)
+    guided_step: float = 0.2      # length of the son's step along the mother's gradient, same units
+    p_guided: float = 1.0         # probability the son follows the mother's gradient when she has one
+    cx_prob: float = 0.5          # within-gender mode: crossover probability per pair
+    mut_prob: float = 0.5         # within-gender mode: mutation probability per child
+    tree_max_depth: int = 8
+    tree_max_size: int = 40
+    female_steps: int = 4         # GP generations of the females per engine generation
+    top_females: int = 3          # male fitness: mean prediction of this many best females
+    male_tournament: int = 3
+    female_tournament: int = 3
+    parsimony_size: float = 1.4   # DEAP double tournament: 1 (no pressure) .. 2
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The preset's reference architecture (nanoGPT's for shakespeare-char)."""
+
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float
+    learning_rate: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    seed: int
+    space: SpaceConfig
+    budget: BudgetConfig
+    ga: GAConfig
+    reference: Reference
+
+
+# ---------------------------------------------------------------- loading
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+
+
+def load_preset(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Preset:
+    """Read a preset by name (``gpnas/presets``) or path, apply ``section.key=value`` overrides."""
+    text = str(name_or_path)
+    is_path = isinstance(name_or_path, Path) or text.endswith(".toml") or "/" in text or "\\" in text
+    path = Path(text) if is_path else PRESETS_DIR / f"{text}.toml"
+    if not path.is_file():
+        if is_path:
+            raise ConfigError(f"preset file {text} not found; give an existing .toml file or a preset name")
+        raise ConfigError(f"unknown preset {text!r}; use one of {', '.join(available_presets())} or a .toml path")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"preset {path}: not valid TOML ({e}); fix the file") from None
+    raw.setdefault("name", path.stem)
+    for item in overrides:
+        _apply_override(raw, item)
+    return _build(raw, f"preset {raw['name']}")
+
+
+def preset_to_dict(preset: Preset) -> dict:
+    """The resolved preset as plain JSON-able data, laid out like the TOML file."""
+    return {
+        "name": preset.name,
+        "description": preset.description,
+        "seed": preset.seed,
+        "space": {g: preset.space.gene(g).to_dict() for g in SPACE_GENES},
+        "budget": asdict(preset.budget),
+        "ga": asdict(preset.ga),
+        "reference": preset.reference.as_dict(),
+    }
+
+
+def preset_from_dict(d: Mapping) -> Preset:
+    """Inverse of preset_to_dict (validated like a TOML file)."""
+    return _build(_copy(d), f"config {d.get('name', '?')}")
+
+
+def _copy(d):
+    return {k: _copy(v) for k, v in d.items()} if isinstance(d, Mapping) else d
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    where = f"--set {item}"
+    if "=" not in item:
+        raise ConfigError(f"{where}: expected KEY=VALUE, for example ga.n_males=6")
+    key, value_text = (s.strip() for s in item.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {value_text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = value_text  # a bare word: a string; type checks below catch misuse
+    parts = key.split(".")
+    schema = {
+        "budget": {f.name for f in fields(BudgetConfig)},
+        "ga": {f.name for f in fields(GAConfig)},
+        "reference": {f.name for f in fields(Reference)},
+    }
+    if parts in (["name"], ["description"], ["seed"]):
+        raw[parts[0]] = value
+    elif len(parts) == 2 and parts[0] in schema and parts[1] in schema[parts[0]]:
+        raw.setdefault(parts[0], {})[parts[1]] = value
+    elif len(parts) == 3 and parts[0] == "space" and parts[1] in SPACE_GENES and parts[2] in GENE_KEYS:
+        gene = raw.setdefault("space", {}).setdefault(parts[1], {})
+        # Switching a gene between a list and a range replaces the other form.
+        for k in (("min", "max", "step") if parts[2] == "choices" else ("choices",) if parts[2] != "log" else ()):
+            gene.pop(k, None)
+        gene[parts[2]] = value
+    else:
+        raise ConfigError(
+            f"{where}: unknown key {key}; use name, description, seed, space.<gene>.<min|max|step|choices|log> "
+            f"(genes {', '.join(SPACE_GENES)}), budget.<key>, ga.<key> or reference.<key>")
+
+
+# ---------------------------------------------------------------- validation
+
+def _build(raw: Mapping, src: str) -> Preset:
+    _check_keys(raw, {"name", "description", "seed", "space", "budget", "ga", "reference"}, "", src)
+    name = _typed(raw.get("name", ""), str, "name", src)
+    description = _typed(raw.get("description", ""), str, "description", src)
+    seed = _typed(raw.get("seed", 0), int, "seed", src)
+    space = SpaceConfig(**{g: _gene(g, _table(raw, "space", src).get(g), src) for g in SPACE_GENES})
+    _check_keys(_table(raw, "space", src), set(SPACE_GENES), "space.", src)
+    budget = _dataclass(BudgetConfig, _table(raw, "budget", src), "budget", src)
+    ga = _dataclass(GAConfig, _table(raw, "ga", src), "ga", src)
+    reference = _dataclass(Reference, _table(raw, "reference", src), "reference", src)
+    preset = Preset(name, description, seed, space, budget, ga, reference)
+    _check_space(space, src)
+    _check_budget(budget, src)
+    _check_ga(ga, src)
+    _check_reference(preset, src)
+    return preset
+
+
+def _fail(src: str, message: str):
+    raise ConfigError(f"{src}: {message}")
+
+
+def _table(raw: Mapping, name: str, src: str) -> Mapping:
+    t = raw.get(name, {})
+    if not isinstance(t, Mapping):
+        _fail(src, f"{name} must be a table; write it as [{name}]")
+    return t
+
+
+def _check_keys(table: Mapping, known: set, prefix: str, src: str) -> None:
+    for k in table:
+        if k not in known:
+            _fail(src, f"unknown key {prefix}{k}; known keys: {', '.join(sorted(known))}")
+
+
+def _typed(value: Any, kind: type, key: str, src: str):
+    """Check a TOML value's type; ints are accepted (and converted) where floats are expected."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if kind is float and ok and not math.isfinite(value):
+        ok = False
+    if not ok:
+        wanted = {float: "a finite number", int: "an integer", bool: "true or false", str: "a string"}[kind]
+        _fail(src, f"{key} = {value!r} must be {wanted}; fix its value")
+    return value
+
+
+def _dataclass(cls, table: Mapping, section: str, src: str):
+    flds = {f.name: f for f in fields(cls)}
+    _check_keys(table, set(flds), f"{section}.", src)
+    kwargs = {}
+    for name, f in flds.items():
+        if name in table:
+            kind = {"int": int, "float": float, "bool": bool}[f.type if isinstance(f.type, str) else f.type.__name__]
+            kwargs[name] = _typed(table[name], kind, f"{section}.{name}", src)
+        elif f.default is MISSING:
+            _fail(src, f"missing key {section}.{name}; add it to [{section}]")
+    return cls(**kwargs)
+
+
+def _gene(name: str, table: Any, src: str) -> GeneSpec:
+    key = f"space.{name}"
+    if table is None:
+        _fail(src, f"missing gene {key}; add {key} = {{ min = ..., max = ... }} or {{ choices = [...] }}")
+    if not isinstance(table, Mapping):
+        _fail(src, f"{key} must be a table like {{ min = ..., max = ... }} or {{ choices = [...] }}")
+    _check_keys(table, set(GENE_KEYS), f"{key}.", src)
+    kind = int if name in INT_GENES else float
+    log = _typed(table.get("log", name == "learning_rate"), bool, f"{key}.log", src)
+    if log != (name == "learning_rate"):
+        _fail(src, f"{key}.log: only learning_rate is searched in log space (log = true); remove or fix it")
+    if "choices" in table:
+        if any(k in table for k in ("min", "max", "step")):
+            _fail(src, f"{key}: give either choices or min/max, not both")
+        choices = table["choices"]
+        if not isinstance(choices, list) or not choices:
+            _fail(src, f"{key}.choices must be a non-empty list of numbers; add at least one value")
+        values = tuple(_typed(v, kind, f"{key}.choices", src) for v in choices)
+        spec = GeneSpec(name, choices=values, log=log)
+    else:
+        for k in ("min", "max"):
+            if k not in table:
+                _fail(src, f"missing key {key}.{k}; give min and max, or choices")
+        if "step" in table and name != "n_embd":
+            _fail(src, f"{key}.step: only n_embd takes a step; remove it or use choices")
+        step = _typed(table["step"], int, f"{key}.step", src) if "step" in table else None
+        lo, hi = _typed(table["min"], kind, f"{key}.min", src), _typed(table["max"], kind, f"{key}.max", src)
+        if lo > hi:
+            _fail(src, f"{key}: empty range, min {lo} > max {hi}; make min <= max")
+        if step is not None and step < 1:
+            _fail(src, f"{key}.step = {step} must be >= 1")
+        spec = GeneSpec(name, min=lo, max=hi, step=step, log=log)
+    if spec.discrete and len(spec.values()) > 1_000_000:
+        _fail(src, f"{key} allows {len(spec.values())} values; narrow it or add a step")
+    if name == "dropout" and not (0.0 <= spec.low and spec.high < 1.0):
+        _fail(src, f"{key} must lie in [0, 1); fix its bounds")
+    if name == "learning_rate" and spec.low <= 0:
+        _fail(src, f"{key} must be > 0; fix its bounds")
+    if name in INT_GENES and spec.low < 1:
+        _fail(src, f"{key} must be >= 1; fix its bounds")
+    return spec
+
+
+def _check_space(space: SpaceConfig, src: str) -> None:
+    heads, embds = space.n_head.values(), space.n_embd.values()
+    if len(heads) * len(embds) <= 1_000_000 and not any(e % h == 0 for h in heads for e in embds):
+        _fail(src, "no n_embd in space.n_embd is a multiple of an n_head in space.n_head; add one")
+
+
+def _check_budget(b: BudgetConfig, src: str) -> None:
+    for k in ("early_iters", "full_iters", "eval_interval", "eval_batches", "block_size", "batch_size"):
+        if getattr(b, k) < 1:
+            _fail(src, f"budget.{k} = {getattr(b, k)} must be >= 1")
+    if b.warmup_iters < 0:
+        _fail(src, f"budget.warmup_iters = {b.warmup_iters} must be >= 0")
+    if b.early_iters >= b.full_iters:
+        _fail(src, f"budget.early_iters = {b.early_iters} must be < budget.full_iters = {b.full_iters}")
+    if b.warmup_iters >= b.full_iters:
+        _fail(src, f"budget.warmup_iters = {b.warmup_iters} must be < budget.full_iters = {b.full_iters}")
+    # An early curve must be an exact prefix of the full curve with at least the
+    # 4 evaluations (steps 0, i, 2i, 3i) the predictor's smallest prefix uses.
+    for k in ("early_iters", "full_iters"):
+        if getattr(b, k) % b.eval_interval:
+            _fail(src, f"budget.{k} = {getattr(b, k)} must be a multiple of budget.eval_interval = {b.eval_interval}")
+    if b.early_iters < 3 * b.eval_interval:
+        _fail(src, f"budget.early_iters = {b.early_iters} must be >= 3 * budget.eval_interval "
+                   f"(4 early evaluations); lower eval_interval or raise early_iters")
+
+
+def _check_ga(ga: GAConfig, src: str) -> None:
+    def need(ok: bool, message: str):
+        if not ok:
+            _fail(src, message)
+
+    need(ga.n_males >= 2, f"ga.n_males = {ga.n_males} must be >= 2")
+    need(ga.n_females >= 2, f"ga.n_females = {ga.n_females} must be >= 2")
+    need(0 <= ga.male_elites < ga.n_males, f"ga.male_elites = {ga.male_elites} must be in 0..n_males-1 ({ga.n_males - 1})")
+    need(0 <= ga.female_elites < ga.n_females,
+         f"ga.female_elites = {ga.female_elites} must be in 0..n_females-1 ({ga.n_females - 1})")
+    need(0 <= ga.promote_k <= ga.n_males, f"ga.promote_k = {ga.promote_k} must be in 0..ga.n_males ({ga.n_males})")
+    need(ga.seed_archive >= 0, f"ga.seed_archive = {ga.seed_archive} must be >= 0")
+    for k in ("mutation_sigma", "guided_step"):
+        need(getattr(ga, k) > 0, f"ga.{k} = {getattr(ga, k)} must be > 0")
+    for k in ("p_guided", "cx_prob", "mut_prob"):
+        need(0 <= getattr(ga, k) <= 1, f"ga.{k} = {getattr(ga, k)} must be a probability in [0, 1]")
+    need(ga.tree_max_depth >= 1, f"ga.tree_max_depth = {ga.tree_max_depth} must be >= 1")
+    need(ga.tree_max_size >= 1, f"ga.tree_max_size = {ga.tree_max_size} must be >= 1")
+    need(ga.female_steps >= 1, f"ga.female_steps = {ga.female_steps} must be >= 1")
+    need(1 <= ga.top_females <= ga.n_females, f"ga.top_females = {ga.top_females} must be in 1..ga.n_females ({ga.n_females})")
+    need(1 <= ga.male_tournament <= ga.n_males, f"ga.male_tournament = {ga.male_tournament} must be in 1..ga.n_males")
+    need(1 <= ga.female_tournament <= ga.n_females,
+         f"ga.female_tournament = {ga.female_tournament} must be in 1..ga.n_females")
+    need(1 <= ga.parsimony_size <= 2, f"ga.parsimony_size = {ga.parsimony_size} must be in [1, 2]")
+
+
+def _check_reference(preset: Preset, src: str) -> None:
+    ref, space = preset.reference, preset.space
+    for g in SPACE_GENES:
+        v, spec = getattr(ref, g), space.gene(g)
+        if not spec.contains(v):
+            allowed = f"one of {list(spec.values())}" if spec.discrete else f"in [{spec.low}, {spec.high}]"
+            _fail(src, f"reference.{g} = {v} is outside space.{g} ({allowed}); change one of them")
+        if g in INT_GENES and v < 1:
+            _fail(src, f"reference.{g} = {v} must be >= 1")
+    if ref.n_embd % ref.n_head:
+        _fail(src, f"reference.n_embd = {ref.n_embd} is not a multiple of reference.n_head = {ref.n_head}")
+    biggest = {"n_layer": space.n_layer.high, "n_head": space.n_head.high, "n_embd": space.n_embd.high}
+    need = estimate_memory_bytes(biggest, preset.budget)
+    if need > MAX_MEMORY_BYTES:
+        _fail(src, f"the largest architecture in the space needs about {need / 2**30:.0f} GiB "
+                   f"(limit {MAX_MEMORY_BYTES / 2**30:.0f} GiB); shrink space or budget.batch_size/block_size")
+
+
+# ---------------------------------------------------------------- sizes
+
+def non_embedding_params(n_layer: int, n_embd: int, vocab_size: int = 65) -> int:
+    """nanoGPT's ``get_num_params(non_embedding=True)`` for ``bias=False``.
+
+    Per block: attention qkv + projection 4*d^2, MLP 8*d^2, two LayerNorm
+    weights 2*d; then the final LayerNorm d and the token embedding V*d (tied
+    with the output head, so counted once). Position embeddings are excluded,
+    so block_size does not enter.
+    """
+    return n_layer * (12 * n_embd**2 + 2 * n_embd) + n_embd + vocab_size * n_embd
+
+
+def estimate_memory_bytes(arch: Mapping, budget: BudgetConfig, vocab_size: int = 65) -> int:
+    """Rough peak training memory of one architecture, fp32 with AdamW, in bytes.
+
+    With L layers, d = n_embd, H heads, B batch, T block, V vocabulary and P
+    all parameters (non-embedding + T*d position embeddings):
+
+        16 * P                  weights, gradients, Adam's two moments (4 bytes each)
+      + 68 * B * T * d * L      activations kept for backward (Korthikanti et al.
+                                2022: 34 bytes per B*T*d per layer at 16 bits, x2 for fp32)
+      +  8 * B * H * T^2 * L    attention scores and softmax (unfused attention path)
+      + 12 * B * T * V          logits, their softmax and gradient
+
+    An estimate for refusing absurd presets, not a guarantee.
+    """
+    L, d, H = int(arch["n_layer"]), int(arch["n_embd"]), int(arch["n_head"])
+    B, T, V = budget.batch_size, budget.block_size, vocab_size
+    params = non_embedding_params(L, d, V) + T * d
+    return 16 * params + 68 * B * T * d * L + 8 * B * H * T * T * L + 12 * B * T * V
