@@ -58,3 +58,10 @@ def data_sum(args):
     """Sum of a shared array plus an offset; the array arrives as a Map.share handle."""
     data, offset = args
     return float(np.asarray(data).sum()) + offset
+
+
+def thread_settings(_):
+    """(torch threads, OMP_NUM_THREADS) as a worker sees them."""
+    import torch
+
+    return torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
