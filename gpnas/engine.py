@@ -24,6 +24,7 @@ run ends exactly where an uninterrupted one does. Evaluations go through the
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -33,9 +34,8 @@ import numpy as np
 
 from gpnas import females as fem
 from gpnas import genome, gp, mating
-from gpnas.archive import evaluation_key
+from gpnas.archive import EvaluationRecord, evaluation_key
 from gpnas.evaluation import EvalTask, result_curve, run_evaluation
-from gpnas.individuals import Female, Male
 
 WORST = fem.WORST
 
@@ -106,11 +106,9 @@ class Evolution:
         self.gp_config = gp.GPConfig(max_depth=self.ga.tree_max_depth, max_size=self.ga.tree_max_size,
                                      tournament_size=self.ga.female_tournament,
                                      parsimony_size=self.ga.parsimony_size)
-        n_early = self.budget.early_iters // self.budget.eval_interval + 1
-        n_full = self.budget.full_iters // self.budget.eval_interval + 1
-        self.full_evals = n_full
-        # prefix_length(n_full, frac) == n_early exactly (ceil of n_early - 0.5)
-        self.prefix_frac = (n_early - 0.5) / n_full
+        self.full_evals = self.budget.full_iters // self.budget.eval_interval + 1
+        # the preset guarantees prefix_length(full_evals, prefix_frac) == the early run's evaluations
+        self.prefix_frac = self.budget.prefix_frac
         self.tokens_per_step = self.budget.batch_size * self.budget.block_size
         self.eval_seconds = 0.0   # wall time inside the map: training and model evaluation
         self.derivatives = {}     # tree string -> sympy derivatives, reused across matings
@@ -120,8 +118,8 @@ class Evolution:
         """Run (or continue) until ``generations`` generations are done."""
         state = self.snapshots.load_latest() if self.snapshots else None
         if state is None:
-            state = self.start()
-            self.finish_generation(state, self.log_row(state, {"evaluated": 0, "cache_hits": 0}, [], None))
+            state, work = self.start()
+            self.finish_generation(state, self.log_row(state, work, [], None))
         rng = random.Random()
         rng.setstate(state.rng_state)
         while state.generation < generations:
@@ -141,25 +139,26 @@ class Evolution:
         return state
 
     # ------------------------------------------------------- generation zero
-    def start(self) -> State:
+    def start(self) -> tuple[State, dict]:
+        """Generation 0: random males trained to completion seed the archive."""
         rng = random.Random(self.seed)
         seeds = [genome.sample_genome(self.space, rng) for _ in range(self.ga.seed_archive)]
         males = [genome.sample_genome(self.space, rng) for _ in range(self.ga.n_males)]
-        females = ([gp.random_tree(self.pset, rng, self.gp_config) for _ in range(self.ga.n_females)]
+        females = (fem.initial_population(self.ga.n_females, self.pset, rng, self.gp_config)
                    if self.mode.females else [])
         state = State(generation=0, males=males, females=females, rng_state=rng.getstate())
-        self.evaluate(state, [self.full_task(g) for g in seeds])
+        work = self.evaluate(state, [self.full_task(g) for g in seeds])
         for g in seeds:
             self.record_complete(state, g, predicted=None)
-        return state
+        return state, work
 
     # ------------------------------------------------------------ evaluation
     def arch(self, g) -> dict:
         return genome.decode(g, self.space)
 
     def key(self, g, stop_at: int) -> str:
-        return evaluation_key(self.arch(g), self.budget.full_iters, stop_at, self.seed, self.data_sha256,
-                              **genome.budget_key_fields(self.budget))
+        config = genome.train_config_dict(self.arch(g), self.budget)
+        return evaluation_key(config, self.budget.full_iters, stop_at, self.seed, self.data_sha256)
 
     def task(self, g, stop_at: int, resume_from: str | None = None) -> EvalTask:
         key = self.key(g, stop_at)
@@ -198,17 +197,20 @@ class Evolution:
 
     def archive_result(self, task: EvalTask, result):
         arch = {k: task.train_config[k] for k in ("n_layer", "n_head", "n_embd", "dropout", "learning_rate")}
-        common = dict(arch=arch, train_config=task.train_config, seed=task.seed, data_sha256=self.data_sha256,
-                      stop_at=task.stop_at, max_iters=self.budget.full_iters)
+        record = EvaluationRecord(arch=arch, train_config=task.train_config, seed=task.seed,
+                                  data_sha256=self.data_sha256, stop_at=task.stop_at,
+                                  max_iters=self.budget.full_iters, status="failed")
         if isinstance(result, dict):
-            status = "diverged" if result["curve"]["diverged"] else (
+            record.result = result
+            record.status = "diverged" if result["curve"]["diverged"] else (
                 "complete" if task.stop_at == self.budget.full_iters else "early")
-            checkpoint = f"checkpoints/{task.key}.pt" if status == "early" else None
-            self.archive.put(task.key, status=status, result=result, checkpoint=checkpoint, **common)
-            if status != "early":  # the full run's state is not needed again
+            if record.status == "early":
+                record.checkpoint = f"checkpoints/{task.key}.pt"
+            else:  # the state of a finished (or diverged) run is not needed again
                 (self.checkpoints_dir / f"{task.key}.pt").unlink(missing_ok=True)
-        else:  # parallel.Failure
-            self.archive.put(task.key, status="failed", result=None, failure=result.reason, **common)
+        else:  # a parallel.Failure: the worker raised or died
+            record.failure = result.reason
+        self.archive.put(task.key, record)
 
     def charge(self, state: State, task: EvalTask):
         record = self.archive.get(task.key)
@@ -262,17 +264,16 @@ class Evolution:
         if self.mode.male_fitness == "early":
             for i in usable:
                 curve = records[i].result["curve"]
-                score = genome.early_score(curve["val_loss"], len(curve["train_loss"]) * self.tokens_per_step)
+                score = genome.early_score(curve["val_loss"], curve["eval_steps"],
+                                           len(curve["train_loss"]) * self.tokens_per_step)
                 state.males[i].fitness.values = (-score if math.isfinite(score) else WORST,)
             return {}
         curves = [result_curve(records[i].result, records[i].arch, records[i].key, self.task_name,
                                horizon=self.full_evals) for i in usable]
-        columns = fem.feature_matrix(curves, self.prefix_frac)
         top = fem.best(state.females, self.ga.top_females) if curve_set.curves else []
-        if top:
-            predictions = fem.predict_all(top, columns, self.pset).mean(axis=0)
-        else:  # nothing completed yet to judge females by: fall back to the last value
-            predictions = np.array([c.values[-1] for c in curves])
+        finals, columns = fem.predict_finals(top, curves, self.prefix_frac, self.pset)
+        # nothing completed yet to judge females by: fall back to the last value
+        predictions = finals.mean(axis=0) if top else np.array([c.values[-1] for c in curves])
         rows = {}
         for j, i in enumerate(usable):
             p = float(predictions[j])
@@ -330,7 +331,7 @@ class Evolution:
         """Next generation's males and females, elites of each sex kept."""
         ga = self.ga
         ranked = sorted(state.males, key=lambda g: g.fitness.values[0])
-        male_elites = [genome.clone(g) for g in ranked[: ga.male_elites]]
+        male_elites = [copy.deepcopy(g) for g in ranked[: ga.male_elites]]
         female_elites = [fem.clone(f) for f in fem.best(state.females, ga.female_elites)]
         n_sons, n_daughters = ga.n_males - len(male_elites), len(state.females) - len(female_elites)
         ctx = self.mating_context(state, curve_set, rng)

@@ -3,7 +3,10 @@ completed curves, predicting males, and plain GP steps between matings.
 
 Females are fitted on completed curves seen through exactly the prefix that an
 early-trained male shows (``prefix_frac``), so a formula's inputs mean the same
-thing when it scores itself and when it judges a male.
+thing when it scores itself and when it judges a male. As everywhere in gpnas
+(see ``predictor``), a tree outputs the scale-free correction r and the
+predicted final loss is ``last + scale * r``; fitness is measured on r, the
+held-out error reported to users in loss units.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import numpy as np
 
 from gpnas import gp
 from gpnas.curves import Curve
-from gpnas.features import feature_matrix
-from gpnas.predictor import fitness_error
+from gpnas.features import feature_matrix, prefix_anchors, targets, to_final
+from gpnas.predictor import SEED_TREES, fitness_error
 
 WORST = 1e9  # fitness of a female that cannot be scored, or a male that failed
 
@@ -34,15 +37,22 @@ class CurveSet:
 
     curves: list[Curve]
     columns: dict               # feature name -> (n,) array
-    targets: np.ndarray         # (n,) final validation loss
+    targets: np.ndarray         # (n,) true r = (final - last) / scale
+    last: np.ndarray            # (n,) last value of each curve's prefix
+    scale: np.ndarray           # (n,) the curves' scales
     holdout: np.ndarray         # (n,) bool
 
     @classmethod
     def build(cls, curves: list[Curve], prefix_frac: float) -> "CurveSet":
+        if not curves:
+            return cls([], {}, np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool))
+        last, scale = prefix_anchors(curves, prefix_frac)
         return cls(
             curves=curves,
-            columns=feature_matrix(curves, prefix_frac) if curves else {},
-            targets=np.array([c.values[-1] for c in curves], dtype=np.float64),
+            columns=feature_matrix(curves, prefix_frac),
+            targets=targets(curves, prefix_frac),
+            last=last,
+            scale=scale,
             holdout=np.array([is_holdout(c.config_id) for c in curves], dtype=bool),
         )
 
@@ -51,8 +61,22 @@ class CurveSet:
         return {c.config_id: i for i, c in enumerate(self.curves)}
 
 
+def initial_population(n: int, pset, rng: random.Random, config) -> list:
+    """The predictor module's seed trees (last value, best so far, log-linear
+    extrapolation), then ramped half-and-half trees."""
+    seeds = [gp.parse_tree(text, pset) for text in SEED_TREES][:n]
+    return seeds + [gp.random_tree(pset, rng, config) for _ in range(n - len(seeds))]
+
+
+def predict_finals(trees, curves: list[Curve], prefix_frac: float, pset) -> tuple[np.ndarray, dict]:
+    """(n_trees, n_curves) predicted final losses of (prefix) curves, and the feature columns."""
+    columns = feature_matrix(curves, prefix_frac)
+    last, scale = prefix_anchors(curves, prefix_frac)
+    return to_final(predict_all(trees, columns, pset), last, scale), columns
+
+
 def predict_all(trees, columns: dict, pset) -> np.ndarray:
-    """(n_trees, n_rows) predictions; each tree compiled once, applied to all rows."""
+    """(n_trees, n_rows) tree outputs r; each tree compiled once, applied to all rows."""
     n_rows = len(next(iter(columns.values()))) if columns else 0
     out = np.empty((len(trees), n_rows))
     for i, tree in enumerate(trees):
@@ -76,8 +100,8 @@ def compiled(tree, pset):
 def score(females, curve_set: CurveSet, pset) -> tuple[np.ndarray, np.ndarray]:
     """Set every female's fitness to her error on the training curves.
 
-    Returns (predictions (n_females, n_curves), held-out error per female; NaN
-    where the held-out split is still empty).
+    Returns (tree outputs r (n_females, n_curves), held-out mean absolute error
+    of the final loss per female; NaN where the held-out split is still empty).
     """
     if not curve_set.curves:
         for female in females:
@@ -91,7 +115,8 @@ def score(females, curve_set: CurveSet, pset) -> tuple[np.ndarray, np.ndarray]:
     for i, female in enumerate(females):
         female.fitness.values = (fitness_error(predictions[i, train], curve_set.targets[train]),)
         if held.any():
-            holdout_error[i] = fitness_error(predictions[i, held], curve_set.targets[held])
+            errors = curve_set.scale[held] * np.abs(predictions[i, held] - curve_set.targets[held])
+            holdout_error[i] = float(np.mean(errors))
     return predictions, holdout_error
 
 

@@ -42,6 +42,12 @@ def _bounds(spec: GeneSpec) -> tuple[float, float]:
     return (math.log10(lo), math.log10(hi)) if spec.log else (float(lo), float(hi))
 
 
+def gene_span(space: SpaceConfig, gene: str) -> float:
+    """The width of a gene's range in genome units (decades for log10_lr)."""
+    lo, hi = _bounds(_spec(space, gene))
+    return hi - lo
+
+
 def _snap(spec: GeneSpec, x: float) -> float:
     """Clip to the bounds and, for a discrete gene, move to the nearest allowed value (ties: lower)."""
     lo, hi = _bounds(spec)

@@ -22,6 +22,7 @@ ordinary operators and random pairing.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from dataclasses import dataclass, field
@@ -50,8 +51,8 @@ class MatingContext:
     p_guided: float                    # chance the son follows a gradient that exists
     cx_prob: float                     # within-gender: crossover probability per pair
     mut_prob: float                    # within-gender: mutation probability per child
-    female_predictions: np.ndarray     # (n_females, n_completed) predicted finals
-    completed_targets: np.ndarray      # (n_completed,) true finals
+    female_predictions: np.ndarray     # (n_females, n_completed) tree outputs r on completed curves
+    completed_targets: np.ndarray      # (n_completed,) true r (see features.targets)
     completed_index: dict              # architecture key -> column in the two arrays above
     females: list                      # the current female population
     tournament_size: int = 3
@@ -94,26 +95,28 @@ def gene_gradient(terminal_gradient: dict, arch: dict) -> dict:
     return {gene: value for gene, value in g.items() if value != 0.0}
 
 
-def guided_step(father, gradient: dict, ctx: MatingContext) -> dict:
-    """A step of length ``step_scale`` (normalised units) down the gradient,
-    returned in natural gene units."""
-    spans = genome.gene_spans(ctx.space)
-    normalised = {gene: d * spans[gene] for gene, d in gradient.items()}
-    norm = math.sqrt(sum(v * v for v in normalised.values()))
-    return {gene: -ctx.step_scale * v / norm * spans[gene] for gene, v in normalised.items()}
+def descent_direction(gradient: dict, space) -> dict:
+    """Steepest descent in normalised gene units, expressed in natural units.
+
+    With u = (gene - lo) / span, d(pred)/du = gradient * span, so descent in u
+    moves each gene by -gradient * span**2 in natural units (``step_genome``
+    rescales by span and normalises the length).
+    """
+    return {gene: -d * genome.gene_span(space, gene) ** 2 for gene, d in gradient.items()}
 
 
 def make_son(father, mother, row: dict, ctx: MatingContext):
     """The father's genome, moved along the mother's gradient; returns (son, guided)."""
     arch = genome.decode(father, ctx.space)
     gradient = gene_gradient(hyperparameter_gradient(mother, row, ctx), arch)
-    son = genome.clone(father)
+    son = copy.deepcopy(father)
     guided = bool(gradient) and ctx.rng.random() < ctx.p_guided
     if guided:
-        son = genome.step_genome(son, guided_step(father, gradient, ctx), ctx.space)
+        genome.step_genome(son, descent_direction(gradient, ctx.space), ctx.space, ctx.rng, ctx.step_scale)
     else:
-        son = genome.mut_genome(son, ctx.space, ctx.rng, ctx.step_scale)
-    son = genome.mut_genome(son, ctx.space, ctx.rng, ctx.mutation_scale)
+        genome.mut_genome(son, ctx.space, ctx.rng, ctx.step_scale)
+    if ctx.mutation_scale > 0:
+        genome.mut_genome(son, ctx.space, ctx.rng, ctx.mutation_scale)
     return son, guided
 
 
@@ -121,7 +124,7 @@ def father_choice(father_key: str | None, ctx: MatingContext):
     """The female whose prediction of the father's completed curve was best,
     or a tournament winner when he has none."""
     column = ctx.completed_index.get(father_key)
-    if column is not None and len(ctx.females):
+    if column is not None and len(ctx.females) and ctx.female_predictions.shape[1] > column:
         errors = np.abs(ctx.female_predictions[:, column] - ctx.completed_targets[column])
         return ctx.females[int(np.argmin(errors))], True
     return sel_tournament(ctx.females, 1, ctx.tournament_size, ctx.rng)[0], False
@@ -162,12 +165,12 @@ def breed_within(male_parents, female_parents, ctx: MatingContext):
     """
     sons = []
     for i in range(0, len(male_parents), 2):
-        children = (genome.clone(male_parents[i]), genome.clone(male_parents[(i + 1) % len(male_parents)]))
+        children = (copy.deepcopy(male_parents[i]), copy.deepcopy(male_parents[(i + 1) % len(male_parents)]))
         if ctx.rng.random() < ctx.cx_prob:
-            children = genome.cx_genome(*children, ctx.space, ctx.rng)
+            genome.cx_genome(*children, ctx.space, ctx.rng)
         for child in children:
             if ctx.rng.random() < ctx.mut_prob:
-                child = genome.mut_genome(child, ctx.space, ctx.rng, ctx.mutation_scale)
+                genome.mut_genome(child, ctx.space, ctx.rng, ctx.mutation_scale)
             sons.append(child)
     daughters = fem.vary(female_parents, ctx.pset, ctx.rng, ctx.gp_config) if female_parents else []
     return sons[: len(male_parents)], daughters

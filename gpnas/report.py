@@ -20,6 +20,8 @@ from gpnas import predictor as pred
 from gpnas.runfolder import write_atomic, write_json
 
 NONDETERMINISTIC = ("timing", "cache")
+# measured durations and speeds inside otherwise deterministic records
+TIMINGS = ("total_train_time_s", "avg_inference_tokens_per_s", "train_tokens_per_s", "train_seconds")
 TOP_FEMALES = 5
 
 
@@ -39,7 +41,8 @@ def female_table(engine, state) -> tuple[list[dict], dict]:
     curve_set = engine.completed_curves(state)
     if not state.females or not curve_set.curves:
         return [], {}
-    predictions, _ = fem.score(state.females, curve_set, engine.pset)
+    r, _ = fem.score(state.females, curve_set, engine.pset)
+    finals = fem.to_final(r, curve_set.last, curve_set.scale)
     held = curve_set.holdout
     held_curves = [c for c, h in zip(curve_set.curves, held) if h]
     order = sorted(range(len(state.females)), key=lambda i: (state.females[i].fitness.values[0],
@@ -51,14 +54,14 @@ def female_table(engine, state) -> tuple[list[dict], dict]:
             continue
         seen.add(str(tree))
         expr = closedform.simplify_bounded(closedform.to_sympy(tree))
-        scores = pred.score_predictions(predictions[i, held], held_curves) if held_curves else {}
+        scores = pred.score_predictions(finals[i, held], held_curves)["mean"] if held_curves else {}
         rows.append({
             "tree": str(tree),
             "formula": closedform.as_text(expr),
             "latex": closedform.as_latex(expr),
             "complexity": len(tree),
             "train_error": _num(tree.fitness.values[0]),
-            "holdout_error": _num(scores.get("error")),
+            "holdout_error": _num(scores.get("mae")),
             "spearman": _num(scores.get("spearman")),
             "regret": _num(scores.get("regret")),
         })
@@ -66,10 +69,10 @@ def female_table(engine, state) -> tuple[list[dict], dict]:
             break
     baselines = {}
     if held_curves:
-        prefixes = [c.prefix(engine.prefix_frac) for c in held_curves]
-        for name, values in pred.baseline_predictions(prefixes).items():
-            scores = pred.score_predictions(values, held_curves)
-            baselines[name] = {k: _num(scores.get(k)) for k in ("error", "spearman", "regret")}
+        for name, baseline in pred.BASELINES.items():
+            scores = pred.score_predictions(baseline(held_curves, engine.prefix_frac), held_curves)["mean"]
+            baselines[name] = {"error": _num(scores["mae"]), "spearman": _num(scores["spearman"]),
+                               "regret": _num(scores["regret"])}
     return rows, baselines
 
 
@@ -108,8 +111,16 @@ def summarize(engine, state, folder, wall_seconds: float) -> dict:
 
 
 def deterministic_part(summary: dict) -> dict:
-    """The summary without what depends on the machine or on the cache."""
-    return {k: v for k, v in summary.items() if k not in NONDETERMINISTIC}
+    """The summary without what depends on the machine or on the cache: the
+    timing and cache sections, and every measured duration or speed."""
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in TIMINGS}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip({k: v for k, v in summary.items() if k not in NONDETERMINISTIC})
 
 
 def write_report(folder, summary: dict, engine, state) -> None:
@@ -118,8 +129,18 @@ def write_report(folder, summary: dict, engine, state) -> None:
     write_json(path / "summary.json", summary)
     write_atomic(path / "formulas.md", formulas_markdown(summary))
     if summary["females"]:
-        pred.save_tree(path / "predictor.json", summary["females"][0]["tree"], engine.prefix_frac)
+        export_predictor(path / "predictor.json", summary["females"], engine.prefix_frac)
     plot_run(path / "plots", engine, state)
+
+
+def export_predictor(path: Path, rows: list[dict], prefix_frac: float) -> None:
+    """The run's top formulas as a predictor file (``gpnas predictors predict``
+    reads it), with its LaTeX and Python exports beside it."""
+    predictor = pred.CurvePredictor(pred.PredictorConfig(prefix_frac=prefix_frac))
+    keys = ("tree", "formula", "complexity", "train_error", "holdout_error", "spearman", "regret")
+    predictor.equations_ = [{k: (math.nan if row[k] is None else row[k]) for k in keys} for row in rows]
+    predictor.best_index_ = 0
+    predictor.save(path)
 
 
 def formulas_markdown(summary: dict) -> str:
