@@ -286,7 +286,7 @@ def step_genome(genome: list, direction: Mapping[str, float], space: SpaceConfig
 
 # ---------------------------------------------------------------- early score
 
-def early_score(val_loss_values, steps, tokens: float) -> float:
+def early_score(val_loss_values, steps=None, tokens: float | None = None) -> float:
     """Early learning speed: how far the validation loss fell per million training tokens.
 
         score = (first - last of the early validation curve) / (tokens / 1e6)
@@ -297,6 +297,8 @@ def early_score(val_loss_values, steps, tokens: float) -> float:
     is better. A curve with fewer than 2 points, or any NaN or infinite value
     (a diverged run), scores WORST_EARLY_SCORE (-inf).
     """
+    if tokens is None or isinstance(steps, (int, float)):
+        raise TypeError("call early_score(values, steps, tokens) or early_score(values, tokens=N)")
     values = [float(v) for v in val_loss_values]
     if steps is not None and len(steps) != len(values):
         raise ValueError(f"early_score: {len(values)} values but {len(steps)} steps")

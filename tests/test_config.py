@@ -183,3 +183,11 @@ def test_memory_estimate_formula():
     assert estimate_memory_bytes(arch, b) == expected
     big = load_preset("shakespeare-char")
     assert 1 * 2**30 < estimate_memory_bytes(big.reference.as_dict(), big.budget) < MAX_MEMORY_BYTES
+
+
+def test_override_into_a_value_that_is_not_a_table(tmp_path):
+    src = (PRESETS_DIR / "micro.toml").read_text()
+    path = tmp_path / "flat.toml"
+    path.write_text("ga = 5\n" + src.replace("[ga]", "[unused]"))
+    with pytest.raises(ConfigError, match=r"--set ga.n_males=3: ga is not a table"):
+        load_preset(str(path), ["ga.n_males=3"])
