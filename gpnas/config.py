@@ -389,7 +389,8 @@ def _check_ga(ga: GAConfig, src: str) -> None:
 
     need(ga.n_males >= 2, f"ga.n_males = {ga.n_males} must be >= 2")
     need(ga.n_females >= 2, f"ga.n_females = {ga.n_females} must be >= 2")
-    need(0 <= ga.male_elites < ga.n_males, f"ga.male_elites = {ga.male_elites} must be in 0..n_males-1 ({ga.n_males - 1})")
+    need(0 <= ga.male_elites < ga.n_males,
+         f"ga.male_elites = {ga.male_elites} must be in 0..n_males-1 ({ga.n_males - 1})")
     need(0 <= ga.female_elites < ga.n_females,
          f"ga.female_elites = {ga.female_elites} must be in 0..n_females-1 ({ga.n_females - 1})")
     need(0 <= ga.promote_k <= ga.n_males, f"ga.promote_k = {ga.promote_k} must be in 0..ga.n_males ({ga.n_males})")
@@ -401,7 +402,8 @@ def _check_ga(ga: GAConfig, src: str) -> None:
     need(ga.tree_max_depth >= 1, f"ga.tree_max_depth = {ga.tree_max_depth} must be >= 1")
     need(ga.tree_max_size >= 1, f"ga.tree_max_size = {ga.tree_max_size} must be >= 1")
     need(ga.female_steps >= 1, f"ga.female_steps = {ga.female_steps} must be >= 1")
-    need(1 <= ga.top_females <= ga.n_females, f"ga.top_females = {ga.top_females} must be in 1..ga.n_females ({ga.n_females})")
+    need(1 <= ga.top_females <= ga.n_females,
+         f"ga.top_females = {ga.top_females} must be in 1..ga.n_females ({ga.n_females})")
     need(1 <= ga.male_tournament <= ga.n_males, f"ga.male_tournament = {ga.male_tournament} must be in 1..ga.n_males")
     need(1 <= ga.female_tournament <= ga.n_females,
          f"ga.female_tournament = {ga.female_tournament} must be in 1..ga.n_females")

@@ -123,8 +123,11 @@ def repair(genome: list, space: SpaceConfig) -> list:
             h = min(heads, key=lambda v: (abs(v - h), v))
         else:
             uh, ue = _to_unit(space.n_head, h), _to_unit(space.n_embd, e)
-            h, e = min(((a, b) for a in _values(space.n_head) for b in _values(space.n_embd) if int(b) % int(a) == 0),
-                       key=lambda p: (abs(_to_unit(space.n_head, p[0]) - uh) + abs(_to_unit(space.n_embd, p[1]) - ue), p))
+            pairs = [(a, b) for a in _values(space.n_head) for b in _values(space.n_embd) if int(b) % int(a) == 0]
+
+            def distance(pair):  # in normalised units, ties to the smaller pair
+                return abs(_to_unit(space.n_head, pair[0]) - uh) + abs(_to_unit(space.n_embd, pair[1]) - ue), pair
+            h, e = min(pairs, key=distance)
         genome[1], genome[2] = float(h), float(e)
     return genome
 
