@@ -1,4 +1,5 @@
 import json
+import math
 import re
 from dataclasses import replace
 
@@ -36,6 +37,9 @@ def test_early_run_is_a_prefix_of_at_least_four_evaluations():
         assert b.early_iters % b.eval_interval == 0 and b.full_iters % b.eval_interval == 0
         assert b.early_iters // b.eval_interval + 1 >= 4
         assert b.prefix_frac == b.early_iters / b.full_iters
+        # curves.prefix_length(n_full, prefix_frac) = max(4, ceil(frac * n)) is exactly the early curve.
+        n_full, n_early = b.full_iters // b.eval_interval + 1, b.early_iters // b.eval_interval + 1
+        assert max(4, math.ceil(b.prefix_frac * n_full)) == n_early
 
 
 def test_load_by_path_equals_load_by_name(tmp_path):
