@@ -234,7 +234,8 @@ class Archive:
             rows = self._db.execute(sql, args).fetchall()
             return [_record(row) for row in rows]
         except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
-            raise FileFormatError(f"{self.path}: unreadable record ({e}); run integrity_check or start a new archive") from None
+            raise FileFormatError(
+                f"{self.path}: unreadable record ({e}); run integrity_check or start a new archive") from None
 
 
 def _record(row: tuple) -> EvaluationRecord:

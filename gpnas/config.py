@@ -225,14 +225,22 @@ def _apply_override(raw: dict, item: str) -> None:
         "ga": {f.name for f in fields(GAConfig)},
         "reference": {f.name for f in fields(Reference)},
     }
+    def table(parent: dict, name: str) -> dict:
+        t = parent.setdefault(name, {})
+        if not isinstance(t, dict):
+            raise ConfigError(f"{where}: {'.'.join(parts[:-1])} is not a table in the preset; fix the preset")
+        return t
+
     if parts in (["name"], ["description"], ["seed"]):
         raw[parts[0]] = value
     elif len(parts) == 2 and parts[0] in schema and parts[1] in schema[parts[0]]:
-        raw.setdefault(parts[0], {})[parts[1]] = value
+        table(raw, parts[0])[parts[1]] = value
     elif len(parts) == 3 and parts[0] == "space" and parts[1] in SPACE_GENES and parts[2] in GENE_KEYS:
-        gene = raw.setdefault("space", {}).setdefault(parts[1], {})
-        # Switching a gene between a list and a range replaces the other form.
-        for k in (("min", "max", "step") if parts[2] == "choices" else ("choices",) if parts[2] != "log" else ()):
+        gene = table(table(raw, "space"), parts[1])
+        # Setting choices replaces a range, and setting a bound replaces choices.
+        replaced = {"choices": ("min", "max", "step"), "min": ("choices",), "max": ("choices",),
+                    "step": ("choices",)}.get(parts[2], ())
+        for k in replaced:
             gene.pop(k, None)
         gene[parts[2]] = value
     else:
@@ -248,8 +256,8 @@ def _build(raw: Mapping, src: str) -> Preset:
     name = _typed(raw.get("name", ""), str, "name", src)
     description = _typed(raw.get("description", ""), str, "description", src)
     seed = _typed(raw.get("seed", 0), int, "seed", src)
-    space = SpaceConfig(**{g: _gene(g, _table(raw, "space", src).get(g), src) for g in SPACE_GENES})
     _check_keys(_table(raw, "space", src), set(SPACE_GENES), "space.", src)
+    space = SpaceConfig(**{g: _gene(g, _table(raw, "space", src).get(g), src) for g in SPACE_GENES})
     budget = _dataclass(BudgetConfig, _table(raw, "budget", src), "budget", src)
     ga = _dataclass(GAConfig, _table(raw, "ga", src), "ga", src)
     reference = _dataclass(Reference, _table(raw, "reference", src), "reference", src)
@@ -336,8 +344,9 @@ def _gene(name: str, table: Any, src: str) -> GeneSpec:
         if step is not None and step < 1:
             _fail(src, f"{key}.step = {step} must be >= 1")
         spec = GeneSpec(name, min=lo, max=hi, step=step, log=log)
-    if spec.discrete and len(spec.values()) > 1_000_000:
-        _fail(src, f"{key} allows {len(spec.values())} values; narrow it or add a step")
+    count = len(spec.choices) if spec.choices is not None else (spec.max - spec.min) // (spec.step or 1) + 1
+    if spec.discrete and count > 1_000_000:
+        _fail(src, f"{key} allows {count} values; narrow it or add a step")
     if name == "dropout" and not (0.0 <= spec.low and spec.high < 1.0):
         _fail(src, f"{key} must lie in [0, 1); fix its bounds")
     if name == "learning_rate" and spec.low <= 0:
@@ -380,7 +389,8 @@ def _check_ga(ga: GAConfig, src: str) -> None:
 
     need(ga.n_males >= 2, f"ga.n_males = {ga.n_males} must be >= 2")
     need(ga.n_females >= 2, f"ga.n_females = {ga.n_females} must be >= 2")
-    need(0 <= ga.male_elites < ga.n_males, f"ga.male_elites = {ga.male_elites} must be in 0..n_males-1 ({ga.n_males - 1})")
+    need(0 <= ga.male_elites < ga.n_males,
+         f"ga.male_elites = {ga.male_elites} must be in 0..n_males-1 ({ga.n_males - 1})")
     need(0 <= ga.female_elites < ga.n_females,
          f"ga.female_elites = {ga.female_elites} must be in 0..n_females-1 ({ga.n_females - 1})")
     need(0 <= ga.promote_k <= ga.n_males, f"ga.promote_k = {ga.promote_k} must be in 0..ga.n_males ({ga.n_males})")
@@ -392,7 +402,8 @@ def _check_ga(ga: GAConfig, src: str) -> None:
     need(ga.tree_max_depth >= 1, f"ga.tree_max_depth = {ga.tree_max_depth} must be >= 1")
     need(ga.tree_max_size >= 1, f"ga.tree_max_size = {ga.tree_max_size} must be >= 1")
     need(ga.female_steps >= 1, f"ga.female_steps = {ga.female_steps} must be >= 1")
-    need(1 <= ga.top_females <= ga.n_females, f"ga.top_females = {ga.top_females} must be in 1..ga.n_females ({ga.n_females})")
+    need(1 <= ga.top_females <= ga.n_females,
+         f"ga.top_females = {ga.top_females} must be in 1..ga.n_females ({ga.n_females})")
     need(1 <= ga.male_tournament <= ga.n_males, f"ga.male_tournament = {ga.male_tournament} must be in 1..ga.n_males")
     need(1 <= ga.female_tournament <= ga.n_females,
          f"ga.female_tournament = {ga.female_tournament} must be in 1..ga.n_females")

@@ -129,8 +129,11 @@ def repair(genome: list, space: SpaceConfig) -> list:
             h = min(heads, key=lambda v: (abs(v - h), v))
         else:
             uh, ue = _to_unit(space.n_head, h), _to_unit(space.n_embd, e)
-            h, e = min(((a, b) for a in _values(space.n_head) for b in _values(space.n_embd) if int(b) % int(a) == 0),
-                       key=lambda p: (abs(_to_unit(space.n_head, p[0]) - uh) + abs(_to_unit(space.n_embd, p[1]) - ue), p))
+            pairs = [(a, b) for a in _values(space.n_head) for b in _values(space.n_embd) if int(b) % int(a) == 0]
+
+            def distance(pair):  # in normalised units, ties to the smaller pair
+                return abs(_to_unit(space.n_head, pair[0]) - uh) + abs(_to_unit(space.n_embd, pair[1]) - ue), pair
+            h, e = min(pairs, key=distance)
         genome[1], genome[2] = float(h), float(e)
     return genome
 
@@ -292,7 +295,7 @@ def step_genome(genome: list, direction: Mapping[str, float], space: SpaceConfig
 
 # ---------------------------------------------------------------- early score
 
-def early_score(val_loss_values, steps, tokens: float) -> float:
+def early_score(val_loss_values, steps=None, tokens: float | None = None) -> float:
     """Early learning speed: how far the validation loss fell per million training tokens.
 
         score = (first - last of the early validation curve) / (tokens / 1e6)
@@ -303,6 +306,8 @@ def early_score(val_loss_values, steps, tokens: float) -> float:
     is better. A curve with fewer than 2 points, or any NaN or infinite value
     (a diverged run), scores WORST_EARLY_SCORE (-inf).
     """
+    if tokens is None or isinstance(steps, (int, float)):
+        raise TypeError("call early_score(values, steps, tokens) or early_score(values, tokens=N)")
     values = [float(v) for v in val_loss_values]
     if steps is not None and len(steps) != len(values):
         raise ValueError(f"early_score: {len(values)} values but {len(steps)} steps")

@@ -1,4 +1,5 @@
 import json
+import math
 import re
 from dataclasses import replace
 
@@ -36,6 +37,9 @@ def test_early_run_is_a_prefix_of_at_least_four_evaluations():
         assert b.early_iters % b.eval_interval == 0 and b.full_iters % b.eval_interval == 0
         assert b.early_iters // b.eval_interval + 1 >= 4
         assert b.prefix_frac == b.early_iters / b.full_iters
+        # curves.prefix_length(n_full, prefix_frac) = max(4, ceil(frac * n)) is exactly the early curve.
+        n_full, n_early = b.full_iters // b.eval_interval + 1, b.early_iters // b.eval_interval + 1
+        assert max(4, math.ceil(b.prefix_frac * n_full)) == n_early
 
 
 def test_load_by_path_equals_load_by_name(tmp_path):
@@ -183,3 +187,11 @@ def test_memory_estimate_formula():
     assert estimate_memory_bytes(arch, b) == expected
     big = load_preset("shakespeare-char")
     assert 1 * 2**30 < estimate_memory_bytes(big.reference.as_dict(), big.budget) < MAX_MEMORY_BYTES
+
+
+def test_override_into_a_value_that_is_not_a_table(tmp_path):
+    src = (PRESETS_DIR / "micro.toml").read_text()
+    path = tmp_path / "flat.toml"
+    path.write_text("ga = 5\n" + src.replace("[ga]", "[unused]"))
+    with pytest.raises(ConfigError, match=r"--set ga.n_males=3: ga is not a table"):
+        load_preset(str(path), ["ga.n_males=3"])

@@ -193,7 +193,9 @@ def test_hyperparameter_features_nanogpt_counts():
 def test_early_score():
     # Fell 1.5 nats over 0.5 M tokens: 3 per million tokens.
     assert early_score([4.2, 3.5, 3.0, 2.7], [0, 10, 20, 30], 500_000) == pytest.approx(3.0)
-    assert early_score([4.2, 3.5, 3.0, 2.7], None, 1_000_000) == pytest.approx(1.5)
+    assert early_score([4.2, 3.5, 3.0, 2.7], tokens=1_000_000) == pytest.approx(1.5)
+    with pytest.raises(TypeError):
+        early_score([4.2, 2.7], 1_000_000)  # tokens must not land in steps
     assert early_score([4.0, 4.5], None, 1e6) == pytest.approx(-0.5)  # got worse
     for bad in ([4.0, float("nan")], [float("inf"), 3.0], [4.0]):
         assert early_score(bad, None, 1e6) == WORST_EARLY_SCORE
