@@ -87,6 +87,7 @@ class State:
     promotions: list = field(default_factory=list)   # {generation, key, predicted, true}
     mating_stats: dict = field(default_factory=lambda: {"guided": 0, "random": 0, "chose": 0, "tournament": 0})
     failures: list = field(default_factory=list)     # {key, arch, reason}
+    exhausted: bool = False                          # the token budget stopped the run
 
 
 class Evolution:
@@ -94,7 +95,8 @@ class Evolution:
 
     def __init__(self, preset, mode: str, dataset_dir: str, data_sha256: str, archive, checkpoints_dir,
                  map_fn=None, seed: int = 0, task_name: str = "shakespeare_char",
-                 device: str = "auto", threads: int | None = None, snapshots=None, callbacks=()):
+                 device: str = "auto", threads: int | None = None, snapshots=None, callbacks=(),
+                 max_tokens: int | None = None):
         self.preset, self.mode = preset, MODES[mode]
         self.space, self.budget, self.ga = preset.space, preset.budget, preset.ga
         self.dataset_dir, self.data_sha256, self.task_name = dataset_dir, data_sha256, task_name
@@ -102,6 +104,7 @@ class Evolution:
         self.map = map_fn or (lambda fn, items: [fn(item) for item in items])
         self.seed, self.device, self.threads = seed, device, threads
         self.snapshots, self.callbacks = snapshots, list(callbacks)
+        self.max_tokens = max_tokens  # training tokens the run may charge; None: no limit
         self.pset = gp.make_pset()
         self.gp_config = gp.GPConfig(max_depth=self.ga.tree_max_depth, max_size=self.ga.tree_max_size,
                                      tournament_size=self.ga.female_tournament,
@@ -122,7 +125,7 @@ class Evolution:
             self.finish_generation(state, self.log_row(state, work, [], None))
         rng = random.Random()
         rng.setstate(state.rng_state)
-        while state.generation < generations:
+        while state.generation < generations and not state.exhausted:
             state.generation += 1
             work = self.early_train(state, state.males)                        # (1)
             curve_set = self.completed_curves(state)
@@ -182,7 +185,7 @@ class Evolution:
 
         Returns {"evaluated": trained now, "cache_hits": found in the archive}.
         """
-        unique = list({t.key: t for t in tasks}.values())
+        unique = self.affordable(state, list({t.key: t for t in tasks}.values()))
         todo = [t for t in unique if self.archive.get(t.key) is None]
         started = time.perf_counter()
         results = self.map(run_evaluation, todo) if todo else []
@@ -194,6 +197,26 @@ class Evolution:
                 state.charged[task.key] = None
                 self.charge(state, task)
         return {"evaluated": len(todo), "cache_hits": len(unique) - len(todo)}
+
+    def affordable(self, state: State, tasks: list[EvalTask]) -> list[EvalTask]:
+        """The tasks that fit in what is left of the token budget, in order.
+
+        A task that does not fit is dropped and marks the run exhausted, so a
+        mode never spends more than its budget; already charged tasks are free.
+        """
+        if self.max_tokens is None:
+            return tasks
+        left = self.max_tokens - state.compute.tokens
+        kept = []
+        for task in tasks:
+            if task.key not in state.charged:
+                cost = (task.stop_at - (self.budget.early_iters if task.resume_from else 0)) * self.tokens_per_step
+                if cost > left:
+                    state.exhausted = True
+                    continue
+                left -= cost
+            kept.append(task)
+        return kept
 
     def archive_result(self, task: EvalTask, result):
         arch = {k: task.train_config[k] for k in ("n_layer", "n_head", "n_embd", "dropout", "learning_rate")}

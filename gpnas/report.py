@@ -89,6 +89,7 @@ def summarize(engine, state, folder, wall_seconds: float) -> dict:
         "seed": engine.seed,
         "preset": engine.preset.name,
         "generations": state.generation,
+        "budget_exhausted": state.exhausted,
         "best_architecture": state.hall_of_fame[0] if state.hall_of_fame else None,
         "hall_of_fame": state.hall_of_fame[:5],
         "females": formulas,

@@ -148,6 +148,7 @@ def state_to_dict(state: State) -> dict:
         "promotions": state.promotions,
         "mating_stats": state.mating_stats,
         "failures": state.failures,
+        "exhausted": state.exhausted,
     }
 
 
@@ -183,6 +184,7 @@ def state_from_dict(data, pset, where) -> State:
             promotions=list(data["promotions"]),
             mating_stats={k: int(v) for k, v in data["mating_stats"].items()},
             failures=list(data["failures"]),
+            exhausted=bool(data["exhausted"]),
         )
     except FileFormatError:
         raise

@@ -84,7 +84,7 @@ def _diff(a, b, prefix=""):
 
 
 def execute(run: Run, generations: int, map_fn=None, device: str = "auto", threads=None,
-            callbacks=()) -> tuple[dict, object]:
+            callbacks=(), max_tokens: int | None = None) -> tuple[dict, object]:
     """Run (or continue) to ``generations`` and write the report; returns (summary, state)."""
     if generations < 1:
         raise ConfigError(f"--generations must be at least 1, got {generations}")
@@ -95,7 +95,7 @@ def execute(run: Run, generations: int, map_fn=None, device: str = "auto", threa
             run.preset, run.mode, dataset_dir=str(Path(run.dataset.text_path).parent),
             data_sha256=run.dataset.sha256, archive=archive, checkpoints_dir=run.folder.checkpoints_dir,
             map_fn=map_fn, seed=run.seed, task_name=run.dataset.name, device=device, threads=threads,
-            snapshots=run.folder, callbacks=callbacks,
+            snapshots=run.folder, callbacks=callbacks, max_tokens=max_tokens,
         )
         state = engine.run(generations)
         summary = summarize(engine, state, run.folder, time.perf_counter() - started)
