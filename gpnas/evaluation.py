@@ -51,11 +51,16 @@ def run_evaluation(task: EvalTask) -> dict:
     task's own checkpoint file first, so the early record keeps its state and a
     crash halfway through the full run never corrupts it.
     """
+    import torch
+
     from gpnas.training import TrainConfig, train
 
-    if task.resume_from and task.checkpoint and Path(task.resume_from).exists():
+    if task.checkpoint:
         Path(task.checkpoint).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(task.resume_from, task.checkpoint)
+        if task.resume_from and Path(task.resume_from).exists():
+            shutil.copyfile(task.resume_from, task.checkpoint)
+        else:  # a leftover from a run killed before it was archived: start clean
+            Path(task.checkpoint).unlink(missing_ok=True)
     result = train(
         TrainConfig(**task.train_config),
         _dataset(task.data_dir),
@@ -63,7 +68,8 @@ def run_evaluation(task: EvalTask) -> dict:
         stop_at=task.stop_at,
         checkpoint=Path(task.checkpoint) if task.checkpoint else None,
         device=task.device,
-        threads=task.threads,
+        # a pool worker's thread count was set when it started; keep it
+        threads=task.threads or torch.get_num_threads(),
         measure_inference=task.measure_inference,
     )
     return result.to_dict()
