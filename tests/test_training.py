@@ -174,3 +174,18 @@ def test_real_shakespeare_trains():
     assert result.n_params == 795_904
     assert result.curve.val_loss[0] == pytest.approx(math.log(65), abs=0.15)
     assert result.curve.val_loss[-1] < 2.75
+
+
+def test_the_speed_benchmark_runs_in_a_tiny_mode(tiny_corpus_dir, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "bench_train.py"
+    spec = importlib.util.spec_from_file_location("bench_train", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "4",
+                "--iters", "3", "--warmup", "1", "--threads", "1", "--device", "cpu",
+                "--data-dir", str(tiny_corpus_dir)])
+    out = capsys.readouterr().out
+    assert "gpnas / nanoGPT" in out and out.count("\ngpnas ") == 1 and out.count("\nnanogpt ") == 1
