@@ -294,9 +294,12 @@ def deap_random(rng: random.Random):
 
 
 def random_tree(pset, rng: random.Random, config: GPConfig = GPConfig()) -> Female:
-    """A ramped half-and-half tree."""
+    """A ramped half-and-half tree within the size and depth limits (redrawn until it fits)."""
     with deap_random(rng):
-        return Female(gp.genHalfAndHalf(pset, config.init_min_depth, config.init_max_depth))
+        while True:
+            tree = Female(gp.genHalfAndHalf(pset, config.init_min_depth, config.init_max_depth))
+            if _fits(tree, config):
+                return tree
 
 
 def _fits(tree, config: GPConfig) -> bool:

@@ -97,8 +97,8 @@ def predict_power_law(curves, prefix_frac):
 
     Least squares for c and a at each alpha of a grid (0.05..3), the best alpha
     kept. Falls back to the last value when the prefix has < 3 points, the
-    fit is not finite, or the extrapolation leaves [min - (max - min), max] of
-    the prefix (a runaway fit).
+    fit is not finite, or the extrapolation leaves [lo, hi] (a runaway fit),
+    hi = max(first, last), lo = min - (hi - min) of the prefix.
     """
     out = predict_last(curves, prefix_frac).copy()
     by_k: dict[int, list[int]] = {}
@@ -122,8 +122,9 @@ def predict_power_law(curves, prefix_frac):
             j = np.argmin(np.where(np.isfinite(sse), sse, np.inf), axis=1)
             rows = np.arange(len(ix))
             pred = c[rows, j] + a[rows, j] * n ** -ALPHAS[j]
-        lo = V.min(axis=1) - (V.max(axis=1) - V.min(axis=1))
-        ok = np.isfinite(pred) & (pred >= lo) & (pred <= V.max(axis=1))
+        hi = np.maximum(V[:, 0], V[:, -1])   # a single spike must not widen the range
+        lo = V.min(axis=1) - (hi - V.min(axis=1))
+        ok = np.isfinite(pred) & (pred >= lo) & (pred <= hi)
         out[ix[ok]] = pred[ok]
     return out
 

@@ -1,0 +1,131 @@
+import builtins
+import json
+
+import numpy as np
+import pytest
+
+from gpnas.curves import Curve
+from gpnas.errors import FileFormatError
+from gpnas.predictor import (BASELINES, CurvePredictor, PredictorConfig, fitness_error,
+                             predict_power_law, score_predictions, spearman)
+
+
+def synthetic_curves(n_curves=120, n=40, seed=0, tasks=("a", "b", "c")):
+    """Power-law curves c + a t^-alpha on different scales, with known finals and a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(1, n + 1, dtype=float)
+    curves = []
+    for i in range(n_curves):
+        scale = [0.7, 3.3, 10.0][i % len(tasks)]
+        c, a, alpha = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.3, 1.5)
+        v = scale * (c + a * t ** -alpha) * (1 + rng.normal(0, 0.002, n))
+        curves.append(Curve(values=v, task=tasks[i % len(tasks)], config_id=str(i)))
+    return curves
+
+
+def test_fitness_error_is_capped_and_finite():
+    assert fitness_error([0.0, 0.0, 0.0], [0.1, 1e6, -0.3]) == pytest.approx((0.1 + 1.0 + 0.3) / 3)
+    assert fitness_error([np.nan], [0.0]) == 1.0
+
+
+def test_spearman_and_regret():
+    curves = [Curve(values=np.array([1.0, f]), task="t") for f in [0.5, 0.3, 0.9]]
+    s = score_predictions(np.array([0.2, 0.4, 0.1]), curves)
+    assert s["per_task"]["t"]["regret"] == pytest.approx(0.9 - 0.3)  # ranks the worst curve first
+    assert s["per_task"]["t"]["spearman"] == pytest.approx(-1.0)  # ranks [2, 3, 1] vs [2, 1, 3]
+    assert spearman([1, 2, 3], [5, 5, 5]) == 0.0
+
+
+def test_power_law_baseline_recovers_a_clean_power_law_and_falls_back():
+    t = np.arange(1, 51, dtype=float)
+    clean = Curve(values=0.5 + 2.0 * t ** -0.7)
+    runaway = Curve(values=np.r_[1.0, 1.0, 1.0, 1.0, 1e18, np.full(45, 0.9)])
+    pred = predict_power_law([clean, runaway], 0.2)
+    assert pred[0] == pytest.approx(clean.final, rel=2e-3)
+    assert pred[1] == 0.9  # the last prefix value, not an extrapolation thrown by the spike
+
+
+def test_evolved_predictor_beats_a_constant_and_the_last_value():
+    train, hold = synthetic_curves(seed=0), synthetic_curves(60, seed=1)
+    model = CurvePredictor(population=60, generations=8, seed=0).fit(train, holdout=hold)
+    finals = np.array([c.final for c in hold])
+    err = np.abs(model.predict(hold) - finals)
+    constant = np.abs(np.median([c.final for c in train]) - finals)
+    last = np.abs(BASELINES["last"](hold, 0.2) - finals)
+    assert np.mean(err) < 0.5 * np.mean(constant)
+    assert np.mean(err) < np.mean(last)
+    assert model.best_["holdout_error"] < model.equations_[0]["holdout_error"] or model.best_index_ == 0
+    assert len(model.history_) == 9 and model.history_[-1] <= model.history_[0]
+
+
+def test_same_seed_same_result():
+    curves = synthetic_curves(60)
+    a = CurvePredictor(population=30, generations=4, seed=3).fit(curves)
+    b = CurvePredictor(population=30, generations=4, seed=3).fit(curves)
+    c = CurvePredictor(population=30, generations=4, seed=4).fit(curves)
+    assert a.equations_ == b.equations_
+    assert [r["tree"] for r in a.equations_] != [r["tree"] for r in c.equations_] or a.history_ != c.history_
+
+
+def test_json_round_trip(tmp_path):
+    curves = synthetic_curves(60)
+    model = CurvePredictor(population=30, generations=3, seed=0).fit(curves)
+    path = model.save(tmp_path / "pred")
+    assert path.name == "predictor.json" and path.with_suffix(".tex").exists()
+    d = json.loads(path.read_text())
+    assert d["tree"] == model.best_["tree"] and d["prefix"]["frac"] == 0.2 and "features" in d
+    again = CurvePredictor.load(tmp_path / "pred")
+    np.testing.assert_array_equal(again.predict(curves), model.predict(curves))
+    assert [r["tree"] for r in again.equations_] == [r["tree"] for r in model.equations_]
+    namespace = {}
+    exec(compile(path.with_suffix(".py").read_text(), "predictor.py", "exec"), namespace)
+    assert callable(namespace["predict_final"])
+
+
+@pytest.mark.parametrize("tree", ["__import__('os').system('touch /tmp/pwned')",
+                                  "add(rel_last, (lambda: 1)())", "rel_last.__class__"])
+def test_predictor_file_with_code_is_refused_without_running_it(tmp_path, monkeypatch, tree):
+    curves = synthetic_curves(30)
+    model = CurvePredictor(population=10, generations=1, seed=0).fit(curves)
+    path = model.save(tmp_path / "p.json")
+    d = json.loads(path.read_text())
+    d["tree"] = tree
+    d["equations"][0]["tree"] = tree
+    path.write_text(json.dumps(d))
+
+    def tripwire(*args, **kwargs):
+        raise AssertionError("code from the file was run")
+    monkeypatch.setattr(builtins, "eval", tripwire)
+    monkeypatch.setattr(builtins, "exec", tripwire)
+    with pytest.raises(FileFormatError):
+        CurvePredictor.load(path)
+
+
+@pytest.mark.parametrize("mutate, problem", [
+    (lambda d: d.update(format="x"), "not a gpnas predictor"),
+    (lambda d: d.update(features=["rel_last", "os.system"]), "features"),
+    (lambda d: d["equations"].append({"tree": 3}), "tree"),
+])
+def test_malformed_predictor_files(tmp_path, mutate, problem):
+    model = CurvePredictor(population=10, generations=1, seed=0).fit(synthetic_curves(30))
+    path = model.save(tmp_path / "p.json")
+    d = json.loads(path.read_text())
+    mutate(d)
+    path.write_text(json.dumps(d))
+    with pytest.raises(FileFormatError, match=problem):
+        CurvePredictor.load(path)
+    path.write_text("{not json")
+    with pytest.raises(FileFormatError, match="cannot read"):
+        CurvePredictor.load(path)
+
+
+def test_sympy_and_latex_of_the_final_value():
+    model = CurvePredictor(population=20, generations=2, seed=0).fit(synthetic_curves(30))
+    expr = model.sympy()
+    assert {"last", "scale"} <= {s.name for s in expr.free_symbols} or expr.has(*expr.free_symbols)
+    assert isinstance(model.latex(), str) and model.latex()
+
+
+def test_config_round_trip():
+    cfg = PredictorConfig(prefix_frac=0.3, population=11)
+    assert PredictorConfig.from_dict(cfg.to_dict()) == cfg
