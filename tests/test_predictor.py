@@ -6,8 +6,10 @@ import pytest
 
 from gpnas.curves import Curve
 from gpnas.errors import FileFormatError
-from gpnas.predictor import (BASELINES, CurvePredictor, PredictorConfig, fitness_error,
-                             predict_power_law, score_predictions, spearman)
+from gpnas.curves import group_by_task
+from gpnas.features import prefix_anchors, targets
+from gpnas.predictor import (BASELINES, CurvePredictor, Objective, PredictorConfig, fitness_error,
+                             predict_power_law, score_predictions, spearman, tree_finals)
 
 
 def synthetic_curves(n_curves=120, n=40, seed=0, tasks=("a", "b", "c")):
@@ -24,8 +26,30 @@ def synthetic_curves(n_curves=120, n=40, seed=0, tasks=("a", "b", "c")):
 
 
 def test_fitness_error_is_capped_and_finite():
-    assert fitness_error([0.0, 0.0, 0.0], [0.1, 1e6, -0.3]) == pytest.approx((0.1 + 1.0 + 0.3) / 3)
-    assert fitness_error([np.nan], [0.0]) == 1.0
+    assert fitness_error([0.0, 0.0, 0.0], [0.1, 1e6, -0.3], cap=1.0) == pytest.approx((0.1 + 1.0 + 0.3) / 3)
+    assert fitness_error([0.0, 0.0], [0.05, 1e6]) == pytest.approx((0.05 + 0.1) / 2)  # default cap 0.1
+    assert fitness_error([np.nan], [0.0]) == 0.1
+
+
+def test_objective_rewards_ranking_and_charges_the_worst_task():
+    curves = synthetic_curves(60)
+    last, s = prefix_anchors(curves, 0.2)
+    r = targets(curves, 0.2)
+    plain = Objective(curves, 0.2)
+    ranked = Objective(curves, 0.2, rank_weight=1.0, worst_weight=1.0, r_bound=1.0)
+    assert plain(r) == 0.0 and ranked(r) == pytest.approx(0.0, abs=1e-12)  # the truth is perfect
+    zero = np.zeros(len(curves))
+    sp_last = np.mean([spearman(last[ix], [curves[i].final for i in ix])
+                       for ix in group_by_task(curves).values()])
+    assert ranked(zero) == pytest.approx(plain(zero) + 1 - sp_last)  # r = 0 is last value: no worst-task charge
+    assert ranked(-r) > ranked(zero)  # reversing the corrections ranks worse
+
+
+def test_tree_finals_and_constant_features_left_out():
+    curves = synthetic_curves(60)
+    model = CurvePredictor(population=20, generations=2, seed=0).fit(curves)
+    assert "n_layer" not in model.features_ and "rel_last" in model.features_  # no config: constant
+    np.testing.assert_allclose(tree_finals(model.tree(), model.pset, curves, 0.2), model.predict(curves))
 
 
 def test_spearman_and_regret():
