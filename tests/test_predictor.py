@@ -153,3 +153,26 @@ def test_sympy_and_latex_of_the_final_value():
 def test_config_round_trip():
     cfg = PredictorConfig(prefix_frac=0.3, population=11)
     assert PredictorConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_experiment_scripts_run_in_tiny_mode(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from gpnas.curves import write_curves
+
+    root = Path(__file__).resolve().parents[1]
+    curves = tmp_path / "c.jsonl"
+    write_curves(curves, synthetic_curves(45))
+    bench = subprocess.run([sys.executable, str(root / "experiments/bench_predictors.py"), "--curves", str(curves),
+                            "--n-curves", "30", "--trees", "10", "--seconds", "0.05"],
+                           capture_output=True, text=True, check=True)
+    assert "vectorised (compile_tree" in bench.stdout and "trees/s" in bench.stdout
+    out = tmp_path / "loo"
+    subprocess.run([sys.executable, str(root / "experiments/loo_taskset.py"), "--curves", str(curves),
+                    "--seeds", "0", "--population", "10", "--generations", "1", "--out", str(out)],
+                   capture_output=True, text=True, check=True)
+    res = json.loads((out / "loo_taskset.json").read_text())
+    assert len(res["folds"]) == 3 and set(res["mean"]) == {"evolved", "last", "best", "power_law"}
+    assert (out / "loo_taskset.md").exists() and (out / "command.txt").exists() and (out / "machine.txt").exists()
