@@ -86,6 +86,9 @@ def main(argv=None):
     ap.add_argument("--trees", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=5.0, help="time budget per method")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--simplify", type=int, default=0, metavar="N",
+                    help="also time simplify_bounded on the first N trees")
+    ap.add_argument("--simplify-timeout", type=float, default=2.0)
     ap.add_argument("--min-depth", type=int, default=2)
     ap.add_argument("--max-depth", type=int, default=4, help="trees of 2-4 levels: the size evolved trees reach")
     args = ap.parse_args(argv)
@@ -122,6 +125,26 @@ def main(argv=None):
     print(f"per-row DEAP gp.compile, numpy primitives: {row_np:10.0f} trees/s  ({n_np} trees)")
     print(f"speed-up over the faster per-row: {vec / max(row_math, row_np):.1f}x; "
           f"target >= 20000 trees/s: {'met' if vec >= 20000 else 'NOT met'}")
+    if args.simplify:
+        simplify_timings(trees[:args.simplify], args.simplify_timeout)
+
+
+def simplify_timings(trees, timeout_s):
+    """Wall time of closedform.simplify_bounded (to_sympy included) per tree."""
+    import sympy
+
+    from gpnas import closedform
+    times, fallbacks = [], 0
+    for tree in trees:
+        expr = closedform.to_sympy(tree)
+        start = time.perf_counter()
+        out = closedform.simplify_bounded(expr, timeout_s)
+        times.append(time.perf_counter() - start)
+        fallbacks += out is expr and sympy.count_ops(expr) > 0
+    t = np.array(times) * 1000
+    print(f"simplify_bounded on {len(t)} trees (bound {timeout_s} s): median {np.median(t):.0f} ms, "
+          f"90th percentile {np.percentile(t, 90):.0f} ms, max {t.max():.0f} ms; "
+          f"unsimplified form kept for {fallbacks} (timeout, failure or no gain)")
 
 
 if __name__ == "__main__":
