@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+import sympy
 
 from gpnas import closedform, gp
 from gpnas.curves import Curve, group_by_task, prefix_length
@@ -417,17 +418,22 @@ class CurvePredictor:
 
     def sympy(self, i=None, final=True):
         """The closed form (simplified under the time bound): of the final value
-        ``last + scale * r`` by default, of r itself with ``final=False``."""
+        ``last + scale * clip(r, -r_bound, r_bound)`` by default, of r itself
+        with ``final=False``; the same numbers as ``predict``."""
         r = closedform.simplify_bounded(closedform.to_sympy(self.tree(i)), self.config.simplify_timeout_s)
         if not final:
             return r
+        b = self.config.r_bound
+        if b is not None and not (r.is_number and abs(float(r)) <= b):
+            r = sympy.Min(sympy.Max(r, -sympy.Float(b)), sympy.Float(b))
         return closedform.symbol("last") + closedform.symbol("scale") * r
 
     def latex(self, i=None) -> str:
         return closedform.as_latex(self.sympy(i))
 
     def python(self, i=None, name="predict_final") -> str:
-        return closedform.as_python(self.sympy(i, final=False), name, target="final")
+        return closedform.as_python(self.sympy(i, final=False), name, target="final",
+                                    r_bound=self.config.r_bound)
 
     # -- files --
     def to_dict(self) -> dict:

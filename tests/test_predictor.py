@@ -143,11 +143,28 @@ def test_malformed_predictor_files(tmp_path, mutate, problem):
         CurvePredictor.load(path)
 
 
-def test_sympy_and_latex_of_the_final_value():
-    model = CurvePredictor(population=20, generations=2, seed=0).fit(synthetic_curves(30))
+def test_final_closed_form_and_python_export_equal_predict():
+    import sympy
+
+    from gpnas.features import feature_matrix
+    curves = synthetic_curves(60)
+    model = CurvePredictor(population=40, generations=4, seed=0).fit(curves)
+    expected = model.predict(curves)
+    X = feature_matrix(curves, 0.2, model.features_)
+    last, scale = prefix_anchors(curves, 0.2)
+    columns = {**X, "last": last, "scale": scale}
     expr = model.sympy()
-    assert {"last", "scale"} <= {s.name for s in expr.free_symbols} or expr.has(*expr.free_symbols)
-    assert isinstance(model.latex(), str) and model.latex()
+    assert {"last", "scale"} <= {s.name for s in expr.free_symbols}
+    syms = sorted(expr.free_symbols, key=lambda s: s.name)
+    f = sympy.lambdify(syms, expr, modules="numpy")
+    with np.errstate(all="ignore"):
+        np.testing.assert_allclose(f(*[columns[s.name] for s in syms]), expected, rtol=1e-9)
+    namespace = {}
+    exec(compile(model.python(), "predictor.py", "exec"), namespace)  # our own generated code
+    args = {n: columns[n] for n in namespace["predict_final"].__code__.co_varnames[
+        :namespace["predict_final"].__code__.co_argcount]}
+    np.testing.assert_allclose(namespace["predict_final"](**args), expected, rtol=1e-9)
+    assert model.latex()
 
 
 def test_config_round_trip():
