@@ -50,6 +50,7 @@ PREFIX_RULE = ("a curve of n evaluations is seen through its first k = max(4, ce
 TARGET_RULE = "final = last + scale * tree, last = v_k, scale = |v_1| (see gpnas.features)"
 # physically motivated starting points: last value, best so far, log-linear extrapolation
 SEED_TREES = ("0.0", "neg(gap_best)", "mul(slope_recent, log_horizon)")
+BASELINE_TREE = "0.0"  # r = 0: the last-value baseline
 
 
 def fitness_error(tree_predictions, targets, cap: float = ERROR_CAP) -> float:
@@ -220,6 +221,7 @@ class PredictorConfig:
     seed: int = 0
     elites: int = 5
     holdout_frac: float = 0.2    # of each task's curves, when fit() gets no holdout
+    validation_frac: float = 0.2  # of the training tasks, kept out of evolution to choose the equation
     simplify_timeout_s: float = 2.0
     error_cap: float = ERROR_CAP
     rank_weight: float = 1.0
@@ -233,8 +235,8 @@ class PredictorConfig:
             raise ConfigError(f"prefix fraction {self.prefix_frac} must be in (0, 1]; try 0.2")
         if self.population < 4 or self.generations < 0:
             raise ConfigError("population must be >= 4 and generations >= 0")
-        if not 0 <= self.holdout_frac < 1:
-            raise ConfigError("holdout fraction must be in [0, 1)")
+        if not 0 <= self.holdout_frac < 1 or not 0 <= self.validation_frac < 1:
+            raise ConfigError("holdout and validation fractions must be in [0, 1)")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -250,6 +252,17 @@ class PredictorConfig:
         g = d.get("gp") or {}
         gp_known = {f.name for f in fields(gp.GPConfig)}
         return cls(**kw, gp=gp.GPConfig(**{k: v for k, v in g.items() if k in gp_known}))
+
+
+def _split_tasks(curves, frac, rng: random.Random):
+    """Whole tasks (round(frac * tasks), at least 1) apart when there are >= 3 tasks, else _split."""
+    tasks = sorted({c.task for c in curves})
+    if frac <= 0:
+        return list(curves), []
+    if len(tasks) < 3:
+        return _split(curves, frac, rng)
+    chosen = set(rng.sample(tasks, max(1, int(round(frac * len(tasks))))))
+    return [c for c in curves if c.task not in chosen], [c for c in curves if c.task in chosen]
 
 
 def _split(curves, frac, rng: random.Random):
@@ -268,10 +281,12 @@ class CurvePredictor:
     """Evolve, score and export female predictors (an estimator, PySR style).
 
     Fitted attributes: ``equations_`` (list of dicts: tree, complexity,
-    train_error, holdout_error, spearman, regret, formula; one per size on the
-    error/size Pareto front), ``best_`` (the row chosen: the simplest whose
-    train error is within 1 % of the lowest), ``baselines_`` (baseline scores
-    on the held-out curves), ``history_`` (best train error per generation).
+    train_error (fitness on the evolution curves), valid_fitness (on the
+    validation tasks), holdout_error, spearman, regret (on the held-out
+    curves), formula; the last-value baseline r = 0 first, then one row per
+    size on the fitness/size Pareto front), ``best_`` (the row chosen on the
+    validation tasks, see ``fit``), ``baselines_`` (baseline scores on the
+    held-out curves), ``history_`` (best training fitness per generation).
     """
 
     def __init__(self, config: PredictorConfig | None = None, **overrides):
@@ -283,6 +298,12 @@ class CurvePredictor:
     # -- fitting --
     def fit(self, curves, holdout=None) -> "CurvePredictor":
         """Evolve on ``curves``; score on ``holdout`` (default: a per-task split of ``curves``).
+
+        A ``validation_frac`` of the training tasks is kept out of evolution;
+        the equation reported as ``best_`` is the simplest whose fitness on
+        those tasks is within 0.001 of the lowest, among the Pareto front and
+        the last-value baseline (r = 0). So the predictor departs from the last
+        value only where unseen tasks confirm that it helps.
 
         Pseudocode of the loop:
             population = seed trees + ramped half-and-half trees
@@ -301,6 +322,8 @@ class CurvePredictor:
         if not curves:
             raise ConfigError("no training curves left; hold out fewer tasks or add curves")
         self.train_curves_, self.holdout_curves_ = curves, list(holdout)
+        # the equation is chosen on training tasks evolution never saw
+        curves, self.validation_curves_ = _split_tasks(curves, cfg.validation_frac, rng)
         X = feature_matrix(curves, cfg.prefix_frac, cfg.features)
         # a feature constant over the training curves (a hyperparameter nobody
         # varied) would only act as a disguised constant that means something
@@ -350,6 +373,7 @@ class CurvePredictor:
             pop = elites + offspring
             record(pop)
         self.n_evaluated_ = len(cache)
+        self._train_fitness = lambda tree: objective(gp.compile_tree(tree, self.pset)(X))
         self._build_table(front)
         return self
 
@@ -367,26 +391,39 @@ class CurvePredictor:
             if err < best_err:
                 rows.append((size, err, text))
                 best_err = err
-        hold = self.holdout_curves_
-        Xh = feature_matrix(hold, self.config.prefix_frac, self.features_) if hold else None
-        yh = targets(hold, self.config.prefix_frac) if hold else None
+        if BASELINE_TREE not in [text for _, _, text in rows]:
+            rows.insert(0, (1, math.nan, BASELINE_TREE))  # last value, always a candidate
+        cfg, hold, valid = self.config, self.holdout_curves_, self.validation_curves_
+        Xh = feature_matrix(hold, cfg.prefix_frac, self.features_) if hold else None
+        yh = targets(hold, cfg.prefix_frac) if hold else None
+        Xv = feature_matrix(valid, cfg.prefix_frac, self.features_) if valid else None
+        objective = Objective(valid, cfg.prefix_frac, cfg.error_cap, cfg.rank_weight,
+                              cfg.worst_weight, cfg.r_bound) if valid else None
         self.equations_ = []
         for size, err, text in rows:
             tree = gp.parse_tree(text, self.pset)
-            row = {"complexity": size, "train_error": err, "holdout_error": math.nan,
-                   "spearman": math.nan, "regret": math.nan, "tree": text}
+            if math.isnan(err):
+                err = self._train_fitness(tree)
+            row = {"complexity": size, "train_error": err, "valid_fitness": math.nan,
+                   "holdout_error": math.nan, "spearman": math.nan, "regret": math.nan, "tree": text}
+            if valid:
+                row["valid_fitness"] = objective(self._r(tree, Xv))
             if hold:
                 r = self._r(tree, Xh)
-                row["holdout_error"] = fitness_error(r, yh, self.config.error_cap)
+                row["holdout_error"] = fitness_error(r, yh, cfg.error_cap)
                 s = score_predictions(self._finals(r, hold), hold)["mean"]
                 row["spearman"], row["regret"] = s["spearman"], s["regret"]
-            expr = closedform.simplify_bounded(closedform.to_sympy(tree), self.config.simplify_timeout_s)
+            expr = closedform.simplify_bounded(closedform.to_sympy(tree), cfg.simplify_timeout_s)
             row["formula"] = closedform.as_text(expr)
             self.equations_.append(row)
-        lowest = min(r["train_error"] for r in self.equations_)
-        self.best_index_ = next(i for i, r in enumerate(self.equations_)
-                                if r["train_error"] <= lowest * 1.01 + 1e-12)
-        self.baselines_ = score_baselines(hold, self.config.prefix_frac) if hold else {}
+        if valid:
+            lowest = min(r["valid_fitness"] for r in self.equations_)
+            ok = [i for i, r in enumerate(self.equations_) if r["valid_fitness"] <= lowest + 1e-3]
+        else:
+            lowest = min(r["train_error"] for r in self.equations_)
+            ok = [i for i, r in enumerate(self.equations_) if r["train_error"] <= lowest * 1.01 + 1e-12]
+        self.best_index_ = min(ok, key=lambda i: (self.equations_[i]["complexity"], i))
+        self.baselines_ = score_baselines(hold, cfg.prefix_frac) if hold else {}
 
     # -- using --
     @property
@@ -493,7 +530,7 @@ class CurvePredictor:
                 raise FileFormatError(f"{path}: {error}") from None
             clean = {k: (v if isinstance(v, (int, float)) and v is not None else math.nan)
                      for k, v in row.items() if k in ("complexity", "train_error", "holdout_error",
-                                                      "spearman", "regret")}
+                                                      "spearman", "regret", "valid_fitness")}
             clean.update(tree=str(tree), complexity=len(tree), formula=str(row.get("formula", "")))
             self.equations_.append(clean)
         best = d.get("best_index", 0)

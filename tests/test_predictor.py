@@ -18,7 +18,7 @@ def synthetic_curves(n_curves=120, n=40, seed=0, tasks=("a", "b", "c")):
     t = np.arange(1, n + 1, dtype=float)
     curves = []
     for i in range(n_curves):
-        scale = [0.7, 3.3, 10.0][i % len(tasks)]
+        scale = [0.7, 3.3, 10.0][i % 3]
         c, a, alpha = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.3, 1.5)
         v = scale * (c + a * t ** -alpha) * (1 + rng.normal(0, 0.002, n))
         curves.append(Curve(values=v, task=tasks[i % len(tasks)], config_id=str(i)))
@@ -193,3 +193,14 @@ def test_experiment_scripts_run_in_tiny_mode(tmp_path):
     res = json.loads((out / "loo_taskset.json").read_text())
     assert len(res["folds"]) == 3 and set(res["mean"]) == {"evolved", "last", "best", "power_law"}
     assert (out / "loo_taskset.md").exists() and (out / "command.txt").exists() and (out / "machine.txt").exists()
+
+
+def test_validation_tasks_choose_the_equation_and_last_value_is_a_candidate():
+    curves = synthetic_curves(120, tasks=("a", "b", "c", "d", "e"))
+    model = CurvePredictor(population=30, generations=3, seed=0).fit(curves)
+    valid_tasks = {c.task for c in model.validation_curves_}
+    assert len(valid_tasks) == 1  # whole tasks, 20 % of five
+    assert len(model.validation_curves_) == sum(c.task in valid_tasks for c in model.train_curves_)
+    assert model.equations_[0]["tree"] == "0.0"
+    lowest = min(r["valid_fitness"] for r in model.equations_)
+    assert model.best_["valid_fitness"] <= lowest + 1e-3
