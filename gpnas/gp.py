@@ -78,8 +78,8 @@ def neg(a):
 
 
 def pdiv(a, b):
-    with np.errstate(all="ignore"):
-        return np.where(np.abs(b) > DIV_EPS, np.divide(a, b), 1.0)
+    # evaluates a / b everywhere: callers run under np.errstate(all="ignore") (compile_tree does)
+    return np.where(np.abs(b) > DIV_EPS, np.divide(a, b), 1.0)
 
 
 def plog(a):
@@ -87,8 +87,7 @@ def plog(a):
 
 
 def cexp(a):
-    with np.errstate(all="ignore"):
-        return np.exp(np.minimum(a, EXP_MAX))
+    return np.exp(np.minimum(a, EXP_MAX))
 
 
 def sqrt_abs(a):
@@ -252,7 +251,11 @@ def compile_tree(tree, pset=None) -> Callable[[Mapping[str, np.ndarray]], np.nda
             out = np.asarray(fn(X), dtype=np.float64)
             if out.ndim == 0:
                 out = np.full(m, float(out))
-            return np.clip(np.nan_to_num(out, nan=0.0), -OUTPUT_CLIP, OUTPUT_CLIP)
+            out = np.clip(out, -OUTPUT_CLIP, OUTPUT_CLIP)  # +-inf -> +-clip; NaN stays NaN
+            nan = np.isnan(out)
+            if nan.any():
+                out[nan] = 0.0
+            return out
     return run
 
 

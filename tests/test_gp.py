@@ -82,6 +82,7 @@ def test_compiled_trees_are_finite_and_silent(pset):
             assert np.all(np.abs(out) <= gp.OUTPUT_CLIP)
 
 
+@np.errstate(all="ignore")
 def test_protected_operators():
     assert gp.pdiv(np.array([3.0, 3.0]), np.array([2.0, 0.0])).tolist() == [1.5, 1.0]
     assert np.isclose(gp.plog(0.0), np.log(1e-6))
