@@ -139,6 +139,7 @@ def _constant(pset, value: float):
 _TOKEN = re.compile(r"\s*(?:(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
                     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>[(),]))")
 MAX_TREE_TEXT = 100_000
+MAX_PARSE_DEPTH = 60  # far beyond any evolved tree (max_depth 7); keeps recursion bounded
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
@@ -177,8 +178,10 @@ def parse_tree(text: str, pset) -> Female:
             raise FileFormatError(f"tree: expected '{value}' but found '{found}'")
         pos += 1
 
-    def node():  # recursive descent; returns a list of (kind, payload) in prefix order
+    def node(depth=0):  # recursive descent; returns a list of (kind, payload) in prefix order
         nonlocal pos
+        if depth > MAX_PARSE_DEPTH:
+            raise FileFormatError(f"tree: nested deeper than {MAX_PARSE_DEPTH} levels")
         if pos >= len(toks):
             raise FileFormatError("tree: unexpected end of text")
         kind, tok = toks[pos]
@@ -200,7 +203,7 @@ def parse_tree(text: str, pset) -> Female:
         for i in range(prims[tok].arity):
             if i:
                 expect(",")
-            out += node()
+            out += node(depth + 1)
         expect(")")
         return out
 

@@ -37,7 +37,7 @@ import numpy as np
 import sympy
 
 from gpnas import closedform, gp
-from gpnas.curves import Curve, group_by_task, prefix_length
+from gpnas.curves import group_by_task, prefix_length
 from gpnas.errors import ConfigError, FileFormatError
 from gpnas.features import (FEATURE_NAMES, feature_matrix, prefix_anchors, rankdata, sanitise,
                             targets, to_final)

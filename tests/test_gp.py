@@ -50,6 +50,7 @@ def test_parse_round_trips_exactly(pset):
     "add(rel_last, 1e999)",                # not finite
     "add(rel_last, [1])",
     "",
+    "neg(" * 5000 + "rel_last" + ")" * 5000,  # nesting: an error, not a RecursionError
 ])
 def test_parse_refuses_anything_else_without_evaluating(pset, monkeypatch, text):
     def tripwire(*args, **kwargs):

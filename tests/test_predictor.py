@@ -204,3 +204,15 @@ def test_validation_tasks_choose_the_equation_and_last_value_is_a_candidate():
     assert model.equations_[0]["tree"] == "0.0"
     lowest = min(r["valid_fitness"] for r in model.equations_)
     assert model.best_["valid_fitness"] <= lowest + 1e-3
+
+
+def test_predictor_side_never_imports_torch_or_the_trainer():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; import gpnas.predictor, gpnas.cli.predictors; "
+            "bad = [m for m in sys.modules if m == 'torch' or m in "
+            "('gpnas.training', 'gpnas.model', 'gpnas.data')]; print(bad); assert not bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1],
+                   capture_output=True)
