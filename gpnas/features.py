@@ -116,6 +116,13 @@ def rel_best(b):
 
 
 @_feature
+def rel_smooth(b):
+    """rel_smooth = mean of R over the last m = max(2, round(k / 5)) values: a less noisy last value."""
+    m = min(b.k, max(2, int(round(b.k / 5))))
+    return b.R[:, -m:].mean(axis=1)
+
+
+@_feature
 def rel_p25(b):
     """rel_p25 = R at index round(0.25 (k-1)): value a quarter into the prefix."""
     return _at(b.R, 0.25)
@@ -307,7 +314,8 @@ def targets(curves: Sequence[Curve], prefix_frac: float) -> np.ndarray:
     """The scale-free target r = (final - last) / s of complete curves (finite, clipped to +-1e6)."""
     last, s = prefix_anchors(curves, prefix_frac)
     final = sanitise(np.array([c.values[-1] for c in curves]))
-    return np.clip((final - last) / s, -1e6, 1e6)
+    with np.errstate(all="ignore"):
+        return np.clip((final - last) / s, -1e6, 1e6)
 
 
 def to_final(r: np.ndarray, last: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -322,7 +330,11 @@ def feature_matrix(curves: Sequence[Curve], prefix_frac: float,
     Each curve is seen through its first prefix_length(curve.n, prefix_frac)
     values, or all of them if it has fewer (an early run's prefix).
     """
-    names = FEATURE_NAMES if names is None else tuple(names)
+    with np.errstate(all="ignore"):  # hostile values must not flood the terminal; columns are cleaned below
+        return _feature_matrix(curves, prefix_frac, FEATURE_NAMES if names is None else tuple(names))
+
+
+def _feature_matrix(curves, prefix_frac, names):
     unknown = [nm for nm in names if nm not in FEATURES]
     if unknown:
         raise KeyError(f"unknown features {unknown}; known: {', '.join(FEATURE_NAMES)}")

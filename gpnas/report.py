@@ -57,8 +57,9 @@ def female_table(engine, state) -> tuple[list[dict], dict]:
         scores = pred.score_predictions(finals[i, held], held_curves)["mean"] if held_curves else {}
         rows.append({
             "tree": str(tree),
-            "formula": closedform.as_text(expr),
-            "latex": closedform.as_latex(expr),
+            "formula": f"last + scale * clip({closedform.as_text(expr)}, -1, 1)",
+            "latex": (rf"\mathrm{{last}} + \mathrm{{scale}} \cdot \mathrm{{clip}}\left({closedform.as_latex(expr)}"
+                      r", -1, 1\right)"),
             "complexity": len(tree),
             "train_error": _num(tree.fitness.values[0]),
             "holdout_error": _num(scores.get("mae")),
@@ -148,7 +149,9 @@ def formulas_markdown(summary: dict) -> str:
     lines = [f"# Evolved predictor formulas ({summary['mode']}, seed {summary['seed']})", ""]
     if not summary["females"]:
         return "\n".join(lines + ["This mode evolves no predictors.", ""])
-    lines += ["Predicted final validation loss from the early prefix of a learning curve.", ""]
+    lines += ["Predicted final validation loss from the early prefix of a learning curve:",
+              "`last` is the last early value, `scale` the curve's first value, and the other",
+              "names are the features documented in `gpnas/features.py`.", ""]
     for rank, row in enumerate(summary["females"], 1):
         lines += [
             f"## {rank}. held-out error {row['holdout_error']}, Spearman {row['spearman']}, "
@@ -223,7 +226,7 @@ def render_summary(summary: dict) -> str:
         lines.append("top predictors (held-out error | Spearman | regret):")
         for rank, row in enumerate(summary["females"], 1):
             lines.append(f"  {rank}. {_fmt(row['holdout_error'])} | {_fmt(row['spearman'])} | "
-                         f"{_fmt(row['regret'])}   final ~ {row['formula']}")
+                         f"{_fmt(row['regret'])}   final = {row['formula']}")
         for name, s in summary["baselines"].items():
             lines.append(f"  baseline {name}: {_fmt(s['error'])} | {_fmt(s['spearman'])} | {_fmt(s['regret'])}")
     m = summary["mating"]

@@ -272,6 +272,7 @@ class _Run:
         elif step < end and curve.eval_steps[-1] % config.eval_interval:
             self._drop_last_eval()  # an early stop's extra evaluation is not part of the full run
 
+        first_step = step
         model, optimizer = self.model, self.optimizer
         losses = torch.empty(CHECK_EVERY, device=self.dev)  # per-step losses wait here, on the device
         pending, times = 0, []
@@ -306,20 +307,20 @@ class _Run:
                 if first_bad is not None:
                     values, times = values[:first_bad], times[:first_bad]
                     curve.diverged = True
-                first_step = curve.steps_done + 1
+                chunk_start = curve.steps_done + 1
                 curve.train_loss.extend(values)
                 curve.step_time_s.extend(times)
                 if on_step is not None:
                     for i, value in enumerate(values):
-                        on_step(first_step + i, value)
+                        on_step(chunk_start + i, value)
                 if curve.diverged:
                     break
                 pending, times = 0, []
-                if at_eval:
-                    self._evaluate(step, on_eval, on_curve)
+                if at_eval and not self._evaluate(step, on_eval, on_curve):
+                    break
                 t_last = time.perf_counter()  # evaluation time is not training time
 
-        if self.checkpoint is not None and not curve.diverged and step < config.max_iters:
+        if self.checkpoint is not None and not curve.diverged and first_step < step < config.max_iters:
             self._save()
         inference_speed, text = None, None
         if not curve.diverged:
@@ -343,10 +344,14 @@ class _Run:
             total += loss.float()
         return total / len(batches)
 
-    def _evaluate(self, step: int, on_eval, on_curve) -> None:
+    def _evaluate(self, step: int, on_eval, on_curve) -> bool:
+        """Measure the fixed batches at step; False (and diverged) when a loss is not finite."""
         self.model.eval()
         val, train = torch.stack([self._mean_loss(self.val_batches), self._mean_loss(self.train_batches)]).tolist()
         self.model.train()
+        if not (math.isfinite(val) and math.isfinite(train)):
+            self.curve.diverged = True
+            return False
         self.curve.eval_steps.append(step)
         self.curve.val_loss.append(val)
         self.curve.eval_train_loss.append(train)
@@ -354,6 +359,7 @@ class _Run:
             on_eval(step, val)
         if on_curve is not None:
             on_curve(self.curve)
+        return True
 
     def _drop_last_eval(self) -> None:
         for values in (self.curve.eval_steps, self.curve.val_loss, self.curve.eval_train_loss):

@@ -14,7 +14,7 @@ def runner():
 
 
 def evolve(runner, *args):
-    return runner.invoke(main, ["evolve", "--preset", "micro", "--backend", "serial", *args])
+    return runner.invoke(main, ["evolve", "--preset", "micro", "--backend", "serial", "--threads", "1", *args])
 
 
 def test_evolve_prints_generations_and_a_summary_then_show_repeats_it(runner, tmp_path, tiny_corpus_dir):
@@ -37,7 +37,8 @@ def test_evolve_prints_generations_and_a_summary_then_show_repeats_it(runner, tm
 def test_resume_continues_and_refuses_a_changed_config(runner, tmp_path, tiny_corpus_dir):
     out = tmp_path / "run"
     assert evolve(runner, "--generations", "1", "--data-dir", str(tiny_corpus_dir), "--out", str(out)).exit_code == 0
-    more = runner.invoke(main, ["evolve", "--resume", str(out), "--generations", "2", "--backend", "serial"])
+    more = runner.invoke(main, ["evolve", "--resume", str(out), "--generations", "2", "--backend", "serial",
+                                 "--threads", "1"])
     assert more.exit_code == 0, more.output
     assert "gen   2" in more.output
     changed = runner.invoke(main, ["evolve", "--resume", str(out), "--set", "ga.n_males=5"])
@@ -50,6 +51,8 @@ def test_resume_continues_and_refuses_a_changed_config(runner, tmp_path, tiny_co
     (["--preset", "micro", "--set", "ga.no_such_key=1"], "no_such_key"),
     (["--preset", "micro", "--set", "space.n_layer.max=0"], "n_layer"),
     (["--preset", "micro", "--generations", "0"], "--generations"),
+    (["--preset", "micro", "--set", "reference.n_layer=9"], "reference"),
+    (["--preset", "micro", "--set", "ga.promote_k=99"], "promote_k"),
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(runner, tmp_path, tiny_corpus_dir, args, message):
     result = runner.invoke(main, ["evolve", *args, "--data-dir", str(tiny_corpus_dir), "--out", str(tmp_path / "x")])

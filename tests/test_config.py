@@ -87,7 +87,7 @@ def test_overrides_are_parsed_as_toml():
     (["space.n_embd.min=8"], r"missing key space.n_embd.max"),
     (["space.n_head.choices=[4]", "space.n_embd.choices=[30, 50]", "reference.n_head=4",
       "reference.n_embd=30"], r"no n_embd in space.n_embd is a multiple"),
-    (["budget.early_iters=400"], r"budget.early_iters = 400 must be < budget.full_iters = 400"),
+    (["budget.full_iters=400", "budget.early_iters=400"], r"budget.early_iters = 400 must be < budget.full_iters = 400"),
     (["budget.early_iters=45"], r"budget.early_iters = 45 must be a multiple of budget.eval_interval"),
     (["budget.early_iters=20"], r"budget.early_iters = 20 must be >= 3 \* budget.eval_interval"),
     (["budget.full_iters=405"], r"budget.full_iters = 405 must be a multiple"),

@@ -12,12 +12,18 @@ from gpnas.data import load_dataset
 from gpnas.engine import MODES
 from gpnas.report import deterministic_part
 from gpnas.runfolder import RunFolder
-from gpnas.runs import execute, new_run, open_run
+from gpnas.runs import execute as execute_run
+from gpnas.runs import new_run, open_run
 
 
 @pytest.fixture
 def micro():
     return load_preset("micro")
+
+
+def execute(run, generations, **kwargs):
+    """One torch thread: tiny models run fastest so, and tests stay quick on a busy machine."""
+    return execute_run(run, generations, threads=1, **kwargs)
 
 
 def start(tmp_path, name, preset, dataset, mode="combined", seed=0, archive=None):

@@ -97,5 +97,8 @@ def show_command(run_dir, as_json):
     from gpnas.runfolder import RunFolder, read_json
 
     folder = RunFolder.open(run_dir)
+    if not (folder.path / "summary.json").exists():
+        raise click.ClickException(f"{folder.path} has no summary yet (the run was interrupted); "
+                                   f"finish it with: gpnas evolve --resume {folder.path}")
     summary = read_json(folder.path / "summary.json")
     click.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))

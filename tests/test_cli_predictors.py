@@ -1,0 +1,90 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from gpnas.cli import main
+from gpnas.curves import write_curves
+from tests.test_predictor import synthetic_curves
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    curves = root / "curves.jsonl"
+    write_curves(curves, synthetic_curves(90, tasks=("a", "b", "c")))
+    out = root / "pred"
+    result = CliRunner().invoke(main, ["predictors", "fit", "--curves", str(curves), "--prefix-frac", "0.2",
+                                       "--generations", "3", "--population", "30", "--seed", "1",
+                                       "--out", str(out), "--holdout-task", "c"])
+    assert result.exit_code == 0, result.output
+    return curves, out, result.output
+
+
+def test_fit_prints_table_and_baselines_and_writes_files(fitted):
+    curves, out, output = fitted
+    assert "train_fit" in output and "valid_fit" in output and "hold_err" in output
+    for name in ("evolved", "last", "best", "power_law"):
+        assert name in output
+    # two training tasks: too few to hold whole tasks out, so 20 % of each task validates
+    assert "fitted on 60 curves (48 evolved on, 12 validation), held out 30" in output
+    for suffix in ("json", "tex", "py"):
+        assert (out / f"predictor.{suffix}").exists()
+
+
+def test_predict_writes_one_json_line_per_curve(fitted):
+    curves, out, _ = fitted
+    result = CliRunner().invoke(main, ["predictors", "predict", "--predictor", str(out / "predictor.json"),
+                                       "--curves", str(curves)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert len(rows) == 90 and set(rows[0]) == {"task", "config_id", "prediction"}
+
+
+def test_eval_tables_and_json(fitted):
+    curves, out, _ = fitted
+    runner = CliRunner()
+    text = runner.invoke(main, ["predictors", "eval", "--predictor", str(out), "--curves", str(curves)])
+    assert text.exit_code == 0 and "mean over tasks" in text.output and "power_law" in text.output
+    result = runner.invoke(main, ["predictors", "eval", "--predictor", str(out), "--curves", str(curves),
+                                  "--prefix-frac", "0.3", "--json"])
+    assert result.exit_code == 0
+    d = json.loads(result.output)
+    assert d["prefix_frac"] == 0.3 and set(d["scores"]) == {"evolved", "last", "best", "power_law"}
+    assert set(d["scores"]["evolved"]["per_task"]) == {"a", "b", "c"}
+    assert set(d["scores"]["last"]["mean"]) == {"mae", "median_ae", "spearman", "regret"}
+
+
+def test_malformed_curve_file_is_one_line_and_nonzero(fitted, tmp_path):
+    _, out, _ = fitted
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"values": [1, 2, 3, 4, 5]}\n{"values": [1, "oops"]}\n')
+    for args in (["predict", "--predictor", str(out)], ["eval", "--predictor", str(out)],
+                 ["fit", "--out", str(tmp_path / "o")]):
+        result = CliRunner().invoke(main, ["predictors", *args, "--curves", str(bad)])
+        assert result.exit_code == 1, result.output
+        assert result.output.strip().splitlines() == [f"Error: {bad}:2: 'values[1]' is \"oops\", not a number"]
+
+
+def test_missing_file_unknown_task_and_bad_predictor(fitted, tmp_path):
+    curves, out, _ = fitted
+    runner = CliRunner()
+    r = runner.invoke(main, ["predictors", "eval", "--predictor", str(out), "--curves", str(tmp_path / "no.jsonl")])
+    assert r.exit_code == 1 and "cannot read curve file" in r.output and "Traceback" not in r.output
+    r = runner.invoke(main, ["predictors", "fit", "--curves", str(curves), "--out", str(tmp_path / "o"),
+                             "--holdout-task", "nope"])
+    assert r.exit_code == 2 and "'nope' is not a task" in r.output
+    evil = tmp_path / "evil.json"
+    evil.write_text(json.dumps({"format": "gpnas-female-predictor", "version": 1, "features": ["rel_last"],
+                                "prefix": {"frac": 0.2}, "tree": "__import__('os')"}))
+    r = runner.invoke(main, ["predictors", "predict", "--predictor", str(evil), "--curves", str(curves)])
+    assert r.exit_code == 1 and "tree:" in r.output and len(r.output.strip().splitlines()) == 1
+    r = runner.invoke(main, ["predictors", "fit", "--curves", str(curves), "--out", str(tmp_path / "o"),
+                             "--prefix-frac", "1.5"])
+    assert r.exit_code == 2
+
+
+def test_help_for_every_subcommand():
+    for sub in ("fit", "predict", "eval"):
+        r = CliRunner().invoke(main, ["predictors", sub, "--help"])
+        assert r.exit_code == 0 and "--curves" in r.output
