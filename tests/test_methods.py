@@ -27,7 +27,8 @@ def run_method(tmp_path, preset, dataset, mode, budget, seed=0, generations=20, 
 # ------------------------------------------------------------ pure rung logic
 
 def test_rung_steps_grow_by_eta_from_the_early_to_the_full_budget():
-    assert rung_steps(40, 400, 10) == [40, 130, 400]        # cpu-small
+    assert rung_steps(40, 400, 10) == [40, 130, 400]
+    assert rung_steps(30, 300, 10) == [30, 90, 300]         # cpu-small
     assert rung_steps(6, 24, 2) == [6, 24]                  # micro
     assert rung_steps(500, 5000, 125) == [500, 1625, 5000]  # shakespeare-char
     assert rung_steps(10, 810, 10) == [10, 30, 90, 270, 810]
