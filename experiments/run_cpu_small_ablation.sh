@@ -4,14 +4,16 @@
 # interruption run it again and it continues where it stopped.
 #
 # The committed results used exactly (see results/cpu-small/command.txt):
-#   GENERATIONS=4 DATA_DIR=/work/shared/data/shakespeare_char experiments/run_cpu_small_ablation.sh
+#   DATA_DIR=/work/shared/data/shakespeare_char experiments/run_cpu_small_ablation.sh
+# and, for results/cpu-small/generations-3/, the same with GENERATIONS=3
+# OUT=runs/ablation-cpu-small-g3 RESULTS=results/cpu-small/generations-3.
 #
 # Environment overrides (the tests use them for a tiny run):
 #   PRESET GENERATIONS SEEDS MODES OUT RESULTS DATA_DIR EXTRA (more gpnas ablate options)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PRESET=${PRESET:-cpu-small}
-GENERATIONS=${GENERATIONS:-4}
+GENERATIONS=${GENERATIONS:-6}
 SEEDS=${SEEDS:-5}
 MODES=${MODES:-baseline,male,female,combined,within-gender,random,successive-halving,regularized-evolution}
 OUT=${OUT:-runs/ablation-cpu-small}
