@@ -123,6 +123,8 @@ class Evolution:
         if state is None:
             state, work = self.start()
             self.finish_generation(state, self.log_row(state, work, [], None))
+        else:  # a kill right after the snapshot left the files derived from it behind
+            self.snapshots.save_derived(state)
         rng = random.Random()
         rng.setstate(state.rng_state)
         while state.generation < generations and not state.exhausted:

@@ -50,6 +50,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import traceback
 from collections import deque
 from dataclasses import dataclass
@@ -201,6 +202,10 @@ def run_task(fn, item):
 
 def _worker_main(conn, threads: int) -> None:
     """A pool worker: receive pickled (fn, item), send back a pickled ("ok"|"error", value)."""
+    # Ctrl-C in a terminal reaches the whole process group; the driver decides what
+    # happens (it stops the workers), so a worker neither dies with a traceback nor
+    # leaves its item half done on its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _limit_threads(threads)
     while True:
         try:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 
 import click
 
@@ -40,16 +42,36 @@ def evolve_command(generations, preset, overrides, mode, seed, out, resume, arch
 
     Prints one line per generation and, at the end, the best architecture with
     its metrics, the top evolved predictor formulas beside the baselines, and
-    the compute spent. Interrupt with Ctrl-C at any time and continue with
-    --resume RUN_DIR.
+    the compute spent. Interrupt with Ctrl-C (or SIGTERM) at any time and
+    continue with --resume RUN_DIR; a run killed outright continues the same way.
     """
+    if generations < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--generations")
+    # A scheduler's SIGTERM (SLURM, Kubernetes, systemd) stops the run like Ctrl-C.
+    main_thread = threading.current_thread() is threading.main_thread()  # signals only go there
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        _evolve(generations, preset, overrides, mode, seed, out, resume, archive, as_json, data_dir,
+                device, threads, backend, workers, address)
+    except KeyboardInterrupt:  # before the run folder existed: nothing to continue
+        click.echo("\ninterrupted before the run started; nothing was saved", err=True)
+        sys.exit(130)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, as_json, data_dir,
+            device, threads, backend, workers, address):
     from gpnas.config import load_preset
     from gpnas.data import load_dataset
     from gpnas.report import render_summary
     from gpnas.runs import check_unchanged, default_out, execute, new_run, open_run
 
-    if generations < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--generations")
     if resume:
         run = open_run(resume, load_dataset, data_dir)
         changed = load_preset(preset or run.preset.name, overrides) if (preset or overrides) else None
@@ -96,6 +118,14 @@ def show_command(run_dir, as_json):
     from gpnas.report import render_summary
     from gpnas.runfolder import RunFolder, read_json
 
+    from gpnas.errors import FileFormatError
+
     folder = RunFolder.open(run_dir)
-    summary = read_json(folder.path / "summary.json")
-    click.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))
+    path = folder.path / "summary.json"
+    summary = read_json(path)
+    try:
+        text = json.dumps(summary, indent=2) if as_json else render_summary(summary)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        raise FileFormatError(f"{path}: not a gpnas summary ({type(error).__name__}: {error}); rewrite it with "
+                              f"`gpnas evolve --resume {run_dir}`") from None
+    click.echo(text)
