@@ -52,7 +52,7 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "gpnas"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: identity equality, hashable (arrays cannot be compared as values)
 class Dataset:
     """A character-level corpus: vocabulary, train/val ids (uint16 memmaps) and batches."""
 

@@ -115,6 +115,7 @@ class Evolution:
         self.tokens_per_step = self.budget.batch_size * self.budget.block_size
         self.eval_seconds = 0.0   # wall time inside the map: training and model evaluation
         self.derivatives = {}     # tree string -> sympy derivatives, reused across matings
+        self.spread = {}          # full-run key -> spread of the top females' predictions
 
     # ----------------------------------------------------------------- the loop
     def run(self, generations: int) -> State:
@@ -299,6 +300,10 @@ class Evolution:
         finals, columns = fem.predict_finals(top, curves, self.prefix_frac, self.pset)
         # nothing completed yet to judge females by: fall back to the last value
         predictions = finals.mean(axis=0) if top else np.array([c.values[-1] for c in curves])
+        # the top females' disagreement, a measure of the prediction's uncertainty
+        spread = finals.std(axis=0) if top else np.zeros(len(curves))
+        self.spread = {self.key(state.males[i], self.budget.full_iters): float(spread[j])
+                       for j, i in enumerate(usable)}
         rows = {}
         for j, i in enumerate(usable):
             p = float(predictions[j])
@@ -343,7 +348,7 @@ class Evolution:
         curve = record.result["curve"]
         true = float(curve["val_loss"][-1])
         state.promotions.append({"generation": state.generation, "key": key, "arch": record.arch,
-                                 "predicted": predicted, "true": true})
+                                 "predicted": predicted, "spread": self.spread.get(key), "true": true})
         if not any(h["key"] == key for h in state.hall_of_fame):
             state.hall_of_fame.append({
                 "key": key, "arch": record.arch, "final_val_loss": true, "generation": state.generation,

@@ -116,6 +116,13 @@ def rel_best(b):
 
 
 @_feature
+def rel_smooth(b):
+    """rel_smooth = mean of R over the last m = max(2, round(k / 5)) values: a less noisy last value."""
+    m = min(b.k, max(2, int(round(b.k / 5))))
+    return b.R[:, -m:].mean(axis=1)
+
+
+@_feature
 def rel_p25(b):
     """rel_p25 = R at index round(0.25 (k-1)): value a quarter into the prefix."""
     return _at(b.R, 0.25)

@@ -21,7 +21,7 @@ import numpy as np
 from gpnas import gp
 from gpnas.curves import Curve
 from gpnas.features import feature_matrix, prefix_anchors, targets, to_final
-from gpnas.predictor import SEED_TREES, fitness_error
+from gpnas.predictor import R_BOUND, SEED_TREES, fitness_error
 
 WORST = 1e9  # fitness of a female that cannot be scored, or a male that failed
 
@@ -38,6 +38,7 @@ class CurveSet:
     curves: list[Curve]
     columns: dict               # feature name -> (n,) array
     targets: np.ndarray         # (n,) true r = (final - last) / scale
+    finals: np.ndarray          # (n,) true final values
     last: np.ndarray            # (n,) last value of each curve's prefix
     scale: np.ndarray           # (n,) the curves' scales
     holdout: np.ndarray         # (n,) bool
@@ -45,12 +46,13 @@ class CurveSet:
     @classmethod
     def build(cls, curves: list[Curve], prefix_frac: float) -> "CurveSet":
         if not curves:
-            return cls([], {}, np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, dtype=bool))
+            return cls([], {}, *(np.zeros(0) for _ in range(4)), np.zeros(0, dtype=bool))
         last, scale = prefix_anchors(curves, prefix_frac)
         return cls(
             curves=curves,
             columns=feature_matrix(curves, prefix_frac),
             targets=targets(curves, prefix_frac),
+            finals=np.array([c.values[-1] for c in curves], dtype=np.float64),
             last=last,
             scale=scale,
             holdout=np.array([is_holdout(c.config_id) for c in curves], dtype=bool),
@@ -76,12 +78,13 @@ def predict_finals(trees, curves: list[Curve], prefix_frac: float, pset) -> tupl
 
 
 def predict_all(trees, columns: dict, pset) -> np.ndarray:
-    """(n_trees, n_rows) tree outputs r; each tree compiled once, applied to all rows."""
+    """(n_trees, n_rows) tree outputs r, bounded to +-R_BOUND as the predictor
+    module bounds them; each tree compiled once, applied to all rows."""
     n_rows = len(next(iter(columns.values()))) if columns else 0
     out = np.empty((len(trees), n_rows))
     for i, tree in enumerate(trees):
         out[i] = compiled(tree, pset)(columns)
-    return out
+    return np.clip(out, -R_BOUND, R_BOUND)
 
 
 _COMPILED: dict = {}
@@ -115,8 +118,8 @@ def score(females, curve_set: CurveSet, pset) -> tuple[np.ndarray, np.ndarray]:
     for i, female in enumerate(females):
         female.fitness.values = (fitness_error(predictions[i, train], curve_set.targets[train]),)
         if held.any():
-            errors = curve_set.scale[held] * np.abs(predictions[i, held] - curve_set.targets[held])
-            holdout_error[i] = float(np.mean(errors))
+            finals = to_final(predictions[i, held], curve_set.last[held], curve_set.scale[held])
+            holdout_error[i] = float(np.mean(np.abs(finals - curve_set.finals[held])))
     return predictions, holdout_error
 
 

@@ -78,8 +78,8 @@ def neg(a):
 
 
 def pdiv(a, b):
-    with np.errstate(all="ignore"):
-        return np.where(np.abs(b) > DIV_EPS, np.divide(a, b), 1.0)
+    # evaluates a / b everywhere: callers run under np.errstate(all="ignore") (compile_tree does)
+    return np.where(np.abs(b) > DIV_EPS, np.divide(a, b), 1.0)
 
 
 def plog(a):
@@ -87,8 +87,7 @@ def plog(a):
 
 
 def cexp(a):
-    with np.errstate(all="ignore"):
-        return np.exp(np.minimum(a, EXP_MAX))
+    return np.exp(np.minimum(a, EXP_MAX))
 
 
 def sqrt_abs(a):
@@ -140,6 +139,7 @@ def _constant(pset, value: float):
 _TOKEN = re.compile(r"\s*(?:(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
                     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>[(),]))")
 MAX_TREE_TEXT = 100_000
+MAX_PARSE_DEPTH = 60  # far beyond any evolved tree (max_depth 7); keeps recursion bounded
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
@@ -178,8 +178,10 @@ def parse_tree(text: str, pset) -> Female:
             raise FileFormatError(f"tree: expected '{value}' but found '{found}'")
         pos += 1
 
-    def node():  # recursive descent; returns a list of (kind, payload) in prefix order
+    def node(depth=0):  # recursive descent; returns a list of (kind, payload) in prefix order
         nonlocal pos
+        if depth > MAX_PARSE_DEPTH:
+            raise FileFormatError(f"tree: nested deeper than {MAX_PARSE_DEPTH} levels")
         if pos >= len(toks):
             raise FileFormatError("tree: unexpected end of text")
         kind, tok = toks[pos]
@@ -201,7 +203,7 @@ def parse_tree(text: str, pset) -> Female:
         for i in range(prims[tok].arity):
             if i:
                 expect(",")
-            out += node()
+            out += node(depth + 1)
         expect(")")
         return out
 
@@ -252,7 +254,11 @@ def compile_tree(tree, pset=None) -> Callable[[Mapping[str, np.ndarray]], np.nda
             out = np.asarray(fn(X), dtype=np.float64)
             if out.ndim == 0:
                 out = np.full(m, float(out))
-            return np.clip(np.nan_to_num(out, nan=0.0), -OUTPUT_CLIP, OUTPUT_CLIP)
+            out = np.clip(out, -OUTPUT_CLIP, OUTPUT_CLIP)  # +-inf -> +-clip; NaN stays NaN
+            nan = np.isnan(out)
+            if nan.any():
+                out[nan] = 0.0
+            return out
     return run
 
 

@@ -67,7 +67,7 @@ def hyperparameter_gradient(mother, row: dict, ctx: MatingContext) -> dict:
         expr = closedform.to_sympy(mother)
         used = [s for s in expr.free_symbols if s.name in gp.HYPERPARAMETER_TERMINALS]
         ctx.derivatives[text] = {s.name: sympy.diff(expr, s) for s in used}
-    subs = {sympy.Symbol(name): float(value) for name, value in row.items()}
+    subs = {closedform.symbol(name): float(value) for name, value in row.items()}
     gradient = {}
     for name, derivative in ctx.derivatives[text].items():
         value = complex(derivative.evalf(subs=subs))

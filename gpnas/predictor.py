@@ -6,13 +6,18 @@ prefix features and predict its scale-free correction r (features.py):
     predicted final = last + s * tree(features)
 
 so a tree of 0 is the last-value baseline, and the error is measured in the
-curve's own units. The fitness (``fitness_error``) is the mean *capped*
-absolute error, mean(min(|r_hat - r|, 1)): one unit is the curve's first
-value, so a blown-up curve (r of 1e6) costs at most 1, as much as a wildly
-wrong prediction of a sane curve, and cannot dominate; unlike the median it
-still counts every curve (with a median, the flat never-learning curves that
-make up half of a typical search would decide alone). Selection is a double
-tournament on that error and then on tree size (parsimony).
+curve's own units. The tree's output is bounded to |r| <= 1 (``R_BOUND``): no
+prediction moves further from the last value than the curve's first value.
+
+The robust error (``fitness_error``) is the mean *capped* absolute error,
+mean(min(|r_hat - r|, 0.1)): a unit is the curve's first value, so a
+blown-up curve (r of 1e6) costs at most 0.1, as much as a prediction 10 %
+of the initial loss off, and cannot dominate; unlike the median it still
+counts every curve (with a median, the flat never-learning curves that make
+up most of a real search would decide alone). The fitness used in ``fit``
+(``Objective``) adds rank quality, because a search uses predictions to rank
+curves. Selection is a double tournament on that fitness and then on tree
+size (parsimony).
 
 Scores (``score_predictions``) are per task and then averaged over tasks:
 mean and median absolute error of the final value, Spearman rank correlation
@@ -29,26 +34,96 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+import sympy
 
 from gpnas import closedform, gp
-from gpnas.curves import Curve, group_by_task, prefix_length
+from gpnas.curves import group_by_task, prefix_length
 from gpnas.errors import ConfigError, FileFormatError
 from gpnas.features import (FEATURE_NAMES, feature_matrix, prefix_anchors, rankdata, sanitise,
                             targets, to_final)
 
-ERROR_CAP = 1.0
+ERROR_CAP = 0.1
+R_BOUND = 1.0
 FORMAT = "gpnas-female-predictor"
 PREFIX_RULE = ("a curve of n evaluations is seen through its first k = max(4, ceil(frac * n)) "
                "values (capped at n); time is the evaluation index 1..k; the target is the final value")
 TARGET_RULE = "final = last + scale * tree, last = v_k, scale = |v_1| (see gpnas.features)"
 # physically motivated starting points: last value, best so far, log-linear extrapolation
 SEED_TREES = ("0.0", "neg(gap_best)", "mul(slope_recent, log_horizon)")
+BASELINE_TREE = "0.0"  # r = 0: the last-value baseline
 
 
 def fitness_error(tree_predictions, targets, cap: float = ERROR_CAP) -> float:
     """Mean capped absolute error, mean(min(|p - t|, cap)), in the curve's own units (see module doc)."""
     err = np.abs(np.asarray(tree_predictions, dtype=np.float64) - np.asarray(targets, dtype=np.float64))
     return float(np.mean(np.minimum(np.nan_to_num(err, nan=cap), cap)))
+
+
+class Objective:
+    """The female fitness on a fixed set of curves (lower is better).
+
+        fitness = fitness_error(r_hat, r)
+                + rank_weight * (1 - mean_task Spearman(pred, true finals)
+                                 + worst_weight * max_task max(0, Spearman_last - Spearman))
+
+    The error alone rewards getting values right; a search uses predictions to
+    *rank* curves, and last value is a strong ranker that small, noisy
+    corrections easily spoil, so the rank term keeps a correction only where
+    it reorders curves for the better. The worst-task term charges a formula
+    for the task where it ranks worse than the last value: a correction must
+    help across tasks, not on average over them, which is what carries to
+    unseen tasks. Tasks with fewer than 3 curves or constant finals are left
+    out of the rank terms.
+    """
+
+    def __init__(self, curves, prefix_frac, cap=ERROR_CAP, rank_weight=0.0, worst_weight=0.0,
+                 r_bound=None):
+        self.y = targets(curves, prefix_frac)
+        self.last, self.scale = prefix_anchors(curves, prefix_frac)
+        self.cap, self.rank_weight, self.r_bound = cap, rank_weight, r_bound
+        self.worst_weight = worst_weight
+        final = sanitise(np.array([c.values[-1] for c in curves]))
+        self.groups = []
+        for ix in group_by_task(curves).values():
+            if len(ix) >= 3:
+                r = rankdata(final[ix])
+                r -= r.mean()
+                norm = math.sqrt(float(r @ r))
+                if norm > 0:
+                    self.groups.append((ix, r / norm))
+        # each task's Spearman of the last-value baseline (r = 0): the bar per task
+        self.base = [self._spearman(self.last[ix], truth) for ix, truth in self.groups]
+
+    @staticmethod
+    def _spearman(p, truth):
+        r = rankdata(p)
+        r -= r.mean()
+        norm = math.sqrt(float(r @ r))
+        return float(r @ truth) / norm if norm > 0 else 0.0
+
+    def __call__(self, r_hat) -> float:
+        if self.r_bound is not None:
+            r_hat = np.clip(r_hat, -self.r_bound, self.r_bound)
+        err = fitness_error(r_hat, self.y, self.cap)
+        if not self.rank_weight or not self.groups:
+            return err
+        pred = self.last + self.scale * r_hat
+        total = worst = 0.0
+        for (ix, truth), base in zip(self.groups, self.base):
+            sp = self._spearman(pred[ix], truth)
+            total += sp
+            worst = max(worst, base - sp)
+        return err + self.rank_weight * (1.0 - total / len(self.groups) + self.worst_weight * worst)
+
+
+def tree_finals(tree, pset, curves, prefix_frac, r_bound=R_BOUND) -> np.ndarray:
+    """Predicted final values of ``curves`` by one female tree (what the engine ranks males by)."""
+    names = list(pset.arguments)
+    r = gp.compile_tree(tree, pset)(feature_matrix(curves, prefix_frac, names))
+    if r_bound is not None:
+        r = np.clip(r, -r_bound, r_bound)
+    last, scale = prefix_anchors(curves, prefix_frac)
+    return to_final(r, last, scale)
 
 
 def spearman(a, b) -> float:
@@ -146,7 +221,12 @@ class PredictorConfig:
     seed: int = 0
     elites: int = 5
     holdout_frac: float = 0.2    # of each task's curves, when fit() gets no holdout
+    validation_frac: float = 0.2  # of the training tasks, kept out of evolution to choose the equation
     simplify_timeout_s: float = 2.0
+    error_cap: float = ERROR_CAP
+    rank_weight: float = 1.0
+    r_bound: float | None = R_BOUND
+    worst_weight: float = 1.0
     features: tuple = FEATURE_NAMES
     gp: gp.GPConfig = field(default_factory=gp.GPConfig)
 
@@ -155,8 +235,8 @@ class PredictorConfig:
             raise ConfigError(f"prefix fraction {self.prefix_frac} must be in (0, 1]; try 0.2")
         if self.population < 4 or self.generations < 0:
             raise ConfigError("population must be >= 4 and generations >= 0")
-        if not 0 <= self.holdout_frac < 1:
-            raise ConfigError("holdout fraction must be in [0, 1)")
+        if not 0 <= self.holdout_frac < 1 or not 0 <= self.validation_frac < 1:
+            raise ConfigError("holdout and validation fractions must be in [0, 1)")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -172,6 +252,17 @@ class PredictorConfig:
         g = d.get("gp") or {}
         gp_known = {f.name for f in fields(gp.GPConfig)}
         return cls(**kw, gp=gp.GPConfig(**{k: v for k, v in g.items() if k in gp_known}))
+
+
+def _split_tasks(curves, frac, rng: random.Random):
+    """Whole tasks (round(frac * tasks), at least 1) apart when there are >= 3 tasks, else _split."""
+    tasks = sorted({c.task for c in curves})
+    if frac <= 0:
+        return list(curves), []
+    if len(tasks) < 3:
+        return _split(curves, frac, rng)
+    chosen = set(rng.sample(tasks, max(1, int(round(frac * len(tasks))))))
+    return [c for c in curves if c.task not in chosen], [c for c in curves if c.task in chosen]
 
 
 def _split(curves, frac, rng: random.Random):
@@ -190,20 +281,29 @@ class CurvePredictor:
     """Evolve, score and export female predictors (an estimator, PySR style).
 
     Fitted attributes: ``equations_`` (list of dicts: tree, complexity,
-    train_error, holdout_error, spearman, regret, formula; one per size on the
-    error/size Pareto front), ``best_`` (the row chosen: the simplest whose
-    train error is within 1 % of the lowest), ``baselines_`` (baseline scores
-    on the held-out curves), ``history_`` (best train error per generation).
+    train_error (fitness on the evolution curves), valid_fitness (on the
+    validation tasks), holdout_error, spearman, regret (on the held-out
+    curves), formula; the last-value baseline r = 0 first, then one row per
+    size on the fitness/size Pareto front), ``best_`` (the row chosen on the
+    validation tasks, see ``fit``), ``baselines_`` (baseline scores on the
+    held-out curves), ``history_`` (best training fitness per generation).
     """
 
     def __init__(self, config: PredictorConfig | None = None, **overrides):
         self.config = config or PredictorConfig(**overrides)
         self.config.validate()
         self.pset = gp.make_pset(self.config.features)
+        self.features_ = tuple(self.config.features)
 
     # -- fitting --
     def fit(self, curves, holdout=None) -> "CurvePredictor":
         """Evolve on ``curves``; score on ``holdout`` (default: a per-task split of ``curves``).
+
+        A ``validation_frac`` of the training tasks is kept out of evolution;
+        the equation reported as ``best_`` is the simplest whose fitness on
+        those tasks is within 0.001 of the lowest, among the Pareto front and
+        the last-value baseline (r = 0). So the predictor departs from the last
+        value only where unseen tasks confirm that it helps.
 
         Pseudocode of the loop:
             population = seed trees + ramped half-and-half trees
@@ -222,14 +322,22 @@ class CurvePredictor:
         if not curves:
             raise ConfigError("no training curves left; hold out fewer tasks or add curves")
         self.train_curves_, self.holdout_curves_ = curves, list(holdout)
+        # the equation is chosen on training tasks evolution never saw
+        curves, self.validation_curves_ = _split_tasks(curves, cfg.validation_frac, rng)
         X = feature_matrix(curves, cfg.prefix_frac, cfg.features)
-        y = targets(curves, cfg.prefix_frac)
+        # a feature constant over the training curves (a hyperparameter nobody
+        # varied) would only act as a disguised constant that means something
+        # else on other curves: leave it out of the primitive set
+        self.features_ = tuple(n for n in cfg.features if np.ptp(X[n]) > 0) or tuple(cfg.features[:1])
+        self.pset = gp.make_pset(self.features_)
+        objective = Objective(curves, cfg.prefix_frac, cfg.error_cap, cfg.rank_weight,
+                              cfg.worst_weight, cfg.r_bound)
         cache: dict[str, float] = {}
 
         def evaluate(tree):
             key = str(tree)
             if key not in cache:
-                cache[key] = fitness_error(gp.compile_tree(tree, self.pset)(X), y)
+                cache[key] = objective(gp.compile_tree(tree, self.pset)(X))
             tree.fitness.values = (cache[key],)
 
         pop = [gp.parse_tree(s, self.pset) for s in SEED_TREES if self._usable(s)]
@@ -265,6 +373,7 @@ class CurvePredictor:
             pop = elites + offspring
             record(pop)
         self.n_evaluated_ = len(cache)
+        self._train_fitness = lambda tree: objective(gp.compile_tree(tree, self.pset)(X))
         self._build_table(front)
         return self
 
@@ -282,26 +391,39 @@ class CurvePredictor:
             if err < best_err:
                 rows.append((size, err, text))
                 best_err = err
-        hold = self.holdout_curves_
-        Xh = feature_matrix(hold, self.config.prefix_frac, self.config.features) if hold else None
-        yh = targets(hold, self.config.prefix_frac) if hold else None
+        if BASELINE_TREE not in [text for _, _, text in rows]:
+            rows.insert(0, (1, math.nan, BASELINE_TREE))  # last value, always a candidate
+        cfg, hold, valid = self.config, self.holdout_curves_, self.validation_curves_
+        Xh = feature_matrix(hold, cfg.prefix_frac, self.features_) if hold else None
+        yh = targets(hold, cfg.prefix_frac) if hold else None
+        Xv = feature_matrix(valid, cfg.prefix_frac, self.features_) if valid else None
+        objective = Objective(valid, cfg.prefix_frac, cfg.error_cap, cfg.rank_weight,
+                              cfg.worst_weight, cfg.r_bound) if valid else None
         self.equations_ = []
         for size, err, text in rows:
             tree = gp.parse_tree(text, self.pset)
-            row = {"complexity": size, "train_error": err, "holdout_error": math.nan,
-                   "spearman": math.nan, "regret": math.nan, "tree": text}
+            if math.isnan(err):
+                err = self._train_fitness(tree)
+            row = {"complexity": size, "train_error": err, "valid_fitness": math.nan,
+                   "holdout_error": math.nan, "spearman": math.nan, "regret": math.nan, "tree": text}
+            if valid:
+                row["valid_fitness"] = objective(self._r(tree, Xv))
             if hold:
-                r = gp.compile_tree(tree, self.pset)(Xh)
-                row["holdout_error"] = fitness_error(r, yh)
+                r = self._r(tree, Xh)
+                row["holdout_error"] = fitness_error(r, yh, cfg.error_cap)
                 s = score_predictions(self._finals(r, hold), hold)["mean"]
                 row["spearman"], row["regret"] = s["spearman"], s["regret"]
-            expr = closedform.simplify_bounded(closedform.to_sympy(tree), self.config.simplify_timeout_s)
+            expr = closedform.simplify_bounded(closedform.to_sympy(tree), cfg.simplify_timeout_s)
             row["formula"] = closedform.as_text(expr)
             self.equations_.append(row)
-        lowest = min(r["train_error"] for r in self.equations_)
-        self.best_index_ = next(i for i, r in enumerate(self.equations_)
-                                if r["train_error"] <= lowest * 1.01 + 1e-12)
-        self.baselines_ = score_baselines(hold, self.config.prefix_frac) if hold else {}
+        if valid:
+            lowest = min(r["valid_fitness"] for r in self.equations_)
+            ok = [i for i, r in enumerate(self.equations_) if r["valid_fitness"] <= lowest + 1e-3]
+        else:
+            lowest = min(r["train_error"] for r in self.equations_)
+            ok = [i for i, r in enumerate(self.equations_) if r["train_error"] <= lowest * 1.01 + 1e-12]
+        self.best_index_ = min(ok, key=lambda i: (self.equations_[i]["complexity"], i))
+        self.baselines_ = score_baselines(hold, cfg.prefix_frac) if hold else {}
 
     # -- using --
     @property
@@ -311,6 +433,11 @@ class CurvePredictor:
     def tree(self, i=None):
         return gp.parse_tree(self.equations_[self.best_index_ if i is None else i]["tree"], self.pset)
 
+    def _r(self, tree, X):
+        r = gp.compile_tree(tree, self.pset)(X)
+        b = self.config.r_bound
+        return r if b is None else np.clip(r, -b, b)
+
     def _finals(self, r, curves):
         last, scale = prefix_anchors(curves, self.config.prefix_frac)
         return to_final(r, last, scale)
@@ -318,8 +445,8 @@ class CurvePredictor:
     def predict(self, curves, i=None, prefix_frac=None) -> np.ndarray:
         """Predicted final values (lower is better) of ``curves``, seen through their prefixes."""
         frac = self.config.prefix_frac if prefix_frac is None else prefix_frac
-        X = feature_matrix(curves, frac, self.config.features)
-        r = gp.compile_tree(self.tree(i), self.pset)(X)
+        X = feature_matrix(curves, frac, self.features_)
+        r = self._r(self.tree(i), X)
         last, scale = prefix_anchors(curves, frac)
         return to_final(r, last, scale)
 
@@ -328,22 +455,27 @@ class CurvePredictor:
 
     def sympy(self, i=None, final=True):
         """The closed form (simplified under the time bound): of the final value
-        ``last + scale * r`` by default, of r itself with ``final=False``."""
+        ``last + scale * clip(r, -r_bound, r_bound)`` by default, of r itself
+        with ``final=False``; the same numbers as ``predict``."""
         r = closedform.simplify_bounded(closedform.to_sympy(self.tree(i)), self.config.simplify_timeout_s)
         if not final:
             return r
+        b = self.config.r_bound
+        if b is not None and not (r.is_number and abs(float(r)) <= b):
+            r = sympy.Min(sympy.Max(r, -sympy.Float(b)), sympy.Float(b))
         return closedform.symbol("last") + closedform.symbol("scale") * r
 
     def latex(self, i=None) -> str:
         return closedform.as_latex(self.sympy(i))
 
     def python(self, i=None, name="predict_final") -> str:
-        return closedform.as_python(self.sympy(i, final=False), name, target="final")
+        return closedform.as_python(self.sympy(i, final=False), name, target="final",
+                                    r_bound=self.config.r_bound)
 
     # -- files --
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": 1, "tree": self.best_["tree"],
-                "features": list(self.config.features),
+                "features": list(self.features_),
                 "prefix": {"frac": self.config.prefix_frac, "rule": PREFIX_RULE},
                 "target": TARGET_RULE, "formula": closedform.as_text(self.sympy()),
                 "best_index": self.best_index_, "equations": self.equations_,
@@ -398,7 +530,7 @@ class CurvePredictor:
                 raise FileFormatError(f"{path}: {error}") from None
             clean = {k: (v if isinstance(v, (int, float)) and v is not None else math.nan)
                      for k, v in row.items() if k in ("complexity", "train_error", "holdout_error",
-                                                      "spearman", "regret")}
+                                                      "spearman", "regret", "valid_fitness")}
             clean.update(tree=str(tree), complexity=len(tree), formula=str(row.get("formula", "")))
             self.equations_.append(clean)
         best = d.get("best_index", 0)

@@ -57,8 +57,9 @@ def female_table(engine, state) -> tuple[list[dict], dict]:
         scores = pred.score_predictions(finals[i, held], held_curves)["mean"] if held_curves else {}
         rows.append({
             "tree": str(tree),
-            "formula": f"last + scale * ({closedform.as_text(expr)})",
-            "latex": rf"\mathrm{{last}} + \mathrm{{scale}} \left({closedform.as_latex(expr)}\right)",
+            "formula": f"last + scale * clip({closedform.as_text(expr)}, -1, 1)",
+            "latex": (rf"\mathrm{{last}} + \mathrm{{scale}} \cdot \mathrm{{clip}}\left({closedform.as_latex(expr)}"
+                      r", -1, 1\right)"),
             "complexity": len(tree),
             "train_error": _num(tree.fitness.values[0]),
             "holdout_error": _num(scores.get("mae")),

@@ -51,6 +51,8 @@ def test_resume_continues_and_refuses_a_changed_config(runner, tmp_path, tiny_co
     (["--preset", "micro", "--set", "ga.no_such_key=1"], "no_such_key"),
     (["--preset", "micro", "--set", "space.n_layer.max=0"], "n_layer"),
     (["--preset", "micro", "--generations", "0"], "--generations"),
+    (["--preset", "micro", "--set", "reference.n_layer=9"], "reference"),
+    (["--preset", "micro", "--set", "ga.promote_k=99"], "promote_k"),
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(runner, tmp_path, tiny_corpus_dir, args, message):
     result = runner.invoke(main, ["evolve", *args, "--data-dir", str(tiny_corpus_dir), "--out", str(tmp_path / "x")])

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gpnas.curves import Curve
+from gpnas.predictor import BASELINES
 from gpnas.features import (FEATURE_NAMES, FEATURES, feature_matrix, prefix_anchors, targets,
                             to_final)
 
@@ -27,8 +28,12 @@ def test_every_feature_finite_on_hostile_curves(curves_values, frac):
     assert set(X) == set(FEATURE_NAMES)
     for name, col in X.items():
         assert col.shape == (len(curves),) and np.all(np.isfinite(col)), name
-    last, s = prefix_anchors(curves, frac)
-    assert np.all(np.isfinite(last)) and np.all(s > 0)
+        last, s = prefix_anchors(curves, frac)
+        r = targets(curves, frac)
+        baselines = [f(curves, frac) for f in BASELINES.values()]
+    assert np.all(np.isfinite(last)) and np.all(s > 0) and np.all(np.isfinite(r))
+    for pred in baselines:
+        assert pred.shape == (len(curves),) and np.all(np.isfinite(pred))
 
 
 def test_every_feature_is_documented_with_its_formula():

@@ -50,6 +50,7 @@ def test_parse_round_trips_exactly(pset):
     "add(rel_last, 1e999)",                # not finite
     "add(rel_last, [1])",
     "",
+    "neg(" * 5000 + "rel_last" + ")" * 5000,  # nesting: an error, not a RecursionError
 ])
 def test_parse_refuses_anything_else_without_evaluating(pset, monkeypatch, text):
     def tripwire(*args, **kwargs):
@@ -82,6 +83,7 @@ def test_compiled_trees_are_finite_and_silent(pset):
             assert np.all(np.abs(out) <= gp.OUTPUT_CLIP)
 
 
+@np.errstate(all="ignore")
 def test_protected_operators():
     assert gp.pdiv(np.array([3.0, 3.0]), np.array([2.0, 0.0])).tolist() == [1.5, 1.0]
     assert np.isclose(gp.plog(0.0), np.log(1e-6))

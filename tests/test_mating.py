@@ -102,3 +102,14 @@ def test_a_father_without_a_completed_curve_chooses_by_tournament(space, pset):
     ctx = context(space, pset, females=females)
     choice, chose = mating.father_choice("never-completed", ctx)
     assert not chose and choice in females
+
+
+def test_the_gradient_is_evaluated_at_the_father(space, pset):
+    # final loss = (log lr)^2: its slope 2 ln(lr) < 0 at any lr < 1, so descent raises lr
+    mother = gp.parse_tree("mul(log_lr, log_lr)", pset)
+    father = male(space, n_layer=1, n_head=2, n_embd=16, dropout=0.05, learning_rate=2e-3)
+    arch = genome.decode(father, space)
+    gradient = mating.hyperparameter_gradient(mother, father_row(arch), context(space, pset))
+    assert gradient == pytest.approx({"log_lr": 2 * np.log(2e-3)})
+    son, guided = mating.make_son(father, mother, father_row(arch), context(space, pset))
+    assert guided and genome.decode(son, space)["learning_rate"] > arch["learning_rate"]

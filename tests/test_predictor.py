@@ -6,8 +6,10 @@ import pytest
 
 from gpnas.curves import Curve
 from gpnas.errors import FileFormatError
-from gpnas.predictor import (BASELINES, CurvePredictor, PredictorConfig, fitness_error,
-                             predict_power_law, score_predictions, spearman)
+from gpnas.curves import group_by_task
+from gpnas.features import prefix_anchors, targets
+from gpnas.predictor import (BASELINES, CurvePredictor, Objective, PredictorConfig, fitness_error,
+                             predict_power_law, score_predictions, spearman, tree_finals)
 
 
 def synthetic_curves(n_curves=120, n=40, seed=0, tasks=("a", "b", "c")):
@@ -16,7 +18,7 @@ def synthetic_curves(n_curves=120, n=40, seed=0, tasks=("a", "b", "c")):
     t = np.arange(1, n + 1, dtype=float)
     curves = []
     for i in range(n_curves):
-        scale = [0.7, 3.3, 10.0][i % len(tasks)]
+        scale = [0.7, 3.3, 10.0][i % 3]
         c, a, alpha = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.3, 1.5)
         v = scale * (c + a * t ** -alpha) * (1 + rng.normal(0, 0.002, n))
         curves.append(Curve(values=v, task=tasks[i % len(tasks)], config_id=str(i)))
@@ -24,8 +26,30 @@ def synthetic_curves(n_curves=120, n=40, seed=0, tasks=("a", "b", "c")):
 
 
 def test_fitness_error_is_capped_and_finite():
-    assert fitness_error([0.0, 0.0, 0.0], [0.1, 1e6, -0.3]) == pytest.approx((0.1 + 1.0 + 0.3) / 3)
-    assert fitness_error([np.nan], [0.0]) == 1.0
+    assert fitness_error([0.0, 0.0, 0.0], [0.1, 1e6, -0.3], cap=1.0) == pytest.approx((0.1 + 1.0 + 0.3) / 3)
+    assert fitness_error([0.0, 0.0], [0.05, 1e6]) == pytest.approx((0.05 + 0.1) / 2)  # default cap 0.1
+    assert fitness_error([np.nan], [0.0]) == 0.1
+
+
+def test_objective_rewards_ranking_and_charges_the_worst_task():
+    curves = synthetic_curves(60)
+    last, s = prefix_anchors(curves, 0.2)
+    r = targets(curves, 0.2)
+    plain = Objective(curves, 0.2)
+    ranked = Objective(curves, 0.2, rank_weight=1.0, worst_weight=1.0, r_bound=1.0)
+    assert plain(r) == 0.0 and ranked(r) == pytest.approx(0.0, abs=1e-12)  # the truth is perfect
+    zero = np.zeros(len(curves))
+    sp_last = np.mean([spearman(last[ix], [curves[i].final for i in ix])
+                       for ix in group_by_task(curves).values()])
+    assert ranked(zero) == pytest.approx(plain(zero) + 1 - sp_last)  # r = 0 is last value: no worst-task charge
+    assert ranked(-r) > ranked(zero)  # reversing the corrections ranks worse
+
+
+def test_tree_finals_and_constant_features_left_out():
+    curves = synthetic_curves(60)
+    model = CurvePredictor(population=20, generations=2, seed=0).fit(curves)
+    assert "n_layer" not in model.features_ and "rel_last" in model.features_  # no config: constant
+    np.testing.assert_allclose(tree_finals(model.tree(), model.pset, curves, 0.2), model.predict(curves))
 
 
 def test_spearman_and_regret():
@@ -119,13 +143,76 @@ def test_malformed_predictor_files(tmp_path, mutate, problem):
         CurvePredictor.load(path)
 
 
-def test_sympy_and_latex_of_the_final_value():
-    model = CurvePredictor(population=20, generations=2, seed=0).fit(synthetic_curves(30))
+def test_final_closed_form_and_python_export_equal_predict():
+    import sympy
+
+    from gpnas.features import feature_matrix
+    curves = synthetic_curves(60)
+    model = CurvePredictor(population=40, generations=4, seed=0).fit(curves)
+    expected = model.predict(curves)
+    X = feature_matrix(curves, 0.2, model.features_)
+    last, scale = prefix_anchors(curves, 0.2)
+    columns = {**X, "last": last, "scale": scale}
     expr = model.sympy()
-    assert {"last", "scale"} <= {s.name for s in expr.free_symbols} or expr.has(*expr.free_symbols)
-    assert isinstance(model.latex(), str) and model.latex()
+    assert {"last", "scale"} <= {s.name for s in expr.free_symbols}
+    syms = sorted(expr.free_symbols, key=lambda s: s.name)
+    f = sympy.lambdify(syms, expr, modules="numpy")
+    with np.errstate(all="ignore"):
+        np.testing.assert_allclose(f(*[columns[s.name] for s in syms]), expected, rtol=1e-9)
+    namespace = {}
+    exec(compile(model.python(), "predictor.py", "exec"), namespace)  # our own generated code
+    args = {n: columns[n] for n in namespace["predict_final"].__code__.co_varnames[
+        :namespace["predict_final"].__code__.co_argcount]}
+    np.testing.assert_allclose(namespace["predict_final"](**args), expected, rtol=1e-9)
+    assert model.latex()
 
 
 def test_config_round_trip():
     cfg = PredictorConfig(prefix_frac=0.3, population=11)
     assert PredictorConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_experiment_scripts_run_in_tiny_mode(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from gpnas.curves import write_curves
+
+    root = Path(__file__).resolve().parents[1]
+    curves = tmp_path / "c.jsonl"
+    write_curves(curves, synthetic_curves(45))
+    bench = subprocess.run([sys.executable, str(root / "experiments/bench_predictors.py"), "--curves", str(curves),
+                            "--n-curves", "30", "--trees", "10", "--seconds", "0.05"],
+                           capture_output=True, text=True, check=True)
+    assert "vectorised (compile_tree" in bench.stdout and "trees/s" in bench.stdout
+    out = tmp_path / "loo"
+    subprocess.run([sys.executable, str(root / "experiments/loo_taskset.py"), "--curves", str(curves),
+                    "--seeds", "0", "--population", "10", "--generations", "1", "--out", str(out)],
+                   capture_output=True, text=True, check=True)
+    res = json.loads((out / "loo_taskset.json").read_text())
+    assert len(res["folds"]) == 3 and set(res["mean"]) == {"evolved", "last", "best", "power_law"}
+    assert (out / "loo_taskset.md").exists() and (out / "command.txt").exists() and (out / "machine.txt").exists()
+
+
+def test_validation_tasks_choose_the_equation_and_last_value_is_a_candidate():
+    curves = synthetic_curves(120, tasks=("a", "b", "c", "d", "e"))
+    model = CurvePredictor(population=30, generations=3, seed=0).fit(curves)
+    valid_tasks = {c.task for c in model.validation_curves_}
+    assert len(valid_tasks) == 1  # whole tasks, 20 % of five
+    assert len(model.validation_curves_) == sum(c.task in valid_tasks for c in model.train_curves_)
+    assert model.equations_[0]["tree"] == "0.0"
+    lowest = min(r["valid_fitness"] for r in model.equations_)
+    assert model.best_["valid_fitness"] <= lowest + 1e-3
+
+
+def test_predictor_side_never_imports_torch_or_the_trainer():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; import gpnas.predictor, gpnas.cli.predictors; "
+            "bad = [m for m in sys.modules if m == 'torch' or m in "
+            "('gpnas.training', 'gpnas.model', 'gpnas.data')]; print(bad); assert not bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1],
+                   capture_output=True)

@@ -116,12 +116,14 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, as
 def show_command(run_dir, as_json):
     """Print the summary of a finished run again."""
     from gpnas.report import render_summary
-    from gpnas.runfolder import RunFolder, read_json
-
     from gpnas.errors import FileFormatError
+    from gpnas.runfolder import RunFolder, read_json
 
     folder = RunFolder.open(run_dir)
     path = folder.path / "summary.json"
+    if not path.exists():
+        raise click.ClickException(f"{folder.path} has no summary yet (the run was interrupted); "
+                                   f"finish it with: gpnas evolve --resume {folder.path}")
     summary = read_json(path)
     try:
         text = json.dumps(summary, indent=2) if as_json else render_summary(summary)

@@ -67,13 +67,17 @@ def fit(curves_path, prefix_frac, generations, population, seed, holdout_task, o
         holdout = [c for c in curves if c.task in holdout_task]
         curves = [c for c in curves if c.task not in holdout_task]
     model = CurvePredictor(config).fit(curves, holdout=holdout)
-    click.echo(f"fitted on {len(model.train_curves_)} curves, held out {len(model.holdout_curves_)}; "
+    n_valid = len(model.validation_curves_)
+    click.echo(f"fitted on {len(model.train_curves_)} curves ({len(model.train_curves_) - n_valid} evolved on, "
+               f"{n_valid} validation), held out {len(model.holdout_curves_)}; "
                f"{model.n_evaluated_} distinct trees evaluated")
     click.echo("")
-    click.echo(f"  {'cx':>3} {'train_err':>9} {'hold_err':>9} {'spearman':>8} {'regret':>9}  formula (r; final = last + scale*r)")
+    click.echo(f"  {'cx':>3} {'train_fit':>9} {'valid_fit':>9} {'hold_err':>9} {'spearman':>8} {'regret':>9}"
+               "  formula (r; final = last + scale*clip(r, -1, 1))")
     for i, row in enumerate(model.equations_):
         mark = "*" if i == model.best_index_ else " "
-        click.echo(f"{mark} {row['complexity']:>3} {_fmt(row['train_error']):>9} {_fmt(row['holdout_error']):>9} "
+        click.echo(f"{mark} {row['complexity']:>3} {_fmt(row['train_error']):>9} {_fmt(row['valid_fitness']):>9} "
+                   f"{_fmt(row['holdout_error']):>9} "
                    f"{_fmt(row['spearman']):>8} {_fmt(row['regret']):>9}  {row['formula']}")
     if model.holdout_curves_:
         click.echo("")
