@@ -166,7 +166,11 @@ class RunFolder:
         paths = self.snapshot_paths()
         if not paths:
             return None
-        return state_from_dict(read_json(paths[-1]), pset or gp.make_pset(), paths[-1])
+        try:
+            data = read_json(paths[-1])
+        except FileFormatError as error:
+            raise FileFormatError(f"{error}; delete it to resume from the snapshot before") from None
+        return state_from_dict(data, pset or gp.make_pset(), paths[-1])
 
 
 def logbook_csv(rows: list[dict]) -> str:
@@ -206,7 +210,7 @@ def state_from_dict(data, pset, where) -> State:
     """
     def fail(problem):
         raise FileFormatError(f"{where}: {problem}; the snapshot is damaged, delete it to resume "
-                              "from the one before")
+                              "from the snapshot before")
 
     def records(name, required: dict) -> list:
         rows = data[name]

@@ -67,7 +67,7 @@ def _interrupt(signum, frame):
 
 def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, as_json, data_dir,
             device, threads, backend, workers, address):
-    from gpnas.config import load_preset
+    from gpnas.config import check_fits, largest_architecture, load_preset
     from gpnas.data import load_dataset
     from gpnas.report import render_summary
     from gpnas.runs import check_unchanged, default_out, execute, new_run, open_run
@@ -82,6 +82,9 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, as
         resolved = load_preset(preset or "cpu-small", overrides)
         mode = mode or "combined"
         seed = resolved.seed if seed is None else seed
+        # a model that cannot fit is refused before the run folder exists (execute checks again,
+        # knowing the backend's concurrency)
+        check_fits(largest_architecture(resolved.space), resolved.budget, device, workers or 1)
         dataset = load_dataset(data_dir)
         run = new_run(out or default_out(resolved.name, mode, seed), resolved, mode, seed, dataset, archive)
     click.echo(f"run folder: {run.folder.path}  (mode {run.mode}, preset {run.preset.name}, seed {run.seed})",
