@@ -36,6 +36,7 @@ from gpnas import females as fem
 from gpnas import genome, gp, mating
 from gpnas.archive import EvaluationRecord, evaluation_key
 from gpnas.evaluation import EvalTask, result_curve, run_evaluation
+from gpnas.parallel import SerialMap
 
 WORST = fem.WORST
 
@@ -101,7 +102,8 @@ class Evolution:
         self.space, self.budget, self.ga = preset.space, preset.budget, preset.ga
         self.dataset_dir, self.data_sha256, self.task_name = dataset_dir, data_sha256, task_name
         self.archive, self.checkpoints_dir = archive, checkpoints_dir
-        self.map = map_fn or (lambda fn, items: [fn(item) for item in items])
+        # the default runs in-process like the serial backend: a raising evaluation is a Failure slot
+        self.map = map_fn or SerialMap()
         self.seed, self.device, self.threads = seed, device, threads
         self.snapshots, self.callbacks = snapshots, list(callbacks)
         self.max_tokens = max_tokens  # training tokens the run may charge; None: no limit

@@ -203,3 +203,111 @@ def test_crash_trials_script_runs_in_a_tiny_mode(tmp_path, corpus, capsys):
     assert "trials 1," in printed and "resumed correctly 1, integrity ok 1, mismatches 0" in printed
     tally = json.loads((tmp_path / "trials" / "tally.json").read_text())["tally"]
     assert tally["trials"] == 1 and tally["resumed_correctly"] == 1
+
+
+# ------------------------------------------------------------------ training faults: the run goes on
+
+def run_one_generation(tmp_path, corpus, **kwargs):
+    run = new_run(tmp_path / "run", load_preset("micro"), "combined", 0, load_dataset(corpus))
+    summary, state = execute(run, GENERATIONS, threads=1, **kwargs)
+    with Archive(run.folder.archive_path) as archive:
+        statuses = {r.key: (r.status, r.arch, r.failure) for r in archive.all()}
+    return summary, state, statuses
+
+
+@pytest.mark.parametrize("when", ["in training", "from the first evaluation"])
+def test_a_diverging_male_gets_the_worst_fitness_and_the_run_goes_on(tmp_path, corpus, monkeypatch, when):
+    """NaN loss for every model 32 wide: those evaluations are 'diverged', the others carry the run."""
+    import torch
+
+    from gpnas.model import GPT
+
+    forward = GPT.forward
+
+    def nan_when_wide(self, idx, targets=None):
+        logits, loss = forward(self, idx, targets)
+        if loss is not None and self.config.n_embd == 32 and (self.training or when != "in training"):
+            loss = loss * torch.tensor(float("nan"))
+        return logits, loss
+
+    monkeypatch.setattr(GPT, "forward", nan_when_wide)
+    summary, state, statuses = run_one_generation(tmp_path, corpus)
+
+    diverged = [arch for status, arch, _ in statuses.values() if status == "diverged"]
+    assert diverged and all(arch["n_embd"] == 32 for arch in diverged)
+    assert any(status in ("early", "complete") for status, _, _ in statuses.values())
+    reasons = {f["reason"] for f in summary["failures"]}
+    assert reasons == {"diverged (NaN or inf loss)"}
+    assert all(f["arch"]["n_embd"] == 32 for f in summary["failures"])
+    assert summary["generations"] == GENERATIONS and summary["best_architecture"]["arch"]["n_embd"] != 32
+
+
+@pytest.mark.parametrize("error", ["cuda-oom", "runtime-oom", "host-oom"])
+def test_out_of_memory_is_a_failed_evaluation_with_its_reason_and_the_run_goes_on(tmp_path, corpus,
+                                                                                  monkeypatch, error):
+    import torch
+
+    import gpnas.training as training
+
+    train = training.train
+    raised = {"cuda-oom": torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+              "runtime-oom": RuntimeError("CUDA out of memory. Tried to allocate 2.00 MiB (GPU 0; 79.15 GiB total)"),
+              "host-oom": RuntimeError("[enforce fail at alloc_cpu.cpp:83] DefaultCPUAllocator: can't allocate "
+                                       "memory: you tried to allocate 68719476736 bytes")}[error]
+
+    def train_or_run_out(config, dataset, **kwargs):
+        if config.n_embd == 32:
+            raise raised
+        return train(config, dataset, **kwargs)
+
+    monkeypatch.setattr(training, "train", train_or_run_out)
+    summary, _, statuses = run_one_generation(tmp_path, corpus)
+
+    failed = [(arch, failure) for status, arch, failure in statuses.values() if status == "failed"]
+    assert failed and all(arch["n_embd"] == 32 for arch, _ in failed)
+    assert all("OutOfMemory: out of memory training n_layer=" in failure for _, failure in failed)
+    assert summary["failures"] and all("out of memory" in f["reason"] for f in summary["failures"])
+    assert summary["generations"] == GENERATIONS and summary["best_architecture"] is not None
+
+
+def test_a_simplification_that_never_ends_is_abandoned_and_the_run_finishes(tmp_path, corpus, monkeypatch):
+    import threading
+
+    import sympy
+
+    from gpnas import closedform
+
+    never = threading.Event()
+    monkeypatch.setattr(sympy, "simplify", lambda expr, **kw: never.wait())  # blocks forever, in C
+    bounded = closedform.simplify_bounded
+    monkeypatch.setattr(closedform, "simplify_bounded",
+                        lambda expr, timeout_s=2.0, simplify=None: bounded(expr, min(timeout_s, 0.1), simplify))
+    started = time.monotonic()
+    summary, _, _ = run_one_generation(tmp_path, corpus)
+    assert summary["females"] and all(row["formula"] for row in summary["females"])
+    assert time.monotonic() - started < 120
+    never.set()  # let the abandoned threads go
+
+
+def evaluation_whose_worker_dies_on_wide_models(task):
+    """For a process pool: the worker running a 32-wide early evaluation is killed outright."""
+    from gpnas.evaluation import run_evaluation
+
+    if task.train_config["n_embd"] == 32 and task.stop_at < task.train_config["max_iters"]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return run_evaluation(task)
+
+
+def test_a_worker_that_dies_is_a_failed_evaluation_and_the_run_goes_on(tmp_path, corpus):
+    from gpnas.parallel import ProcessMap
+
+    pool = ProcessMap(workers=1, threads=1, retries=0)
+    try:
+        summary, _, statuses = run_one_generation(
+            tmp_path, corpus, map_fn=lambda fn, items: pool(evaluation_whose_worker_dies_on_wide_models, items))
+    finally:
+        pool.close()
+    failed = [(arch, failure) for status, arch, failure in statuses.values() if status == "failed"]
+    assert failed and all(arch["n_embd"] == 32 for arch, _ in failed)
+    assert {f["reason"] for f in summary["failures"]} == {"worker died (exit code -9)"}
+    assert summary["generations"] == GENERATIONS and summary["best_architecture"] is not None
