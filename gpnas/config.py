@@ -35,6 +35,8 @@ GENE_KEYS = ("min", "max", "step", "choices", "log")
 # A preset whose largest architecture would need more than this is refused
 # before anything trains (see estimate_memory_bytes).
 MAX_MEMORY_BYTES = 256 * 2**30
+MAX_TREE_DEPTH = 50   # <= gp.MAX_PARSE_DEPTH: every evolved tree can be read back from a snapshot
+MAX_TREE_SIZE = 1000  # nodes; its text stays far below gp.MAX_TREE_TEXT
 
 
 @dataclass(frozen=True)
@@ -400,8 +402,12 @@ def _check_ga(ga: GAConfig, src: str) -> None:
         need(getattr(ga, k) > 0, f"ga.{k} = {getattr(ga, k)} must be > 0")
     for k in ("p_guided", "cx_prob", "mut_prob"):
         need(0 <= getattr(ga, k) <= 1, f"ga.{k} = {getattr(ga, k)} must be a probability in [0, 1]")
+    # Upper bounds: a snapshot's trees are parsed back with a bounded nesting depth
+    # (gp.MAX_PARSE_DEPTH) and text length, so a run must never evolve a tree it cannot reload.
     need(ga.tree_max_depth >= 1, f"ga.tree_max_depth = {ga.tree_max_depth} must be >= 1")
     need(ga.tree_max_size >= 1, f"ga.tree_max_size = {ga.tree_max_size} must be >= 1")
+    need(ga.tree_max_depth <= MAX_TREE_DEPTH, f"ga.tree_max_depth = {ga.tree_max_depth} must be <= {MAX_TREE_DEPTH}")
+    need(ga.tree_max_size <= MAX_TREE_SIZE, f"ga.tree_max_size = {ga.tree_max_size} must be <= {MAX_TREE_SIZE}")
     need(ga.female_steps >= 1, f"ga.female_steps = {ga.female_steps} must be >= 1")
     need(1 <= ga.top_females <= ga.n_females,
          f"ga.top_females = {ga.top_females} must be in 1..ga.n_females ({ga.n_females})")
