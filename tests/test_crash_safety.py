@@ -159,8 +159,9 @@ def _session_processes(sid: int) -> list[str]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to list the workers")
-@pytest.mark.parametrize("backend", ["serial", "process"])
-def test_ctrl_c_stops_cleanly_says_how_to_resume_and_leaves_no_worker(tmp_path, corpus, backend):
+@pytest.mark.parametrize("backend, signum", [("serial", signal.SIGINT), ("process", signal.SIGINT),
+                                             ("serial", signal.SIGTERM)])
+def test_ctrl_c_stops_cleanly_says_how_to_resume_and_leaves_no_worker(tmp_path, corpus, backend, signum):
     out = tmp_path / "run"
     args = micro_args(corpus, out)
     args[args.index("--generations") + 1] = "3"
@@ -175,7 +176,10 @@ def test_ctrl_c_stops_cleanly_says_how_to_resume_and_leaves_no_worker(tmp_path, 
         assert time.monotonic() < deadline, "the run never reached generation 0"
         time.sleep(0.05)
     time.sleep(0.3)  # into generation 1: early training in the workers
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    if signum == signal.SIGINT:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+    else:
+        os.kill(proc.pid, signum)  # what a scheduler does to the job's main process
     stdout, stderr = proc.communicate(timeout=120)
 
     assert proc.returncode == 130, stderr[-2000:]
