@@ -471,7 +471,7 @@ def test_a_checkpoint_carrying_a_pickle_never_runs_and_the_evaluation_fails(tmp_
 
     bad = tmp_path / "early.pt"
     with open(bad, "wb") as handle:
-        pickle.dump({"format": 1, "model": Payload()}, handle)
+        pickle.dump({"format": 1, "model": Payload()}, handle, protocol=2)
     task = EvalTask(key="k", train_config=dict(n_layer=1, n_head=1, n_embd=8, dropout=0.0, learning_rate=1e-3,
                                                block_size=8, batch_size=2, max_iters=4, eval_interval=2,
                                                eval_batches=1, warmup_iters=0),
