@@ -254,6 +254,26 @@ def test_the_memory_limit_is_the_device_memory(monkeypatch, tmp_path, tiny_corpu
     refused(result, "64 KiB test device", "0.0 GiB", code=2)
 
 
+def test_on_a_gpu_the_limit_is_the_gpu_memory(monkeypatch):
+    import types
+
+    import torch
+
+    from gpnas.config import check_fits, device_memory_bytes, load_preset
+    from gpnas.errors import ConfigError
+
+    props = types.SimpleNamespace(total_memory=80 * 2**30, name="NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: props)
+    assert device_memory_bytes("auto") == (80 * 2**30, "NVIDIA H100 80GB HBM3 (cuda:0)")
+    assert device_memory_bytes("cuda:1")[1] == "NVIDIA H100 80GB HBM3 (cuda:1)"
+    preset = load_preset("shakespeare-char")
+    check_fits({"n_layer": 6, "n_head": 6, "n_embd": 384}, preset.budget, "cuda")  # nanoGPT's model fits
+    with pytest.raises(ConfigError, match=r"needs about .* GiB to train, more than the 80.0 GiB of NVIDIA H100"):
+        check_fits({"n_layer": 48, "n_head": 16, "n_embd": 2048}, preset.budget, "cuda")
+
+
 # ------------------------------------------------------------------ data files
 
 @pytest.mark.parametrize("name, payload, word", [
@@ -417,6 +437,14 @@ def test_a_damaged_or_hostile_run_json_is_refused_on_resume(run_copy, name):
     edit_json(run_copy / "run.json", change)
     before = digest(run_copy)
     refused(resume(run_copy), word)
+    assert digest(run_copy) == before
+
+
+def test_a_data_file_changed_since_the_run_started_is_refused_on_resume(run_copy):
+    text = run_copy.parent / "corpus" / "input.txt"
+    text.write_text(text.read_text() + "One more line.\n")
+    before = digest(run_copy)
+    refused(resume(run_copy), "is not the data run", "sha256", code=2)
     assert digest(run_copy) == before
 
 
