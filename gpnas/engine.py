@@ -35,6 +35,7 @@ import numpy as np
 from gpnas import females as fem
 from gpnas import genome, gp, mating
 from gpnas.archive import EvaluationRecord, evaluation_key
+from gpnas.errors import FileFormatError
 from gpnas.evaluation import EvalTask, result_curve, run_evaluation
 from gpnas.parallel import SerialMap
 
@@ -240,8 +241,25 @@ class Evolution:
             record.failure = result.reason
         self.archive.put(task.key, record)
 
+    def record(self, key: str):
+        """The archive's record of key, checked: an archive is a file that may come from
+        elsewhere (--archive), and a record without a learning curve must stop the run
+        with one line, not deep inside it."""
+        record = self.archive.get(key)
+        if record is not None and record.result is not None:
+            curve = record.result.get("curve") if isinstance(record.result, dict) else None
+            lists = ("train_loss", "eval_steps", "val_loss", "step_time_s")
+            if not (isinstance(curve, dict) and all(isinstance(curve.get(k), list) for k in lists)
+                    and len(curve["val_loss"]) == len(curve["eval_steps"])
+                    and all(isinstance(v, (int, float)) for v in curve["val_loss"] + curve["step_time_s"])
+                    and isinstance(record.arch, dict)
+                    and all(isinstance(record.arch.get(k), (int, float)) for k in genome.SPACE_GENE.values())):
+                raise FileFormatError(f"{self.archive.path}: the record {key[:12]} holds no learning curve; "
+                                      "the archive is damaged or not from gpnas: start a new one")
+        return record
+
     def charge(self, state: State, task: EvalTask):
-        record = self.archive.get(task.key)
+        record = self.record(task.key)
         if record is None or record.result is None:
             return
         curve = record.result["curve"]
@@ -259,7 +277,7 @@ class Evolution:
         Only this run's evaluations count, so a shared archive saves compute
         without changing what the run computes.
         """
-        records = (self.archive.get(key) for key in state.charged)
+        records = (self.record(key) for key in state.charged)
         curves = [result_curve(r.result, r.arch, r.key, self.task_name)
                   for r in records if r is not None and r.status == "complete"]
         return fem.CurveSet.build(curves, self.prefix_frac)
@@ -276,7 +294,7 @@ class Evolution:
 
     def early_curves(self, males):
         """Early records of the males, in order (None where missing or failed)."""
-        records = [self.archive.get(self.key(g, self.budget.early_iters)) for g in males]
+        records = [self.record(self.key(g, self.budget.early_iters)) for g in males]
         return [r if r is not None and r.status == "early" else r for r in records]
 
     def assign_male_fitness(self, state: State, curve_set) -> dict:
@@ -343,7 +361,7 @@ class Evolution:
 
     def record_complete(self, state: State, g, predicted):
         key = self.key(g, self.budget.full_iters)
-        record = self.archive.get(key)
+        record = self.record(key)
         if record is None or record.status != "complete":
             self.note_failure(state, record)
             return

@@ -492,6 +492,18 @@ def test_a_foreign_or_damaged_archive_is_refused(run_copy):
     refused(resume(run_copy), "another SQLite database")
 
 
+@pytest.mark.parametrize("result", ['{"curve": "__import__(\'os\')"}', '[1, 2]', '{"curve": {"val_loss": "x"}}',
+                                    '{"curve": {"train_loss": [], "eval_steps": [0], "val_loss": [], '
+                                    '"step_time_s": []}}'])
+def test_an_archive_record_without_a_learning_curve_is_refused(run_copy, result):
+    with sqlite3.connect(run_copy / "archive.sqlite") as db:
+        db.execute("UPDATE evaluations SET result = ?", (result,))
+    db.close()
+    before = {p.name: p.read_bytes() for p in (run_copy / "snapshots").glob("gen_*.json")}
+    refused(resume(run_copy), "holds no learning curve", "start a new one")
+    assert {p.name: p.read_bytes() for p in (run_copy / "snapshots").glob("gen_*.json")} == before
+
+
 def test_a_checkpoint_carrying_a_pickle_never_runs_and_the_evaluation_fails(tmp_path, tiny_corpus_dir):
     """torch.load(weights_only=True) refuses the payload; the evaluation is a failure with its reason."""
     from gpnas.evaluation import EvalTask, run_evaluation
