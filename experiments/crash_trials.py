@@ -10,7 +10,7 @@ summary equals the reference's (``gpnas.report.deterministic_part``: timing
 and cache figures aside) and the archive passes SQLite's integrity check.
 
     python3 experiments/crash_trials.py [--trials 20] [--seed 0] [--out DIR]
-        [--generations 3] [--kills 1] [--data-dir DIR]
+        [--generations 3] [--kills 1] [--backend serial|process] [--data-dir DIR]
 
 Without --data-dir a small generated corpus is written under OUT (the figures
 do not depend on the text). The delay of each kill is measured from the moment
@@ -54,7 +54,9 @@ def make_corpus(n_chars: int = 20_000, seed: int = 0) -> str:
 
 
 def evolve_args(args, folder: Path, resume: bool) -> list[str]:
-    common = ["--generations", str(args.generations), "--threads", "1", "--backend", "serial"]
+    common = ["--generations", str(args.generations), "--threads", "1", "--backend", args.backend]
+    if args.backend == "process":
+        common += ["--workers", "2"]
     if resume:
         return [sys.executable, "-m", "gpnas", "evolve", "--resume", str(folder), *common,
                 "--data-dir", str(args.data_dir)]
@@ -151,6 +153,8 @@ def main(argv=None) -> int:
     parser.add_argument("--generations", type=int, default=3)
     parser.add_argument("--kills", type=int, default=1, help="SIGKILLs per trial before the final resume")
     parser.add_argument("--preset", default="micro")
+    parser.add_argument("--backend", choices=("serial", "process"), default="serial",
+                        help="process: a pool of 2 workers, killed with the driver")
     parser.add_argument("--run-seed", type=int, default=0, help="seed of the gpnas run itself")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--json", action="store_true", help="print the tally as JSON too")
@@ -170,7 +174,8 @@ def main(argv=None) -> int:
         print(f"the reference run failed (exit {rc}); see {args.out / 'reference.log'}", file=sys.stderr)
         return 2
     reference = json.loads((args.out / "reference" / "summary.json").read_text())
-    print(f"reference: {args.preset}, {args.generations} generations, {duration:.1f} s after run.json appeared")
+    print(f"reference: {args.preset}, {args.generations} generations, {args.backend} backend, "
+          f"{duration:.1f} s after run.json appeared")
 
     rng = random.Random(args.seed)
     results = []
