@@ -21,6 +21,7 @@ worker to lose, so it never retries.
 
 Backends:
 
+- ``auto``: ``default_backend_and_workers()``, measured for the 2-core machine kind.
 - ``serial``: a plain loop in the calling process; torch's thread count is
   left as the caller set it.
 - ``process``: long-lived worker processes started with ``spawn`` (a fork
@@ -75,18 +76,33 @@ def usable_cpus() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def cuda_devices() -> int:
+    """GPUs torch can use here (0 without torch or CUDA)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def default_backend_and_workers() -> tuple[str, int]:
     """The backend and worker count ``auto`` picks on this machine.
 
-    One worker process per core, one torch thread each. Measured on the 2-core
-    machine kind (experiments/bench_parallel.py, see README): two workers with
-    one thread each trained small transformers and MLPs faster in aggregate
-    than one process with two threads, and two workers with two threads each
-    were slower than both (oversubscription). With a single core there is
-    nothing to gain from a pool, so evaluations run in-process.
+    Without a GPU: one worker process per core, one torch thread each.
+    Measured on the 2-core machine kind (experiments/bench_parallel.py, figures
+    in the README): two single-threaded workers trained small transformers and
+    MLPs faster in aggregate than one process with two threads, and two workers
+    with two threads each were slower than both (oversubscribed cores). With a
+    single core a pool has nothing to gain, so evaluations run in-process.
+    With a GPU, evaluations run in-process on it: a pool of CPU-sized workers
+    would crowd onto one device (use Ray for one worker per GPU).
     """
     cpus = usable_cpus()
-    return ("process", cpus) if cpus > 1 else ("serial", 1)
+    if cpus == 1 or cuda_devices():
+        return ("serial", 1)
+    return ("process", cpus)
 
 
 def make_map(backend: str = "auto", workers: int | None = None, address: str | None = None,

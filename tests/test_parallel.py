@@ -122,6 +122,7 @@ def test_bad_options_are_config_errors():
 
 
 def test_auto_uses_the_measured_default(monkeypatch):
+    monkeypatch.setattr(parallel, "cuda_devices", lambda: 0)
     monkeypatch.setattr(parallel, "usable_cpus", lambda: 1)
     assert default_backend_and_workers() == ("serial", 1)
     assert make_map("auto").backend == "serial"
@@ -130,6 +131,8 @@ def test_auto_uses_the_measured_default(monkeypatch):
     with make_map("auto") as m:  # workers start lazily: nothing is spawned here
         assert (m.backend, m.workers, m.threads) == ("process", 4, 1)
     assert make_map("auto", workers=1).backend == "serial"
+    monkeypatch.setattr(parallel, "cuda_devices", lambda: 1)  # a GPU: evaluations run on it, in-process
+    assert default_backend_and_workers() == ("serial", 1)
 
 
 def test_the_benchmark_script_runs_in_tiny_mode(monkeypatch, capsys):
@@ -144,4 +147,4 @@ def test_the_benchmark_script_runs_in_tiny_mode(monkeypatch, capsys):
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
-    assert "mlp                process 2x1" in out and "ratio to serial: process 2x1" in out
+    assert "mlp                process 2x1" in out and "ratio to serial: serial 1x1" in out
