@@ -27,9 +27,9 @@ from gpnas.parallel import make_map  # noqa: E402
 
 # name -> (kind, width, layers, batch, block, steps per item)
 WORKLOADS = {
-    "mlp": ("mlp", 256, 3, 64, 0, 1000),
-    "transformer-64x2": ("transformer", 64, 2, 12, 64, 60),
-    "transformer-128x4": ("transformer", 128, 4, 12, 64, 20),
+    "mlp": ("mlp", 256, 3, 64, 0, 300),
+    "transformer-64x2": ("transformer", 64, 2, 12, 64, 30),
+    "transformer-128x4": ("transformer", 128, 4, 12, 64, 10),
 }
 TINY = {"mlp": ("mlp", 16, 1, 8, 0, 3)}
 
@@ -114,8 +114,10 @@ def main(argv=None) -> None:
     parser.add_argument("--items", type=int, default=4, help="items per measurement (a multiple of 2)")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (for the tests)")
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset")
     args = parser.parse_args(argv)
-    workloads, repeats, n_items = (TINY, 1, 2) if args.tiny else (WORKLOADS, args.repeats, args.items)
+    workloads, repeats, n_items = (TINY, 1, 2) if args.tiny else (
+        {name: WORKLOADS[name] for name in args.workloads.split(",")}, args.repeats, args.items)
 
     import torch
 
@@ -141,6 +143,7 @@ def main(argv=None) -> None:
             for label, (m, threads) in configs.items():
                 torch.set_num_threads(threads)
                 rates[label].append(run_once(m, workload, n_items, 1000 * r))
+                print(f"  run {r + 1}: {name} {label} {rates[label][-1] * steps:.1f} steps/s", flush=True)
         for label, r in rates.items():
             print(f"{name:18s} {label:12s} {fmt(r, steps)}")
         base = statistics.median(rates["serial 1x2"])

@@ -51,6 +51,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import socket
 import traceback
 from collections import deque
 from dataclasses import dataclass
@@ -455,11 +456,19 @@ class RayMap(Map):
             # A private local Ray; enough logical CPUs that every requested actor can start.
             ray.init(address="local", num_cpus=max(usable_cpus(), (workers or 0) * threads), **common)
             return
+        fix = "start one with `ray start --head`, or leave out --address for a local Ray"
+        host, _, port = address.rpartition(":")
+        if host and port.isdigit() and "://" not in address:
+            # Ray retries an unreachable HOST:PORT for minutes before it gives up: check first.
+            try:
+                socket.create_connection((host, int(port)), timeout=5.0).close()
+            except OSError as exc:
+                raise ConfigError(f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}): {fix}"
+                                  ) from None
         try:
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ConfigError(f"cannot reach a Ray cluster at {address!r} ({_first_line(str(exc))}): "
-                              "start one with `ray start --head`, or leave out --address for a local Ray"
+            raise ConfigError(f"cannot reach a Ray cluster at {address} ({_first_line(str(exc))}): {fix}"
                               ) from None
 
     def share(self, value):

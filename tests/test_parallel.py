@@ -112,6 +112,12 @@ def test_ray_missing_is_one_line_saying_how_to_install(monkeypatch):
     assert str(info.value) == "--backend ray needs Ray: pip install 'gpnas[ray]'"
 
 
+def test_an_unreachable_ray_address_is_one_line():
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'gpnas[ray]'")
+    with pytest.raises(ConfigError, match=r"cannot reach a Ray cluster at 127\.0\.0\.1:1 .*ray start --head"):
+        make_map("ray", address="127.0.0.1:1")  # nothing listens on port 1
+
+
 def test_bad_options_are_config_errors():
     with pytest.raises(ConfigError, match="unknown backend 'threads'"):
         make_map("threads")
