@@ -29,6 +29,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -36,7 +37,7 @@ from gpnas import females as fem
 from gpnas import genome, gp, mating
 from gpnas.archive import EvaluationRecord, evaluation_key
 from gpnas.errors import FileFormatError
-from gpnas.evaluation import EvalTask, result_curve, run_evaluation
+from gpnas.evaluation import EvalTask, result_curve, run_shipped
 from gpnas.parallel import SerialMap
 
 WORST = fem.WORST
@@ -105,6 +106,9 @@ class Evolution:
         self.archive, self.checkpoints_dir = archive, checkpoints_dir
         # the default runs in-process like the serial backend: a raising evaluation is a Failure slot
         self.map = map_fn or SerialMap()
+        # the training text travels with every task, for workers that cannot see dataset_dir
+        share = getattr(self.map, "share", None)
+        self.data_handle = share((Path(dataset_dir) / "input.txt").read_bytes()) if share else None
         self.seed, self.device, self.threads = seed, device, threads
         self.snapshots, self.callbacks = snapshots, list(callbacks)
         self.max_tokens = max_tokens  # training tokens the run may charge; None: no limit
@@ -194,7 +198,7 @@ class Evolution:
         unique = self.affordable(state, list({t.key: t for t in tasks}.values()))
         todo = [t for t in unique if self.archive.get(t.key) is None]
         started = time.perf_counter()
-        results = self.map(run_evaluation, todo) if todo else []
+        results = self.map(run_shipped, [(t, self.data_handle) for t in todo]) if todo else []
         self.eval_seconds += time.perf_counter() - started
         for task, result in zip(todo, results):
             self.archive_result(task, result)

@@ -11,8 +11,10 @@ imports the trainer itself.
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +112,34 @@ def _shape(config: dict) -> str:
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:200] if text.strip() else ""
+
+
+def run_shipped(item: tuple) -> dict:
+    """``run_evaluation`` for a (task, text) pair, where the training text
+    travels with the task (on Ray, the object store keeps one copy per node).
+
+    A worker that sees the driver's data folder uses it; one that does not (a
+    node of a cluster) writes the text once into its own cache and trains on
+    that copy, verified by its SHA-256.
+    """
+    task, text = item
+    if text is not None and not (Path(task.data_dir) / "input.txt").is_file():
+        task = replace(task, data_dir=str(materialize(text)))
+    return run_evaluation(task)
+
+
+def materialize(text: bytes) -> Path:
+    """A folder holding ``text`` as input.txt, under this machine's gpnas cache."""
+    from gpnas.data import cache_dir
+
+    folder = cache_dir() / "shipped" / hashlib.sha256(text).hexdigest()
+    target = folder / "input.txt"
+    if not target.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".input.txt.{os.getpid()}"
+        tmp.write_bytes(text)
+        os.replace(tmp, target)
+    return folder
 
 
 def result_curve(result: dict, arch: dict, key: str, task: str, horizon: int | None = None) -> Curve:

@@ -293,13 +293,14 @@ def test_a_simplification_that_never_ends_is_abandoned_and_the_run_finishes(tmp_
     never.set()  # let the abandoned threads go
 
 
-def evaluation_whose_worker_dies_on_wide_models(task):
+def evaluation_whose_worker_dies_on_wide_models(item):
     """For a process pool: the worker running a 32-wide early evaluation is killed outright."""
-    from gpnas.evaluation import run_evaluation
+    from gpnas.evaluation import run_shipped
 
+    task = item[0]  # (task, training text)
     if task.train_config["n_embd"] == 32 and task.stop_at < task.train_config["max_iters"]:
         os.kill(os.getpid(), signal.SIGKILL)
-    return run_evaluation(task)
+    return run_shipped(item)
 
 
 def test_a_worker_that_dies_is_a_failed_evaluation_and_the_run_goes_on(tmp_path, corpus):
