@@ -254,6 +254,16 @@ def test_the_memory_limit_is_the_device_memory(monkeypatch, tmp_path, tiny_corpu
     refused(result, "64 KiB test device", "0.0 GiB", code=2)
 
 
+def test_gpnas_train_refuses_a_model_too_big_for_the_device_before_loading_data(tmp_path, monkeypatch):
+    import gpnas.config as config
+
+    monkeypatch.setattr(config, "device_memory_bytes", lambda device="auto": (2**30, "a 1 GiB test device"))
+    result = cli("train", "--n-layer", "12", "--n-head", "8", "--n-embd", "1024", "--batch-size", "64",
+                 "--block-size", "256", "--device", "cpu", "--data-dir", tmp_path / "no-such-folder")
+    line = refused(result, "needs about", "GiB", "1.0 GiB of a 1 GiB test device", code=2)
+    assert "input.txt" not in line  # refused before the data is looked for
+
+
 def test_on_a_gpu_the_limit_is_the_gpu_memory(monkeypatch):
     import types
 
