@@ -179,7 +179,9 @@ class Evolution:
             key=key, train_config=genome.train_config_dict(self.arch(g), self.budget), seed=self.seed,
             stop_at=stop_at, data_dir=self.dataset_dir,
             checkpoint=str(self.checkpoints_dir / f"{key}.pt"), resume_from=resume_from,
-            device=self.device, threads=self.threads,
+            # torch's results depend on its thread count: one fixed count (default 1) makes a
+            # run identical whichever backend evaluates it
+            device=self.device, threads=self.threads or 1,
             measure_inference=stop_at == self.budget.full_iters,
         )
 

@@ -113,7 +113,9 @@ def test_ray_missing_is_one_line_saying_how_to_install(monkeypatch):
 
 
 def test_an_unreachable_ray_address_is_one_line():
-    pytest.importorskip("ray", reason="Ray is not installed: pip install 'gpnas[ray]'")
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'gpnas[ray]'")
+    if ray.is_initialized():  # the module's shared session would be reused instead of dialling the address
+        ray.shutdown()
     with pytest.raises(ConfigError, match=r"cannot reach a Ray cluster at 127\.0\.0\.1:1 .*ray start --head"):
         make_map("ray", address="127.0.0.1:1")  # nothing listens on port 1
 
