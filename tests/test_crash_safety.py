@@ -10,6 +10,7 @@ moments, many times.
 """
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -244,6 +245,22 @@ def test_a_diverging_male_gets_the_worst_fitness_and_the_run_goes_on(tmp_path, c
     assert reasons == {"diverged (NaN or inf loss)"}
     assert all(f["arch"]["n_embd"] == 32 for f in summary["failures"])
     assert summary["generations"] == GENERATIONS and summary["best_architecture"]["arch"]["n_embd"] != 32
+
+
+def test_a_model_diverged_before_its_first_step_is_a_result_not_a_crash(tiny_dataset, monkeypatch):
+    import torch
+
+    from gpnas.model import GPT
+    from gpnas.training import TrainConfig, train
+
+    forward = GPT.forward
+    monkeypatch.setattr(GPT, "forward", lambda self, idx, targets=None: (
+        forward(self, idx, targets)[0], None if targets is None else torch.tensor(float("inf"))))
+    config = TrainConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, batch_size=2, max_iters=6,
+                         eval_interval=2, eval_batches=1, warmup_iters=0)
+    result = train(config, tiny_dataset, seed=0, threads=1, device="cpu")
+    assert result.curve.diverged and result.curve.steps_done == 0 and not result.completed
+    assert math.isnan(result.best_val_loss) and math.isnan(result.final_train_loss)
 
 
 @pytest.mark.parametrize("error", ["cuda-oom", "runtime-oom", "host-oom"])
