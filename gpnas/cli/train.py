@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from gpnas.config import check_fits
 from gpnas.data import cache_dir, load_dataset
 from gpnas.model import count_params
 from gpnas.training import TrainConfig, default_threads, resolve_device, train
@@ -88,6 +89,8 @@ def train_command(n_layer, n_head, n_embd, dropout, learning_rate, block_size, b
     if sample < 0:
         raise click.BadParameter("must be >= 0", param_hint="--sample")
     dev = resolve_device(device)
+    # a model that cannot fit is refused before the data is loaded or anything trains
+    check_fits({"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd}, config, str(dev), what="this model")
     threads = threads if threads is not None else default_threads()
     dataset = load_dataset(data_dir)
 
