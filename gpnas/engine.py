@@ -100,7 +100,7 @@ class Evolution:
                  map_fn=None, seed: int = 0, task_name: str = "shakespeare_char",
                  device: str = "auto", threads: int | None = None, snapshots=None, callbacks=(),
                  max_tokens: int | None = None):
-        self.preset, self.mode = preset, MODES[mode]
+        self.preset, self.mode = preset, mode if isinstance(mode, Mode) else MODES[mode]
         self.space, self.budget, self.ga = preset.space, preset.budget, preset.ga
         self.dataset_dir, self.data_sha256, self.task_name = dataset_dir, data_sha256, task_name
         self.archive, self.checkpoints_dir = archive, checkpoints_dir
@@ -122,6 +122,7 @@ class Evolution:
         self.tokens_per_step = self.budget.batch_size * self.budget.block_size
         self.eval_seconds = 0.0   # wall time inside the map: training and model evaluation
         self.derivatives = {}     # tree string -> sympy derivatives, reused across matings
+        self.tokens_at = {}       # evaluation key -> compute.tokens just after it was charged
         self.spread = {}          # full-run key -> spread of the top females' predictions
 
     # ----------------------------------------------------------------- the loop
@@ -137,19 +138,25 @@ class Evolution:
         rng.setstate(state.rng_state)
         while state.generation < generations and not state.exhausted:
             state.generation += 1
-            work = self.early_train(state, state.males)                        # (1)
-            curve_set = self.completed_curves(state)
-            holdout = self.evolve_females(state, curve_set, rng)                # (2)
-            rows = self.assign_male_fitness(state, curve_set)                   # (3)
-            promoted = self.promote(state, rng, work)                           # (4)
-            curve_set = self.completed_curves(state)
-            if self.mode.females:
-                _, holdout = fem.score(state.females, curve_set, self.pset)
-            row = self.log_row(state, work, promoted, holdout)
-            state.males, state.females = self.breed(state, rows, curve_set, rng)  # (5)
+            row = self.step(state, rng)                                         # (1)-(5)
             state.rng_state = rng.getstate()
             self.finish_generation(state, row)                                  # (6)
         return state
+
+    def step(self, state: State, rng: random.Random) -> dict:
+        """One generation, steps (1) to (5); returns its log row. Other search
+        methods (gpnas.methods) replace this and ``start``, and keep the rest."""
+        work = self.early_train(state, state.males)                        # (1)
+        curve_set = self.completed_curves(state)
+        holdout = self.evolve_females(state, curve_set, rng)                # (2)
+        rows = self.assign_male_fitness(state, curve_set)                   # (3)
+        promoted = self.promote(state, rng, work)                           # (4)
+        curve_set = self.completed_curves(state)
+        if self.mode.females:
+            _, holdout = fem.score(state.females, curve_set, self.pset)
+        row = self.log_row(state, work, promoted, holdout)
+        state.males, state.females = self.breed(state, rows, curve_set, rng)  # (5)
+        return row
 
     # ------------------------------------------------------- generation zero
     def start(self) -> tuple[State, dict]:
@@ -160,7 +167,7 @@ class Evolution:
         females = (fem.initial_population(self.ga.n_females, self.pset, rng, self.gp_config)
                    if self.mode.females else [])
         state = State(generation=0, males=males, females=females, rng_state=rng.getstate())
-        work = self.evaluate(state, [self.full_task(g) for g in seeds])
+        work = self.evaluate(state, [self.full_task(g, state) for g in seeds])
         for g in seeds:
             self.record_complete(state, g, predicted=None)
         return state, work
@@ -188,9 +195,13 @@ class Evolution:
     def early_task(self, g) -> EvalTask:
         return self.task(g, self.budget.early_iters)
 
-    def full_task(self, g) -> EvalTask:
-        early = self.checkpoints_dir / f"{self.key(g, self.budget.early_iters)}.pt"
-        return self.task(g, self.budget.full_iters, str(early) if early.exists() else None)
+    def full_task(self, g, state: State) -> EvalTask:
+        """The full run of ``g``, resuming its early checkpoint when this run paid for it
+        (another run's checkpoint in a shared archive would make the full run look cheaper)."""
+        early_key = self.key(g, self.budget.early_iters)
+        early = self.checkpoints_dir / f"{early_key}.pt"
+        resume = early_key in state.charged and early.exists()
+        return self.task(g, self.budget.full_iters, str(early) if resume else None)
 
     def evaluate(self, state: State, tasks: list[EvalTask]) -> dict:
         """Run the tasks whose results the archive lacks; archive and charge them.
@@ -208,6 +219,7 @@ class Evolution:
             if task.key not in state.charged:
                 state.charged[task.key] = None
                 self.charge(state, task)
+                self.tokens_at[task.key] = state.compute.tokens
         return {"evaluated": len(todo), "cache_hits": len(unique) - len(todo)}
 
     def affordable(self, state: State, tasks: list[EvalTask]) -> list[EvalTask]:
@@ -222,7 +234,7 @@ class Evolution:
         kept = []
         for task in tasks:
             if task.key not in state.charged:
-                cost = (task.stop_at - (self.budget.early_iters if task.resume_from else 0)) * self.tokens_per_step
+                cost = (task.stop_at - self.resumed_at(task)) * self.tokens_per_step
                 if cost > left:
                     state.exhausted = True
                     continue
@@ -264,12 +276,16 @@ class Evolution:
                                       "the archive is damaged or not from gpnas: start a new one")
         return record
 
+    def resumed_at(self, task: EvalTask) -> int:
+        """The step a task starts from: a resumed task does not pay for its checkpoint's steps."""
+        return self.budget.early_iters if task.resume_from else 0
+
     def charge(self, state: State, task: EvalTask):
         record = self.record(task.key)
         if record is None or record.result is None:
             return
         curve = record.result["curve"]
-        start = self.budget.early_iters if task.resume_from else 0
+        start = self.resumed_at(task)
         steps = max(0, len(curve["train_loss"]) - start)
         state.compute.charge(steps, self.tokens_per_step, float(sum(curve["step_time_s"][start:])))
 
@@ -298,14 +314,15 @@ class Evolution:
                                         self.gp_config)
         return holdout
 
-    def early_curves(self, males):
-        """Early records of the males, in order (None where missing or failed)."""
-        records = [self.record(self.key(g, self.budget.early_iters)) for g in males]
-        return [r if r is not None and r.status == "early" else r for r in records]
+    def early_curves(self, state: State, males):
+        """Early records of the males, in order (None where missing, or not charged to
+        this run: a shared archive must not hand a run results its budget did not pay for)."""
+        keys = [self.key(g, self.budget.early_iters) for g in males]
+        return [self.record(k) if k in state.charged else None for k in keys]
 
     def assign_male_fitness(self, state: State, curve_set) -> dict:
         """Fitness of every male; returns {male index: feature row} for mating."""
-        records = self.early_curves(state.males)
+        records = self.early_curves(state, state.males)
         usable = [i for i, r in enumerate(records) if r is not None and r.status == "early"]
         for i, r in enumerate(records):
             if i not in usable:
@@ -358,7 +375,7 @@ class Evolution:
         rest = fresh[self.ga.promote_k:]
         if self.ga.calibration and rest:
             chosen.append(rest[rng.randrange(len(rest))])
-        more = self.evaluate(state, [self.full_task(state.males[i]) for i in chosen])
+        more = self.evaluate(state, [self.full_task(state.males[i], state) for i in chosen])
         work["evaluated"] += more["evaluated"]
         work["cache_hits"] += more["cache_hits"]
         for i in chosen:
@@ -367,14 +384,15 @@ class Evolution:
 
     def record_complete(self, state: State, g, predicted):
         key = self.key(g, self.budget.full_iters)
-        record = self.record(key)
+        record = self.record(key) if key in state.charged else None  # unpaid: not this run's
         if record is None or record.status != "complete":
             self.note_failure(state, record)
             return
         curve = record.result["curve"]
         true = float(curve["val_loss"][-1])
         state.promotions.append({"generation": state.generation, "key": key, "arch": record.arch,
-                                 "predicted": predicted, "spread": self.spread.get(key), "true": true})
+                                 "predicted": predicted, "spread": self.spread.get(key), "true": true,
+                                 "tokens": self.tokens_at.get(key, state.compute.tokens)})
         if not any(h["key"] == key for h in state.hall_of_fame):
             state.hall_of_fame.append({
                 "key": key, "arch": record.arch, "final_val_loss": true, "generation": state.generation,

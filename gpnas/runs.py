@@ -16,6 +16,7 @@ from gpnas.archive import Archive
 from gpnas.config import check_fits, largest_architecture, preset_from_dict, preset_to_dict
 from gpnas.engine import MODES, Evolution
 from gpnas.errors import ConfigError, FileFormatError
+from gpnas.methods import METHODS
 from gpnas.report import summarize, write_report
 from gpnas.runfolder import RunFolder
 
@@ -35,8 +36,8 @@ def default_out(preset_name: str, mode: str, seed: int, root: Path = Path("runs"
 
 def new_run(out, preset, mode: str, seed: int, dataset, archive_path=None) -> Run:
     """Create the run folder and record what the run is."""
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode not in MODES and mode not in METHODS:
+        raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join([*MODES, *METHODS])}")
     out = Path(out)
     archive_path = Path(archive_path).resolve() if archive_path else (out / "archive.sqlite").resolve()
     folder = RunFolder.create(out, {
@@ -61,7 +62,7 @@ def open_run(path, dataset_loader, data_dir=None) -> Run:
     meta = folder.meta
     where = folder.path / "run.json"
     data = meta.get("data")
-    if meta.get("mode") not in MODES:
+    if meta.get("mode") not in MODES and meta.get("mode") not in METHODS:
         raise FileFormatError(f"{where}: unknown mode {meta.get('mode')!r}; the file is damaged or not from gpnas")
     if not isinstance(meta.get("seed"), int) or isinstance(meta.get("seed"), bool):
         raise FileFormatError(f"{where}: seed must be an integer; the file is damaged or not from gpnas")
@@ -116,7 +117,7 @@ def execute(run: Run, generations: int, map_fn=None, device: str = "auto", threa
     remove_stale_checkpoint_files(run.folder.checkpoints_dir)
     archive = Archive(run.folder.archive_path)
     try:
-        engine = Evolution(
+        engine = METHODS.get(run.mode, Evolution)(
             run.preset, run.mode, dataset_dir=str(Path(run.dataset.text_path).parent),
             data_sha256=run.dataset.sha256, archive=archive, checkpoints_dir=run.folder.checkpoints_dir,
             map_fn=map_fn, seed=run.seed, task_name=run.dataset.name, device=device, threads=threads,

@@ -21,6 +21,7 @@ COMMANDS = {
     "predictors": "gpnas.cli.predictors:predictors",
     "evolve": "gpnas.cli.evolve:evolve_command",
     "show": "gpnas.cli.evolve:show_command",
+    "ablate": "gpnas.cli.ablate:ablate_command",
 }
 
 

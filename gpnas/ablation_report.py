@@ -1,0 +1,303 @@
+"""What an ablation tells its reader: per-mode statistics over seeds, a paired
+test of each mode against combined, the table (markdown and CSV) and plots.
+
+Everything here is a pure function of the run records in results.json
+(``gpnas.ablate.make_record``); numpy only. Intervals are 95 % Student t
+intervals of the mean over seeds; the paired test is an exact sign-flip
+permutation test of the per-seed differences (two-sided). With K seeds its
+smallest possible p-value is 2 / 2^K (0.0625 for 5 seeds): five seeds can show
+a consistent direction, never 'significance' at 0.05 on their own.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import math
+
+import numpy as np
+
+REFERENCE_MODE = "combined"
+# Student t 0.975 quantiles for 1..30 degrees of freedom (two-sided 95 %)
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+        2.045, 2.042)
+# (key, column title, digits) of the per-run metrics the table summarises
+METRICS = (
+    ("final_val_loss", "best true final val loss", 4),
+    ("final_train_loss", "final train loss", 4),
+    ("total_train_time_s", "train time (s)", 1),
+    ("avg_inference_tokens_per_s", "inference tokens/s", 0),
+    ("tokens_to_baseline", "tokens to baseline loss", 0),
+    ("tokens_used", "tokens used", 0),
+)
+
+
+def t_quantile(df: int) -> float:
+    """Student t 0.975 quantile; beyond the table 1.96 + 2.5/df (within 0.002)."""
+    return T975[df - 1] if df <= len(T975) else 1.96 + 2.5 / df
+
+
+def mean_ci(values) -> tuple[float | None, float | None, float | None]:
+    """(mean, low, high) of the 95 % t interval; no interval from fewer than 2 values."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if x.size == 0:
+        return None, None, None
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, None, None
+    half = t_quantile(x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
+    return mean, mean - half, mean + half
+
+
+def sign_flip_p(differences, max_exact: int = 16, samples: int = 100_000) -> float | None:
+    """Two-sided p-value of the paired sign-flip permutation test for mean difference 0.
+
+    Under the null each per-seed difference is as likely negative as positive;
+    the p-value is the share of the 2^n sign patterns whose |mean| is at least
+    the observed one. Exact up to ``max_exact`` pairs, else a seeded sample.
+    """
+    d = np.asarray(differences, dtype=float)
+    if d.size == 0:
+        return None
+    if d.size <= max_exact:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=d.size)))
+    else:
+        signs = np.random.default_rng(0).choice((1.0, -1.0), size=(samples, d.size))
+    means = np.abs(signs @ d) / d.size
+    return float(np.mean(means >= abs(d.mean()) - 1e-12))
+
+
+def tokens_to_reach(completions, target: float | None) -> float | None:
+    """Training tokens spent when a completed evaluation first reached ``target``
+    (true final val loss <= target); None if never or no target."""
+    if target is None:
+        return None
+    hits = [c["tokens"] for c in completions if c["true"] is not None and c["true"] <= target]
+    return float(min(hits)) if hits else None
+
+
+def run_metrics(records) -> list[dict]:
+    """One row per run: the table's metrics (None where a run has no value)."""
+    baseline = {r["seed"]: r["best"]["final_val_loss"] for r in records
+                if r["mode"] == "baseline" and r["best"] is not None}
+    rows = []
+    for r in records:
+        best = r["best"] or {}
+        rows.append({
+            "mode": r["mode"], "seed": r["seed"], "budget_tokens": r["budget_tokens"],
+            **{k: best.get(k) for k in ("final_val_loss", "best_val_loss", "final_train_loss",
+                                        "total_train_time_s", "avg_inference_tokens_per_s", "n_params")},
+            "tokens_to_baseline": tokens_to_reach(r["completions"], baseline.get(r["seed"])),
+            "reached_baseline": None if r["seed"] not in baseline else
+            tokens_to_reach(r["completions"], baseline[r["seed"]]) is not None,
+            "tokens_used": r["compute"]["tokens"],
+            "evaluations": r["compute"]["evaluations"],
+            "completed": len(r["completions"]),
+            "generations": r["generations"],
+            "wall_seconds": r["wall_seconds"],
+        })
+    return rows
+
+
+def summary_rows(records, modes) -> list[dict]:
+    """Per mode: mean and 95 % interval of every metric, and the paired test
+    of its best true final val loss against combined on the same seeds."""
+    runs = run_metrics(records)
+    reference = {r["seed"]: r["final_val_loss"] for r in runs if r["mode"] == REFERENCE_MODE}
+    table = []
+    for mode in modes:
+        mine = [r for r in runs if r["mode"] == mode]
+        if not mine:
+            continue
+        row = {"mode": mode, "seeds": len(mine)}
+        for key, _, _ in METRICS:
+            row[key], row[f"{key}_lo"], row[f"{key}_hi"] = mean_ci([r[key] for r in mine])
+        reached = [r["reached_baseline"] for r in mine if r["reached_baseline"] is not None]
+        row["reached_baseline"] = f"{sum(reached)}/{len(reached)}" if reached else None
+        pairs = [(r["final_val_loss"], reference[r["seed"]]) for r in mine
+                 if r["final_val_loss"] is not None and reference.get(r["seed"]) is not None]
+        diffs = [a - b for a, b in pairs]
+        if mode != REFERENCE_MODE and diffs:
+            row["diff_vs_combined"], row["diff_lo"], row["diff_hi"] = mean_ci(diffs)
+            row["p_sign_flip"] = sign_flip_p(diffs)
+            row["better_than_combined"] = f"{sum(d < 0 for d in diffs)}/{len(diffs)}"
+        else:
+            row["diff_vs_combined"] = row["diff_lo"] = row["diff_hi"] = row["p_sign_flip"] = None
+            row["better_than_combined"] = None
+        table.append(row)
+    return table
+
+
+def _fmt(x, digits):
+    return "n/a" if x is None else f"{x:,.{digits}f}"
+
+
+def _interval(row, key, digits):
+    mean, lo, hi = row[key], row[f"{key}_lo"], row[f"{key}_hi"]
+    if mean is None:
+        return "n/a"
+    return _fmt(mean, digits) if lo is None else f"{_fmt(mean, digits)} ± {_fmt((hi - lo) / 2, digits)}"
+
+
+def markdown_table(rows) -> str:
+    """The table as GitHub markdown: mean ± 95 % half-width over seeds."""
+    head = ["mode", "seeds", *(title for _, title, _ in METRICS), "Δ val loss vs combined [95 % CI]",
+            "better / pairs", "p (sign-flip)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["mode"], str(row["seeds"])]
+        for key, _, digits in METRICS:
+            cell = _interval(row, key, digits)
+            if key == "tokens_to_baseline" and row["reached_baseline"]:
+                cell = f"{cell} (reached {row['reached_baseline']})"
+            cells.append(cell)
+        if row["diff_vs_combined"] is None:
+            cells += ["—", "—", "—"]
+        else:
+            ci = ("" if row["diff_lo"] is None else
+                  f" [{row['diff_lo']:+.4f}, {row['diff_hi']:+.4f}]")
+            cells += [f"{row['diff_vs_combined']:+.4f}{ci}", row["better_than_combined"],
+                      f"{row['p_sign_flip']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows) -> str:
+    """Rows as CSV, every number in its own column."""
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return out.getvalue()
+
+
+# ------------------------------------------------------------------- plots
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def best_so_far(completions, grid) -> np.ndarray:
+    """Best true final val loss reached by each compute in ``grid`` (NaN before the first)."""
+    out = np.full(len(grid), np.nan)
+    points = sorted((c["tokens"], c["true"]) for c in completions if c["true"] is not None)
+    best = math.inf
+    for tokens, true in points:
+        best = min(best, true)
+        out[np.asarray(grid) >= tokens] = best
+    return out
+
+
+def plot_best_so_far(records, modes, path) -> None:
+    """Best val loss so far against training tokens: mean over seeds and 95 % band."""
+    plt = _pyplot()
+    top = max((r["compute"]["tokens"] for r in records), default=1)
+    grid = np.linspace(0, top, 200)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, mode in enumerate(modes):
+        mine = [r for r in records if r["mode"] == mode]
+        if not mine:
+            continue
+        if mode == "baseline":
+            losses = [r["best"]["final_val_loss"] for r in mine if r["best"]]
+            if losses:
+                ax.axhline(float(np.mean(losses)), color="k", ls="--", lw=1, label="baseline (reference)")
+            continue
+        curves = np.array([best_so_far(r["completions"], grid) for r in mine])
+        n = np.sum(~np.isnan(curves), axis=0)
+        full = n == len(mine)  # only where every seed has a completed evaluation
+        mean = curves.mean(axis=0)  # NaN until every seed has a completed evaluation
+        color = f"C{i % 10}"
+        ax.plot(grid, mean, color=color, label=mode)
+        if len(mine) > 1:
+            half = t_quantile(len(mine) - 1) * np.std(curves, axis=0, ddof=1) / math.sqrt(len(mine))
+            ax.fill_between(grid, mean - half, mean + half, color=color, alpha=0.15, where=full)
+    ax.set(xlabel="training tokens charged", ylabel="best true final val loss so far",
+           title="Best architecture found against compute (mean over seeds, 95 % band)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _smooth(values, width: int) -> np.ndarray:
+    x = np.asarray(values, dtype=float)
+    width = max(1, min(width, x.size))
+    return np.convolve(x, np.ones(width) / width, mode="valid")
+
+
+def plot_best_curves(records, modes, path) -> None:
+    """Training and validation loss of each mode's best architecture (over all seeds)."""
+    plt = _pyplot()
+    fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for i, mode in enumerate(modes):
+        mine = [r for r in records if r["mode"] == mode and r["best"] and r["best_curve"]]
+        if not mine:
+            continue
+        best = min(mine, key=lambda r: r["best"]["final_val_loss"])
+        c, color = best["best_curve"], f"C{i % 10}"
+        width = max(1, len(c["train_loss"]) // 40)
+        smooth = _smooth(c["train_loss"], width)
+        ax_train.plot(np.arange(width, width + smooth.size), smooth, color=color, label=f"{mode} (s{best['seed']})")
+        ax_val.plot(c["eval_steps"], c["val_loss"], color=color, label=mode)
+    ax_train.set(xlabel="step", ylabel="loss", title="Training loss of each mode's best (moving average)")
+    ax_val.set(xlabel="step", title="Validation loss of each mode's best")
+    ax_train.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_predicted_vs_true(records, path, modes=("female", "combined")) -> None:
+    """The male fitness (predicted final loss) of every promoted male against its true final loss."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(modes), figsize=(5 * len(modes), 4.6), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        pairs = np.array([(c["true"], c["predicted"]) for r in records if r["mode"] == mode
+                          for c in r["completions"] if c["predicted"] is not None and c["true"] is not None])
+        if pairs.size:
+            ax.scatter(pairs[:, 0], pairs[:, 1], s=14, alpha=0.7)
+            lo, hi = float(pairs.min()), float(pairs.max())
+            ax.plot([lo, hi], [lo, hi], color="0.5", lw=1)
+            if len(pairs) > 2:
+                ranks = np.argsort(np.argsort(pairs, axis=0), axis=0)
+                rho = np.corrcoef(ranks[:, 0], ranks[:, 1])[0, 1]
+                ax.text(0.04, 0.92, f"Spearman {rho:.2f}, n={len(pairs)}", transform=ax.transAxes)
+        ax.set(xlabel="true final val loss", ylabel="predicted final val loss", title=mode)
+    fig.suptitle("Predicted vs true final loss of promoted males (all seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_plots(records, modes, folder) -> list:
+    """The three figures as PNG files in ``folder``; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "best_so_far.png", folder / "best_curves.png", folder / "predicted_vs_true.png"]
+    plot_best_so_far(records, modes, paths[0])
+    plot_best_curves(records, modes, paths[1])
+    plot_predicted_vs_true(records, paths[2])
+    return paths
+
+
+def write_tables(records, modes, folder) -> dict:
+    """table.md, table.csv (per mode) and runs.csv (per run) in ``folder``; returns
+    {"markdown": text, "paths": [...]}."""
+    from gpnas.runfolder import write_atomic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = summary_rows(records, modes)
+    markdown = markdown_table(rows)
+    paths = [folder / "table.md", folder / "table.csv", folder / "runs.csv"]
+    write_atomic(paths[0], markdown)
+    write_atomic(paths[1], csv_text(rows))
+    write_atomic(paths[2], csv_text(run_metrics(records)))
+    return {"markdown": markdown, "paths": paths}

@@ -1,0 +1,89 @@
+"""``gpnas ablate``: every mode against the standard methods, at equal compute, over seeds."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from gpnas.cli.options import backend_options, data_dir_option, device_options, make_backend
+
+
+def _f(x, spec=".4f"):
+    return "n/a" if x is None else format(x, spec)
+
+
+@click.command("ablate")
+@click.option("--preset", default="cpu-small", show_default=True,
+              help="Preset name (micro, cpu-small, shakespeare-char) or a TOML file.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a preset value, e.g. ga.n_males=6 (repeatable).")
+@click.option("--generations", type=int, default=20, show_default=True,
+              help="Generations of the combined mode; its spend is every mode's token budget.")
+@click.option("--seeds", type=int, default=5, show_default=True,
+              help="Seeds per mode: the preset's seed and the next ones.")
+@click.option("--modes", default=None, metavar="M1,M2,...",
+              help="Comma-separated modes.  [default: all: baseline, male, female, combined, within-gender, "
+                   "random, successive-halving, regularized-evolution]")
+@click.option("--budget-tokens", type=int, default=None,
+              help="Training tokens per run, the same for every mode.  [default: what combined spends]")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Ablation folder; run the same command again to continue an interrupted ablation.")
+@data_dir_option
+@device_options
+@backend_options
+def ablate_command(preset, overrides, generations, seeds, modes, budget_tokens, out, data_dir, device, threads,
+                   backend, workers, address):
+    """Compare every mode with baseline, random search, successive halving and
+    regularized evolution at the same training-token budget, over several seeds.
+
+    Each run is a run folder OUT/runs/MODE-sSEED sharing OUT/archive.sqlite.
+    Prints a line per run and generation, then the table (also written to
+    OUT/table.md and OUT/table.csv) and the plots' paths (OUT/plots/).
+    """
+    from gpnas.ablate import ALL_MODES, make_plan, run_ablation
+    from gpnas.ablation_report import write_plots, write_tables
+    from gpnas.config import load_preset
+    from gpnas.data import load_dataset
+
+    chosen = list(ALL_MODES) if modes is None else [m.strip() for m in modes.split(",") if m.strip()]
+    plan = make_plan(load_preset(preset, overrides), generations, seeds, chosen, budget_tokens)
+    dataset = load_dataset(data_dir)
+    budget = (f"{budget_tokens:,} tokens per run" if budget_tokens else
+              f"the combined mode's spend over {generations} generations")
+    click.echo(f"ablation {out}: preset {plan.preset.name}, seeds {', '.join(map(str, plan.seeds))}, "
+               f"modes {', '.join(plan.ordered_modes())}; budget: {budget}")
+
+    def on_run(event, mode, seed, info):
+        name = f"{mode} s{seed}"
+        if event == "done":
+            r = info["record"]
+            best = r["best"] or {}
+            click.echo(f"{name}: done in {_f(r['wall_seconds'], '.1f')} s: best final val loss "
+                       f"{_f(best.get('final_val_loss'))}, {r['compute']['tokens']:,} tokens in "
+                       f"{r['compute']['evaluations']} evaluations, {r['generations']} generations")
+        else:
+            limit = info["budget_tokens"]
+            click.echo(f"{name}: {event} ({'no budget: sets it' if limit is None else f'budget {limit:,} tokens'})"
+                       f"  {info['folder']}")
+
+    def on_generation(mode, seed, state, row):
+        click.echo(f"  {mode} s{seed} gen {row['generation']:3d}  evaluated {row['evaluated']:2d}  "
+                   f"cache hits {row['cache_hits']:2d}  best true {_f(row['best_true'])}  "
+                   f"tokens {row['tokens']:,}")
+
+    try:
+        with make_backend(backend, workers, address, threads) as map_fn:
+            records = run_ablation(out, plan, dataset, load_dataset, map_fn=map_fn, device=device, threads=threads,
+                                   on_run=on_run, on_generation=on_generation)
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted; finished runs and generations are saved. Run the same command again "
+                   "to continue.", err=True)
+        sys.exit(130)
+    modes_done = [m for m in ALL_MODES if m in plan.modes]  # table order
+    tables = write_tables(records, modes_done, Path(out))
+    plots = write_plots(records, modes_done, Path(out) / "plots")
+    click.echo("")
+    click.echo(tables["markdown"])
+    click.echo("written: " + ", ".join(str(p) for p in [*tables["paths"], *plots]))
