@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import fcntl
 import io
 import json
 import math
@@ -151,6 +152,22 @@ class RunFolder:
         between the snapshot and these files leaves them one generation behind)."""
         write_json(self.path / "hall_of_fame.json", state.hall_of_fame)
         write_atomic(self.path / "logbook.csv", logbook_csv(state.logbook))
+
+    @contextlib.contextmanager
+    def hold(self):
+        """Hold the run for this process: a second gpnas process on the same
+        folder (two `--resume`s at once) is refused instead of interleaving
+        snapshots. The lock is the kernel's, so a killed holder frees it."""
+        handle = open(self.path / ".lock", "a")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise GpnasError(f"{self.path} is in use by another gpnas process; wait for it to "
+                                 "finish or stop it, then resume") from None
+            yield self
+        finally:
+            handle.close()
 
     def remove_temporary_files(self) -> list[Path]:
         """Temporary files a killed writer left in the run folder (never read; safe to delete)."""

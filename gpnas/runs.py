@@ -113,6 +113,11 @@ def execute(run: Run, generations: int, map_fn=None, device: str = "auto", threa
     concurrent = 1 if getattr(map_fn, "backend", "") == "ray" else getattr(map_fn, "workers", 1)
     check_fits(largest_architecture(run.preset.space), run.preset.budget, device, concurrent)
     started = time.perf_counter()
+    with run.folder.hold():
+        return _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, started)
+
+
+def _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, started):
     run.folder.remove_temporary_files()
     remove_stale_checkpoint_files(run.folder.checkpoints_dir)
     archive = Archive(run.folder.archive_path)
