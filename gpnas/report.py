@@ -20,8 +20,11 @@ from gpnas import predictor as pred
 from gpnas.runfolder import write_atomic, write_json
 
 NONDETERMINISTIC = ("timing", "cache")
-# measured durations and speeds inside otherwise deterministic records
-TIMINGS = ("total_train_time_s", "avg_inference_tokens_per_s", "train_tokens_per_s", "train_seconds")
+# inside otherwise deterministic records: measured durations and speeds, and the
+# closed-form texts (sympy simplifies under a time bound, so a busy machine may
+# stop earlier; the tree string beside each text is exact)
+MACHINE_DEPENDENT = ("total_train_time_s", "avg_inference_tokens_per_s", "train_tokens_per_s", "train_seconds",
+                     "formula", "latex")
 TOP_FEMALES = 5
 
 
@@ -122,10 +125,10 @@ def summarize(engine, state, folder, wall_seconds: float) -> dict:
 
 def deterministic_part(summary: dict) -> dict:
     """The summary without what depends on the machine or on the cache: the
-    timing and cache sections, and every measured duration or speed."""
+    timing and cache sections, measured durations and speeds, formula texts."""
     def strip(value):
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in TIMINGS}
+            return {k: strip(v) for k, v in value.items() if k not in MACHINE_DEPENDENT}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value
