@@ -4,7 +4,8 @@ Each item trains a small self-contained torch model for a fixed number of steps
 (an MLP, and two sizes of a nanoGPT-like character transformer), so the figures
 do not depend on gpnas's trainer. Compared, on the same items:
 
-- serial: the items one after another in this process with torch using 2 threads;
+- serial 1x2: the items one after another in this process, torch using 2 threads;
+- serial 1x1: the same with 1 thread (how fast one process is on its own);
 - process 2x1: a pool of 2 spawned workers with 1 torch thread each;
 - process 2x2: 2 workers with 2 threads each (oversubscribed on 2 cores; not in --tiny).
 
@@ -26,9 +27,9 @@ from gpnas.parallel import make_map  # noqa: E402
 
 # name -> (kind, width, layers, batch, block, steps per item)
 WORKLOADS = {
-    "mlp": ("mlp", 256, 3, 64, 0, 150),
-    "transformer-64x2": ("transformer", 64, 2, 12, 64, 60),
-    "transformer-128x4": ("transformer", 128, 4, 12, 64, 30),
+    "mlp": ("mlp", 256, 3, 64, 0, 300),
+    "transformer-64x2": ("transformer", 64, 2, 12, 64, 30),
+    "transformer-128x4": ("transformer", 128, 4, 12, 64, 10),
 }
 TINY = {"mlp": ("mlp", 16, 1, 8, 0, 3)}
 
@@ -73,18 +74,16 @@ def noop(x):
     return x
 
 
-def throughput(m, workload, n_items, repeats) -> list[float]:
-    """Items per second for each repeat."""
-    rates = []
-    for r in range(repeats):
-        items = [(workload, 1000 * r + i) for i in range(n_items)]
-        start = time.perf_counter()
-        results = m(train_item, items)
-        rates.append(n_items / (time.perf_counter() - start))
-        failed = [x for x in results if not isinstance(x, float)]
-        if failed:
-            raise SystemExit(f"benchmark items failed: {failed[:2]}")
-    return rates
+def run_once(m, workload, n_items, seed0) -> float:
+    """Items per second for one call of the map on n_items fresh items."""
+    items = [(workload, seed0 + i) for i in range(n_items)]
+    start = time.perf_counter()
+    results = m(train_item, items)
+    rate = n_items / (time.perf_counter() - start)
+    failed = [x for x in results if not isinstance(x, float)]
+    if failed:
+        raise SystemExit(f"benchmark items failed: {failed[:2]}")
+    return rate
 
 
 def fmt(rates, steps) -> str:
@@ -115,16 +114,17 @@ def main(argv=None) -> None:
     parser.add_argument("--items", type=int, default=4, help="items per measurement (a multiple of 2)")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (for the tests)")
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset")
     args = parser.parse_args(argv)
-    workloads, repeats, n_items = (TINY, 1, 2) if args.tiny else (WORKLOADS, args.repeats, args.items)
+    workloads, repeats, n_items = (TINY, 1, 2) if args.tiny else (
+        {name: WORKLOADS[name] for name in args.workloads.split(",")}, args.repeats, args.items)
 
     import torch
 
-    torch.set_num_threads(2)  # the serial baseline: one process using both cores
     print(f"torch {torch.__version__}, {n_items} items per run, median of {repeats}")
-    configs = [("process 2x1", 1)] if args.tiny else [("process 2x1", 1), ("process 2x2", 2)]
+    sizes = [("process 2x1", 1)] if args.tiny else [("process 2x1", 1), ("process 2x2", 2)]
     start = time.perf_counter()
-    pools = {label: make_map("process", workers=2, threads_per_worker=threads) for label, threads in configs}
+    pools = {label: make_map("process", workers=2, threads_per_worker=threads) for label, threads in sizes}
     for m in pools.values():
         m(noop, [0, 1])
     print(f"pool start-up ({len(pools)} pool(s) of 2 spawned workers, torch imported): "
@@ -135,13 +135,20 @@ def main(argv=None) -> None:
         m(train_item, warm_up)
     for name, workload in workloads.items():
         steps = workload[-1]
-        rates = {"serial 1x2": throughput(serial, workload, n_items, repeats)}
-        for label, m in pools.items():
-            rates[label] = throughput(m, workload, n_items, repeats)
+        # (map, torch threads in this process) per configuration
+        configs = {"serial 1x2": (serial, 2), "serial 1x1": (serial, 1),
+                   **{label: (m, 2) for label, m in pools.items()}}
+        rates = {label: [] for label in configs}
+        for r in range(repeats):  # interleaved, so load from other users hits every configuration alike
+            for label, (m, threads) in configs.items():
+                torch.set_num_threads(threads)
+                rates[label].append(run_once(m, workload, n_items, 1000 * r))
+                print(f"  run {r + 1}: {name} {label} {rates[label][-1] * steps:.1f} steps/s", flush=True)
         for label, r in rates.items():
             print(f"{name:18s} {label:12s} {fmt(r, steps)}")
         base = statistics.median(rates["serial 1x2"])
-        ratios = ", ".join(f"{label} {statistics.median(rates[label]) / base:.2f}" for label in pools)
+        ratios = ", ".join(f"{label} {statistics.median(rates[label]) / base:.2f}"
+                           for label in rates if label != "serial 1x2")
         print(f"{name:18s} ratio to serial: {ratios}")
     for m in pools.values():
         m.close()

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from gpnas.errors import FileFormatError
+from gpnas.errors import FileFormatError, GpnasError
 
 SCHEMA = "gpnas-archive"
 SCHEMA_VERSION = 1
@@ -147,6 +147,10 @@ class Archive:
             cols = tuple(r[1] for r in self._db.execute("PRAGMA table_info(evaluations)"))
             if cols != COLUMNS:
                 raise FileFormatError(f"{where}: its evaluations table has columns {cols}; start a new archive")
+        except sqlite3.OperationalError as e:  # read-only folder, full disk, locked by another writer
+            self._db.close()
+            raise GpnasError(f"{self.path}: cannot use the archive ({e}); make its folder writable, "
+                             "free some space or stop the other writer") from None
         except sqlite3.DatabaseError as e:
             self._db.close()
             raise FileFormatError(f"{where} ({e}); give a new file or a gpnas archive") from None
@@ -189,8 +193,12 @@ class Archive:
                int(record.seed), str(record.data_sha256), int(record.stop_at), int(record.max_iters),
                record.status, None if record.result is None else json.dumps(record.result),
                record.failure, None if ckpt is None else str(ckpt), record.created or time.time())
-        with self._db:
-            self._db.execute(f"INSERT OR REPLACE INTO evaluations VALUES ({', '.join('?' * len(COLUMNS))})", row)
+        try:
+            with self._db:
+                self._db.execute(f"INSERT OR REPLACE INTO evaluations VALUES ({', '.join('?' * len(COLUMNS))})", row)
+        except sqlite3.OperationalError as e:  # the transaction rolled back: the archive is as it was
+            raise GpnasError(f"cannot write to the archive {self.path} ({e}); free some space or make it "
+                             "writable, then continue with --resume: every finished generation is kept") from None
 
     def get(self, key: str) -> EvaluationRecord | None:
         rows = self._select("WHERE key = ?", (key,))

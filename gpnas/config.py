@@ -20,6 +20,7 @@ TOML. Every problem is a one-line ConfigError naming the key and the fix.
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
@@ -34,6 +35,8 @@ GENE_KEYS = ("min", "max", "step", "choices", "log")
 # A preset whose largest architecture would need more than this is refused
 # before anything trains (see estimate_memory_bytes).
 MAX_MEMORY_BYTES = 256 * 2**30
+MAX_TREE_DEPTH = 50   # <= gp.MAX_PARSE_DEPTH: every evolved tree can be read back from a snapshot
+MAX_TREE_SIZE = 1000  # nodes; its text stays far below gp.MAX_TREE_TEXT
 
 
 @dataclass(frozen=True)
@@ -399,8 +402,12 @@ def _check_ga(ga: GAConfig, src: str) -> None:
         need(getattr(ga, k) > 0, f"ga.{k} = {getattr(ga, k)} must be > 0")
     for k in ("p_guided", "cx_prob", "mut_prob"):
         need(0 <= getattr(ga, k) <= 1, f"ga.{k} = {getattr(ga, k)} must be a probability in [0, 1]")
+    # Upper bounds: a snapshot's trees are parsed back with a bounded nesting depth
+    # (gp.MAX_PARSE_DEPTH) and text length, so a run must never evolve a tree it cannot reload.
     need(ga.tree_max_depth >= 1, f"ga.tree_max_depth = {ga.tree_max_depth} must be >= 1")
     need(ga.tree_max_size >= 1, f"ga.tree_max_size = {ga.tree_max_size} must be >= 1")
+    need(ga.tree_max_depth <= MAX_TREE_DEPTH, f"ga.tree_max_depth = {ga.tree_max_depth} must be <= {MAX_TREE_DEPTH}")
+    need(ga.tree_max_size <= MAX_TREE_SIZE, f"ga.tree_max_size = {ga.tree_max_size} must be <= {MAX_TREE_SIZE}")
     need(ga.female_steps >= 1, f"ga.female_steps = {ga.female_steps} must be >= 1")
     need(1 <= ga.top_females <= ga.n_females,
          f"ga.top_females = {ga.top_females} must be in 1..ga.n_females ({ga.n_females})")
@@ -421,8 +428,7 @@ def _check_reference(preset: Preset, src: str) -> None:
             _fail(src, f"reference.{g} = {v} must be >= 1")
     if ref.n_embd % ref.n_head:
         _fail(src, f"reference.n_embd = {ref.n_embd} is not a multiple of reference.n_head = {ref.n_head}")
-    biggest = {"n_layer": space.n_layer.high, "n_head": space.n_head.high, "n_embd": space.n_embd.high}
-    need = estimate_memory_bytes(biggest, preset.budget)
+    need = estimate_memory_bytes(largest_architecture(space), preset.budget)
     if need > MAX_MEMORY_BYTES:
         _fail(src, f"the largest architecture in the space needs about {need / 2**30:.0f} GiB "
                    f"(limit {MAX_MEMORY_BYTES / 2**30:.0f} GiB); shrink space or budget.batch_size/block_size")
@@ -439,6 +445,49 @@ def non_embedding_params(n_layer: int, n_embd: int, vocab_size: int = 65) -> int
     so block_size does not enter.
     """
     return n_layer * (12 * n_embd**2 + 2 * n_embd) + n_embd + vocab_size * n_embd
+
+
+def device_memory_bytes(device: str = "auto") -> tuple[int, str]:
+    """Memory one evaluation may use on ``device``, and its name: the GPU's total
+    memory for cuda (cuda:N), the machine's physical RAM for cpu. ``auto`` is
+    cuda when torch sees a GPU. torch is imported only when a GPU may be meant.
+    """
+    if device != "cpu":
+        import torch
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and torch.cuda.is_available():
+            index = torch.device(device).index
+            index = torch.cuda.current_device() if index is None else index
+            props = torch.cuda.get_device_properties(index)
+            return int(props.total_memory), f"{props.name} (cuda:{index})"
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: no limit we can read
+        return MAX_MEMORY_BYTES, "this machine"
+    return int(ram), "CPU RAM"
+
+
+def check_fits(arch: Mapping, budget: BudgetConfig, device: str = "auto", concurrent: int = 1,
+               what: str = "the largest architecture in the space") -> None:
+    """Refuse, before anything trains, a model whose estimated training memory
+    (estimate_memory_bytes, times the evaluations that share the device) exceeds
+    the device's memory. ConfigError with the estimate and the limit."""
+    need = estimate_memory_bytes(arch, budget) * max(1, concurrent)
+    limit, name = device_memory_bytes(device)
+    if need > limit:
+        shape = f"n_layer={arch['n_layer']} n_head={arch['n_head']} n_embd={arch['n_embd']}"
+        times = f" x {concurrent} concurrent evaluations" if concurrent > 1 else ""
+        raise ConfigError(
+            f"{what} ({shape}, batch {budget.batch_size} x block {budget.block_size}) needs about "
+            f"{need / 2**30:.1f} GiB to train{times}, more than the {limit / 2**30:.1f} GiB of {name}; "
+            "shrink the space (--set space.n_embd.max=...), batch_size or block_size, or use fewer workers")
+
+
+def largest_architecture(space: SpaceConfig) -> dict:
+    """The corner of the space that needs the most memory (every size gene at its maximum)."""
+    return {"n_layer": int(space.n_layer.high), "n_head": int(space.n_head.high), "n_embd": int(space.n_embd.high)}
 
 
 def estimate_memory_bytes(arch: Mapping, budget: BudgetConfig, vocab_size: int = 65) -> int:

@@ -170,8 +170,9 @@ def curve_from_dict(d) -> Curve:
 def read_curves(path) -> list[Curve]:
     """Read a JSON Lines curve file; blank lines are skipped.
 
-    Raises FileFormatError "FILE:LINE: problem" for the first bad line, and for
-    a file that cannot be read or holds no curve.
+    Raises FileFormatError "FILE:LINE: problem" for the first bad line (a
+    repeated (task, config_id) pair included), and for a file that cannot be
+    read or holds no curve.
     """
     path = Path(path)
     try:
@@ -179,7 +180,7 @@ def read_curves(path) -> list[Curve]:
     except (OSError, UnicodeDecodeError) as error:
         raise FileFormatError(f"{path}: cannot read curve file ({error.__class__.__name__}: "
                               f"{getattr(error, 'strerror', None) or error}); pass a JSON Lines file") from None
-    curves = []
+    curves, seen = [], {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -188,10 +189,19 @@ def read_curves(path) -> list[Curve]:
         except json.JSONDecodeError as error:
             raise FileFormatError(f"{path}:{number}: not JSON ({error.msg}); "
                                   "each line must be one JSON object") from None
+        except RecursionError:
+            raise FileFormatError(f"{path}:{number}: JSON nested too deeply; "
+                                  "each line must be one flat JSON object") from None
         try:
-            curves.append(curve_from_dict(d))
+            curve = curve_from_dict(d)
         except ValueError as error:
             raise FileFormatError(f"{path}:{number}: {error}") from None
+        if curve.config_id:  # an id names one curve: a second one would be scored twice or mixed up
+            first = seen.setdefault((curve.task, curve.config_id), number)
+            if first != number:
+                raise FileFormatError(f"{path}:{number}: duplicate curve id {curve.config_id!r} in task "
+                                      f"{curve.task!r} (first on line {first}); give each curve its own config_id")
+        curves.append(curve)
     if not curves:
         raise FileFormatError(f"{path}:1: no curves in file; expected one JSON object per line")
     return curves

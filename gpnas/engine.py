@@ -29,13 +29,16 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from gpnas import females as fem
 from gpnas import genome, gp, mating
 from gpnas.archive import EvaluationRecord, evaluation_key
-from gpnas.evaluation import EvalTask, result_curve, run_evaluation
+from gpnas.errors import FileFormatError
+from gpnas.evaluation import EvalTask, result_curve, run_shipped
+from gpnas.parallel import SerialMap
 
 WORST = fem.WORST
 
@@ -101,7 +104,11 @@ class Evolution:
         self.space, self.budget, self.ga = preset.space, preset.budget, preset.ga
         self.dataset_dir, self.data_sha256, self.task_name = dataset_dir, data_sha256, task_name
         self.archive, self.checkpoints_dir = archive, checkpoints_dir
-        self.map = map_fn or (lambda fn, items: [fn(item) for item in items])
+        # the default runs in-process like the serial backend: a raising evaluation is a Failure slot
+        self.map = map_fn or SerialMap()
+        # the training text travels with every task, for workers that cannot see dataset_dir
+        share = getattr(self.map, "share", None)
+        self.data_handle = share((Path(dataset_dir) / "input.txt").read_bytes()) if share else None
         self.seed, self.device, self.threads = seed, device, threads
         self.snapshots, self.callbacks = snapshots, list(callbacks)
         self.max_tokens = max_tokens  # training tokens the run may charge; None: no limit
@@ -125,6 +132,8 @@ class Evolution:
         if state is None:
             state, work = self.start()
             self.finish_generation(state, self.log_row(state, work, [], None))
+        else:  # a kill right after the snapshot left the files derived from it behind
+            self.snapshots.save_derived(state)
         rng = random.Random()
         rng.setstate(state.rng_state)
         while state.generation < generations and not state.exhausted:
@@ -177,7 +186,9 @@ class Evolution:
             key=key, train_config=genome.train_config_dict(self.arch(g), self.budget), seed=self.seed,
             stop_at=stop_at, data_dir=self.dataset_dir,
             checkpoint=str(self.checkpoints_dir / f"{key}.pt"), resume_from=resume_from,
-            device=self.device, threads=self.threads,
+            # torch's results depend on its thread count: one fixed count (default 1) makes a
+            # run identical whichever backend evaluates it
+            device=self.device, threads=self.threads or 1,
             measure_inference=stop_at == self.budget.full_iters,
         )
 
@@ -200,7 +211,7 @@ class Evolution:
         unique = self.affordable(state, list({t.key: t for t in tasks}.values()))
         todo = [t for t in unique if self.archive.get(t.key) is None]
         started = time.perf_counter()
-        results = self.map(run_evaluation, todo) if todo else []
+        results = self.map(run_shipped, [(t, self.data_handle) for t in todo]) if todo else []
         self.eval_seconds += time.perf_counter() - started
         for task, result in zip(todo, results):
             self.archive_result(task, result)
@@ -248,12 +259,29 @@ class Evolution:
             record.failure = result.reason
         self.archive.put(task.key, record)
 
+    def record(self, key: str):
+        """The archive's record of key, checked: an archive is a file that may come from
+        elsewhere (--archive), and a record without a learning curve must stop the run
+        with one line, not deep inside it."""
+        record = self.archive.get(key)
+        if record is not None and record.result is not None:
+            curve = record.result.get("curve") if isinstance(record.result, dict) else None
+            lists = ("train_loss", "eval_steps", "val_loss", "step_time_s")
+            if not (isinstance(curve, dict) and all(isinstance(curve.get(k), list) for k in lists)
+                    and len(curve["val_loss"]) == len(curve["eval_steps"])
+                    and all(isinstance(v, (int, float)) for v in curve["val_loss"] + curve["step_time_s"])
+                    and isinstance(record.arch, dict)
+                    and all(isinstance(record.arch.get(k), (int, float)) for k in genome.SPACE_GENE.values())):
+                raise FileFormatError(f"{self.archive.path}: the record {key[:12]} holds no learning curve; "
+                                      "the archive is damaged or not from gpnas: start a new one")
+        return record
+
     def resumed_at(self, task: EvalTask) -> int:
         """The step a task starts from: a resumed task does not pay for its checkpoint's steps."""
         return self.budget.early_iters if task.resume_from else 0
 
     def charge(self, state: State, task: EvalTask):
-        record = self.archive.get(task.key)
+        record = self.record(task.key)
         if record is None or record.result is None:
             return
         curve = record.result["curve"]
@@ -271,7 +299,7 @@ class Evolution:
         Only this run's evaluations count, so a shared archive saves compute
         without changing what the run computes.
         """
-        records = (self.archive.get(key) for key in state.charged)
+        records = (self.record(key) for key in state.charged)
         curves = [result_curve(r.result, r.arch, r.key, self.task_name)
                   for r in records if r is not None and r.status == "complete"]
         return fem.CurveSet.build(curves, self.prefix_frac)
@@ -290,7 +318,7 @@ class Evolution:
         """Early records of the males, in order (None where missing, or not charged to
         this run: a shared archive must not hand a run results its budget did not pay for)."""
         keys = [self.key(g, self.budget.early_iters) for g in males]
-        return [self.archive.get(k) if k in state.charged else None for k in keys]
+        return [self.record(k) if k in state.charged else None for k in keys]
 
     def assign_male_fitness(self, state: State, curve_set) -> dict:
         """Fitness of every male; returns {male index: feature row} for mating."""
@@ -356,7 +384,7 @@ class Evolution:
 
     def record_complete(self, state: State, g, predicted):
         key = self.key(g, self.budget.full_iters)
-        record = self.archive.get(key) if key in state.charged else None  # unpaid: not this run's
+        record = self.record(key) if key in state.charged else None  # unpaid: not this run's
         if record is None or record.status != "complete":
             self.note_failure(state, record)
             return

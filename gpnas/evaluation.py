@@ -11,8 +11,10 @@ imports the trainer itself.
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +51,9 @@ def run_evaluation(task: EvalTask) -> dict:
 
     When ``resume_from`` is given, that early checkpoint is copied to this
     task's own checkpoint file first, so the early record keeps its state and a
-    crash halfway through the full run never corrupts it.
+    crash halfway through the full run never corrupts it. Running out of
+    memory (CUDA or host) raises ``OutOfMemory`` naming the shape, after the
+    device's cache is emptied; the map records it as a failed evaluation.
     """
     import torch
 
@@ -61,18 +65,81 @@ def run_evaluation(task: EvalTask) -> dict:
             shutil.copyfile(task.resume_from, task.checkpoint)
         else:  # a leftover from a run killed before it was archived: start clean
             Path(task.checkpoint).unlink(missing_ok=True)
-    result = train(
-        TrainConfig(**task.train_config),
-        _dataset(task.data_dir),
-        seed=task.seed,
-        stop_at=task.stop_at,
-        checkpoint=Path(task.checkpoint) if task.checkpoint else None,
-        device=task.device,
-        # a pool worker's thread count was set when it started; keep it
-        threads=task.threads or torch.get_num_threads(),
-        measure_inference=task.measure_inference,
-    )
+    out_of_memory = None
+    try:
+        result = train(
+            TrainConfig(**task.train_config),
+            _dataset(task.data_dir),
+            seed=task.seed,
+            stop_at=task.stop_at,
+            checkpoint=Path(task.checkpoint) if task.checkpoint else None,
+            device=task.device,
+            # a pool worker's thread count was set when it started; keep it
+            threads=task.threads or torch.get_num_threads(),
+            measure_inference=task.measure_inference,
+        )
+    except (torch.cuda.OutOfMemoryError, MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        out_of_memory = _first_line(str(error)) or type(error).__name__
+    if out_of_memory is not None:
+        # Outside the except block, the failed run's frames (and tensors) are gone:
+        # give their cached blocks back before the next evaluation asks for memory.
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise OutOfMemory(f"out of memory training {_shape(task.train_config)} on {task.device} "
+                          f"({out_of_memory})")
     return result.to_dict()
+
+
+class OutOfMemory(RuntimeError):
+    """An evaluation that did not fit in the device's memory (recorded as a failed evaluation)."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch's CUDA OOM, Python's MemoryError, or a RuntimeError saying it ran out of memory."""
+    import torch
+
+    if isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _shape(config: dict) -> str:
+    return " ".join(f"{k}={config[k]}" for k in ("n_layer", "n_head", "n_embd") if k in config)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:200] if text.strip() else ""
+
+
+def run_shipped(item: tuple) -> dict:
+    """``run_evaluation`` for a (task, text) pair, where the training text
+    travels with the task (on Ray, the object store keeps one copy per node).
+
+    A worker that sees the driver's data folder uses it; one that does not (a
+    node of a cluster) writes the text once into its own cache and trains on
+    that copy, verified by its SHA-256.
+    """
+    task, text = item
+    if text is not None and not (Path(task.data_dir) / "input.txt").is_file():
+        task = replace(task, data_dir=str(materialize(text)))
+    return run_evaluation(task)
+
+
+def materialize(text: bytes) -> Path:
+    """A folder holding ``text`` as input.txt, under this machine's gpnas cache."""
+    from gpnas.data import cache_dir
+
+    folder = cache_dir() / "shipped" / hashlib.sha256(text).hexdigest()
+    target = folder / "input.txt"
+    if not target.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".input.txt.{os.getpid()}"
+        tmp.write_bytes(text)
+        os.replace(tmp, target)
+    return folder
 
 
 def result_curve(result: dict, arch: dict, key: str, task: str, horizon: int | None = None) -> Curve:

@@ -21,6 +21,7 @@ worker to lose, so it never retries.
 
 Backends:
 
+- ``auto``: ``default_backend_and_workers()``, measured for the 2-core machine kind.
 - ``serial``: a plain loop in the calling process; torch's thread count is
   left as the caller set it.
 - ``process``: long-lived worker processes started with ``spawn`` (a fork
@@ -50,6 +51,8 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
+import socket
 import traceback
 from collections import deque
 from dataclasses import dataclass
@@ -75,18 +78,33 @@ def usable_cpus() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def cuda_devices() -> int:
+    """GPUs torch can use here (0 without torch or CUDA)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def default_backend_and_workers() -> tuple[str, int]:
     """The backend and worker count ``auto`` picks on this machine.
 
-    One worker process per core, one torch thread each. Measured on the 2-core
-    machine kind (experiments/bench_parallel.py, see README): two workers with
-    one thread each trained small transformers and MLPs faster in aggregate
-    than one process with two threads, and two workers with two threads each
-    were slower than both (oversubscription). With a single core there is
-    nothing to gain from a pool, so evaluations run in-process.
+    Without a GPU: one worker process per core, one torch thread each.
+    Measured on the 2-core machine kind (experiments/bench_parallel.py, figures
+    in the README): two single-threaded workers trained small transformers and
+    MLPs faster in aggregate than one process with two threads, and two workers
+    with two threads each were slower than both (oversubscribed cores). With a
+    single core a pool has nothing to gain, so evaluations run in-process.
+    With a GPU, evaluations run in-process on it: a pool of CPU-sized workers
+    would crowd onto one device (use Ray for one worker per GPU).
     """
     cpus = usable_cpus()
-    return ("process", cpus) if cpus > 1 else ("serial", 1)
+    if cpus == 1 or cuda_devices():
+        return ("serial", 1)
+    return ("process", cpus)
 
 
 def make_map(backend: str = "auto", workers: int | None = None, address: str | None = None,
@@ -201,6 +219,10 @@ def run_task(fn, item):
 
 def _worker_main(conn, threads: int) -> None:
     """A pool worker: receive pickled (fn, item), send back a pickled ("ok"|"error", value)."""
+    # Ctrl-C in a terminal reaches the whole process group; the driver decides what
+    # happens (it stops the workers), so a worker neither dies with a traceback nor
+    # leaves its item half done on its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _limit_threads(threads)
     while True:
         try:
@@ -439,11 +461,19 @@ class RayMap(Map):
             # A private local Ray; enough logical CPUs that every requested actor can start.
             ray.init(address="local", num_cpus=max(usable_cpus(), (workers or 0) * threads), **common)
             return
+        fix = "start one with `ray start --head`, or leave out --address for a local Ray"
+        host, _, port = address.rpartition(":")
+        if host and port.isdigit() and "://" not in address:
+            # Ray retries an unreachable HOST:PORT for minutes before it gives up: check first.
+            try:
+                socket.create_connection((host, int(port)), timeout=5.0).close()
+            except OSError as exc:
+                raise ConfigError(f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}): {fix}"
+                                  ) from None
         try:
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ConfigError(f"cannot reach a Ray cluster at {address!r} ({_first_line(str(exc))}): "
-                              "start one with `ray start --head`, or leave out --address for a local Ray"
+            raise ConfigError(f"cannot reach a Ray cluster at {address} ({_first_line(str(exc))}): {fix}"
                               ) from None
 
     def share(self, value):

@@ -14,14 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from gpnas import closedform
+from gpnas import closedform, gp
 from gpnas import females as fem
 from gpnas import predictor as pred
 from gpnas.runfolder import write_atomic, write_json
 
 NONDETERMINISTIC = ("timing", "cache")
-# measured durations and speeds inside otherwise deterministic records
-TIMINGS = ("total_train_time_s", "avg_inference_tokens_per_s", "train_tokens_per_s", "train_seconds")
+# inside otherwise deterministic records: measured durations and speeds, and the
+# closed-form texts (sympy simplifies under a time bound, so a busy machine may
+# stop earlier; the tree string beside each text is exact)
+MACHINE_DEPENDENT = ("total_train_time_s", "avg_inference_tokens_per_s", "train_tokens_per_s", "train_seconds",
+                     "formula", "latex")
 TOP_FEMALES = 5
 
 
@@ -47,13 +50,15 @@ def female_table(engine, state) -> tuple[list[dict], dict]:
     held_curves = [c for c, h in zip(curve_set.curves, held) if h]
     order = sorted(range(len(state.females)), key=lambda i: (state.females[i].fitness.values[0],
                                                              len(state.females[i])))
-    rows, seen = [], set()
+    rows, seen, simplified = [], set(), {}
     for i in order:
         tree = state.females[i]
-        if str(tree) in seen:
+        if str(tree) not in simplified:
+            simplified[str(tree)] = closedform.simplify_bounded(closedform.to_sympy(tree))
+        expr = simplified[str(tree)]
+        if closedform.as_text(expr) in seen:  # different trees, one formula: report it once
             continue
-        seen.add(str(tree))
-        expr = closedform.simplify_bounded(closedform.to_sympy(tree))
+        seen.add(closedform.as_text(expr))
         scores = pred.score_predictions(finals[i, held], held_curves)["mean"] if held_curves else {}
         rows.append({
             "tree": str(tree),
@@ -77,6 +82,11 @@ def female_table(engine, state) -> tuple[list[dict], dict]:
     return rows, baselines
 
 
+def uses_hyperparameters(tree) -> bool:
+    """Whether a female reads any hyperparameter terminal (only then can she guide a son)."""
+    return any(getattr(node, "value", None) in gp.HYPERPARAMETER_TERMINALS for node in tree)
+
+
 def summarize(engine, state, folder, wall_seconds: float) -> dict:
     """Everything the user is told at the end of a run, as data."""
     formulas, baselines = female_table(engine, state)
@@ -95,7 +105,8 @@ def summarize(engine, state, folder, wall_seconds: float) -> dict:
         "hall_of_fame": state.hall_of_fame[:5],
         "females": formulas,
         "baselines": baselines,
-        "mating": {**stats, "guided_fraction": _num(stats["guided"] / sons) if sons else None},
+        "mating": {**stats, "guided_fraction": _num(stats["guided"] / sons) if sons else None,
+                   "females_using_hyperparameters": sum(map(uses_hyperparameters, state.females))},
         "compute": compute,
         "promotions": state.promotions,
         "failures": state.failures,
@@ -114,10 +125,10 @@ def summarize(engine, state, folder, wall_seconds: float) -> dict:
 
 def deterministic_part(summary: dict) -> dict:
     """The summary without what depends on the machine or on the cache: the
-    timing and cache sections, and every measured duration or speed."""
+    timing and cache sections, measured durations and speeds, formula texts."""
     def strip(value):
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in TIMINGS}
+            return {k: strip(v) for k, v in value.items() if k not in MACHINE_DEPENDENT}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value
@@ -231,8 +242,10 @@ def render_summary(summary: dict) -> str:
             lines.append(f"  baseline {name}: {_fmt(s['error'])} | {_fmt(s['spearman'])} | {_fmt(s['regret'])}")
     m = summary["mating"]
     if m["guided"] + m["random"]:
-        lines.append(f"sons: {m['guided']} followed the mother's gradient, {m['random']} mutated at random; "
-                     f"daughters: {m['chose']} crossed with the father's choice, {m['tournament']} by tournament")
+        lines.append(f"sons: {m['guided']} followed the mother's gradient, {m['random']} mutated at random "
+                     f"(no hyperparameter gradient in her formula); daughters: {m['chose']} crossed with the father's "
+                     f"choice, {m['tournament']} by tournament; {m['females_using_hyperparameters']} of the final "
+                     f"females read a hyperparameter")
     c, t = summary["compute"], summary["timing"]
     lines.append(f"compute: {c['evaluations']} evaluations, {c['steps']:,} steps, {c['tokens']:,} tokens, "
                  f"{c['train_seconds']:.1f} s training")

@@ -19,31 +19,55 @@ executed.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
 import math
 import os
+import random
 from pathlib import Path
 
 from gpnas import gp
+from gpnas.genome import GENES
 from gpnas.engine import Compute, State
-from gpnas.errors import FileFormatError
+from gpnas.errors import FileFormatError, GpnasError
 from gpnas.individuals import Male
 
 FORMAT = "gpnas-run"
+N_GENES = len(GENES)
 VERSION = 1
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write text so that readers see the old or the new file, never half of one."""
+    """Write text so that readers see the old or the new file, never half of one.
+
+    A failed write (full disk, read-only folder) removes its temporary file and
+    raises a GpnasError naming the file; the old file stays as it was.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise storage_error(path, error) from None
+
+
+def storage_error(path, error: OSError) -> GpnasError:
+    """One line for a file that cannot be written: which file, why, and that nothing finished is lost."""
+    why = error.strerror or str(error)
+    hint = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
+            errno.EROFS: "make the folder writable or move the run"}.get(error.errno, "check the folder's permissions")
+    return GpnasError(f"cannot write {path} ({why}); {hint}, then continue with --resume: "
+                      "every finished generation is kept")
 
 
 def write_json(path: Path, data) -> None:
@@ -67,6 +91,11 @@ def read_json(path: Path):
     except json.JSONDecodeError as error:
         raise FileFormatError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); "
                               "the file is truncated or not from gpnas") from None
+    except RecursionError:
+        raise FileFormatError(f"{path}: JSON nested too deeply; the file is not from gpnas") from None
+    except OSError as error:
+        raise FileFormatError(f"{path}: cannot read ({error.strerror or error}); "
+                              "give a readable gpnas run folder") from None
 
 
 class RunFolder:
@@ -114,15 +143,51 @@ class RunFolder:
         return sorted((self.path / "snapshots").glob("gen_*.json"))
 
     def save(self, state: State) -> None:
+        """The snapshot first: it alone is enough to resume; the files derived from it follow."""
         write_json(self.path / "snapshots" / f"gen_{state.generation:04d}.json", state_to_dict(state))
+        self.save_derived(state)
+
+    def save_derived(self, state: State) -> None:
+        """hall_of_fame.json and logbook.csv from the state (rewritten on resume: a kill
+        between the snapshot and these files leaves them one generation behind)."""
         write_json(self.path / "hall_of_fame.json", state.hall_of_fame)
         write_atomic(self.path / "logbook.csv", logbook_csv(state.logbook))
+
+    @contextlib.contextmanager
+    def hold(self):
+        """Hold the run for this process: a second gpnas process on the same
+        folder (two `--resume`s at once) is refused instead of interleaving
+        snapshots. The lock is the kernel's, so a killed holder frees it."""
+        handle = open(self.path / ".lock", "a")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise GpnasError(f"{self.path} is in use by another gpnas process; wait for it to "
+                                 "finish or stop it, then resume") from None
+            yield self
+        finally:
+            handle.close()
+
+    def remove_temporary_files(self) -> list[Path]:
+        """Temporary files a killed writer left in the run folder (never read; safe to delete)."""
+        removed = []
+        for folder in (self.path, self.path / "snapshots"):
+            for path in folder.glob(".*.tmp"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed.append(path)
+        return removed
 
     def load_latest(self, pset=None) -> State | None:
         paths = self.snapshot_paths()
         if not paths:
             return None
-        return state_from_dict(read_json(paths[-1]), pset or gp.make_pset(), paths[-1])
+        try:
+            data = read_json(paths[-1])
+        except FileFormatError as error:
+            raise FileFormatError(f"{error}; delete it to resume from the snapshot before") from None
+        return state_from_dict(data, pset or gp.make_pset(), paths[-1])
 
 
 def logbook_csv(rows: list[dict]) -> str:
@@ -153,10 +218,31 @@ def state_to_dict(state: State) -> dict:
 
 
 def state_from_dict(data, pset, where) -> State:
-    """Rebuild a State from snapshot data, checking every field's type."""
+    """Rebuild a State from snapshot data, checking every field's type.
+
+    Trees are parsed token by token against the primitive set (nothing is
+    evaluated); records the report reads later (hall of fame, promotions,
+    failures, logbook) must be objects with the fields and types the engine
+    writes, so a damaged or hand-made snapshot fails here, with its path.
+    """
     def fail(problem):
         raise FileFormatError(f"{where}: {problem}; the snapshot is damaged, delete it to resume "
-                              "from the one before")
+                              "from the snapshot before")
+
+    def records(name, required: dict) -> list:
+        rows = data[name]
+        if not isinstance(rows, list):
+            fail(f"{name} is not a list")
+        for row in rows:
+            if not isinstance(row, dict):
+                fail(f"an entry of {name} is not an object")
+            for field_name, kinds in required.items():
+                value = row.get(field_name)
+                if not isinstance(value, kinds) or isinstance(value, bool):
+                    fail(f"{name}: field {field_name!r} is missing or of the wrong type")
+                if isinstance(value, float) and not math.isfinite(value):
+                    fail(f"{name}: field {field_name!r} is not finite")
+        return list(rows)
 
     if not isinstance(data, dict):
         fail("not a snapshot object")
@@ -166,27 +252,39 @@ def state_from_dict(data, pset, where) -> State:
         gauss = rng["gauss_next"]
         if len(internal) != 625 or not (gauss is None or isinstance(gauss, (int, float))):
             fail("bad random generator state")
+        rng_state = (int(rng["version"]), internal, gauss)
+        random.Random().setstate(rng_state)  # ValueError for a state Python would refuse later
         males = []
         for genes in data["males"]:
-            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in genes):
-                fail("a male genome holds something other than numbers")
+            if not isinstance(genes, list) or len(genes) != N_GENES or not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in genes):
+                fail(f"a male genome is not a list of {N_GENES} finite numbers")
             males.append(Male(float(x) for x in genes))
-        females = [gp.parse_tree(text, pset) for text in data["females"]]
-        return State(
+        if not isinstance(data["females"], list):
+            fail("females is not a list")
+        try:
+            females = [gp.parse_tree(text, pset) for text in data["females"]]
+        except FileFormatError as error:
+            fail(str(error))
+        number = (int, float)
+        state = State(
             generation=int(data["generation"]),
             males=males,
             females=females,
-            rng_state=(int(rng["version"]), internal, gauss),
+            rng_state=rng_state,
             compute=Compute(**{k: type(v)(data["compute"][k]) for k, v in vars(Compute()).items()}),
             charged=dict.fromkeys(str(k) for k in data["charged"]),
-            hall_of_fame=list(data["hall_of_fame"]),
-            logbook=list(data["logbook"]),
-            promotions=list(data["promotions"]),
-            mating_stats={k: int(v) for k, v in data["mating_stats"].items()},
-            failures=list(data["failures"]),
+            hall_of_fame=records("hall_of_fame", {"key": str, "final_val_loss": number, "arch": dict}),
+            logbook=records("logbook", {"generation": int}),
+            promotions=records("promotions", {"key": str, "true": number, "arch": dict}),
+            mating_stats={k: int(data["mating_stats"][k]) for k in State(0, [], [], ()).mating_stats},
+            failures=records("failures", {"key": str, "reason": str}),
             exhausted=bool(data["exhausted"]),
         )
+        if state.generation < 0:
+            fail("negative generation")
+        return state
     except FileFormatError:
         raise
-    except (KeyError, TypeError, ValueError) as error:
-        fail(f"missing or malformed field ({error})")
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
+        fail(f"missing or malformed field ({type(error).__name__}: {error})")

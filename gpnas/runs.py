@@ -5,15 +5,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from gpnas.archive import Archive
-from gpnas.config import preset_from_dict, preset_to_dict
+from gpnas.config import check_fits, largest_architecture, preset_from_dict, preset_to_dict
 from gpnas.engine import MODES, Evolution
-from gpnas.errors import ConfigError
+from gpnas.errors import ConfigError, FileFormatError
 from gpnas.methods import METHODS
 from gpnas.report import summarize, write_report
 from gpnas.runfolder import RunFolder
@@ -51,16 +53,35 @@ def new_run(out, preset, mode: str, seed: int, dataset, archive_path=None) -> Ru
 
 
 def open_run(path, dataset_loader, data_dir=None) -> Run:
-    """An existing run as it was recorded; its data must still hash the same."""
+    """An existing run as it was recorded; its data must still hash the same.
+
+    run.json is data from a file that may have been sent by someone else: every
+    field is checked (the preset as strictly as a TOML preset) before it is used.
+    """
     folder = RunFolder.open(path)
     meta = folder.meta
-    preset = preset_from_dict(meta["preset"])
-    dataset = dataset_loader(data_dir or meta["data"]["dir"])
-    if dataset.sha256 != meta["data"]["sha256"]:
+    where = folder.path / "run.json"
+    data = meta.get("data")
+    if meta.get("mode") not in MODES and meta.get("mode") not in METHODS:
+        raise FileFormatError(f"{where}: unknown mode {meta.get('mode')!r}; the file is damaged or not from gpnas")
+    if not isinstance(meta.get("seed"), int) or isinstance(meta.get("seed"), bool):
+        raise FileFormatError(f"{where}: seed must be an integer; the file is damaged or not from gpnas")
+    if not isinstance(meta.get("preset"), dict):
+        raise FileFormatError(f"{where}: no preset recorded; the file is damaged or not from gpnas")
+    if not (isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("dir", "sha256"))):
+        raise FileFormatError(f"{where}: 'data' must hold the text's dir and sha256; the file is damaged")
+    if not isinstance(meta.get("archive", ""), str):
+        raise FileFormatError(f"{where}: 'archive' must be a path; the file is damaged or not from gpnas")
+    try:
+        preset = preset_from_dict(meta["preset"])
+    except ConfigError as error:
+        raise FileFormatError(f"{where}: the recorded preset is invalid ({error})") from None
+    dataset = dataset_loader(data_dir or data["dir"])
+    if dataset.sha256 != data["sha256"]:
         raise ConfigError(f"the data at {dataset.text_path} is not the data run {path} used "
-                          f"(sha256 {dataset.sha256[:12]} != {meta['data']['sha256'][:12]}); "
+                          f"(sha256 {dataset.sha256[:12]} != {data['sha256'][:12]}); "
                           "point --data-dir at the original text")
-    return Run(folder, preset, meta["mode"], int(meta["seed"]), dataset)
+    return Run(folder, preset, meta["mode"], meta["seed"], dataset)
 
 
 def check_unchanged(run: Run, preset, mode: str | None, seed: int | None) -> None:
@@ -89,7 +110,16 @@ def execute(run: Run, generations: int, map_fn=None, device: str = "auto", threa
     """Run (or continue) to ``generations`` and write the report; returns (summary, state)."""
     if generations < 1:
         raise ConfigError(f"--generations must be at least 1, got {generations}")
+    concurrent = 1 if getattr(map_fn, "backend", "") == "ray" else getattr(map_fn, "workers", 1)
+    check_fits(largest_architecture(run.preset.space), run.preset.budget, device, concurrent)
     started = time.perf_counter()
+    with run.folder.hold():
+        return _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, started)
+
+
+def _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, started):
+    run.folder.remove_temporary_files()
+    remove_stale_checkpoint_files(run.folder.checkpoints_dir)
     archive = Archive(run.folder.archive_path)
     try:
         engine = METHODS.get(run.mode, Evolution)(
@@ -104,3 +134,27 @@ def execute(run: Run, generations: int, map_fn=None, device: str = "auto", threa
     finally:
         archive.close()
     return summary, state
+
+
+def remove_stale_checkpoint_files(folder: Path) -> None:
+    """Delete the half-written checkpoints (``KEY.pt.PID.tmp``) of trainers killed mid-save.
+
+    A file whose process still runs on this machine is left alone (another run
+    may share the archive and be saving it now).
+    """
+    for path in Path(folder).glob("*.pt.*.tmp"):
+        pid = path.name.split(".")[-2]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

@@ -268,7 +268,8 @@ class _Run:
         end = config.max_iters if stop_at is None else min(stop_at, config.max_iters)
         step = curve.steps_done
         if not curve.eval_steps:
-            self._evaluate(0, on_eval, on_curve)
+            if not self._evaluate(0, on_eval, on_curve):  # NaN or inf before any step: nothing to train
+                return self._result(None, None)
         elif step < end and curve.eval_steps[-1] % config.eval_interval:
             self._drop_last_eval()  # an early stop's extra evaluation is not part of the full run
 
@@ -387,7 +388,9 @@ class _Run:
         tokens = curve.steps_done * config.batch_size * config.block_size
         return TrainResult(
             config=config, seed=self.seed, curve=curve, n_params=self.model.num_params(),
-            final_train_loss=curve.eval_train_loss[-1], best_val_loss=min(curve.val_loss),
+            # NaN when the very first evaluation diverged (the curve holds no evaluation)
+            final_train_loss=curve.eval_train_loss[-1] if curve.eval_train_loss else math.nan,
+            best_val_loss=min(curve.val_loss) if curve.val_loss else math.nan,
             total_train_time_s=total_time, train_tokens_per_s=tokens / total_time if total_time > 0 else 0.0,
             avg_inference_tokens_per_s=inference_speed, tokens_trained=tokens,
             completed=curve.steps_done == config.max_iters and not curve.diverged, sample=text)

@@ -102,7 +102,7 @@ def test_overrides_are_parsed_as_toml():
     (["ga.female_elites=-1"], r"ga.female_elites = -1"),
     (["ga.p_guided=1.5"], r"ga.p_guided = 1.5 must be a probability"),
     (["ga.mutation_sigma=0"], r"ga.mutation_sigma = 0.0 must be > 0"),
-    (["ga.top_females=33"], r"ga.top_females = 33 must be in 1..ga.n_females"),
+    (["ga.top_females=65"], r"ga.top_females = 65 must be in 1..ga.n_females"),
     (["ga.male_tournament=0"], r"ga.male_tournament = 0"),
     (["ga.parsimony_size=3"], r"ga.parsimony_size = 3.0 must be in \[1, 2\]"),
     (["ga.tree_max_depth=0"], r"ga.tree_max_depth = 0 must be >= 1"),

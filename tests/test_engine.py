@@ -10,6 +10,7 @@ from gpnas.archive import Archive
 from gpnas.config import load_preset
 from gpnas.data import load_dataset
 from gpnas.engine import MODES
+from gpnas.errors import GpnasError
 from gpnas.report import deterministic_part
 from gpnas.runfolder import RunFolder
 from gpnas.runs import execute as execute_run
@@ -116,3 +117,12 @@ def test_summary_json_is_strict_json(tmp_path, micro, tiny_dataset):
     execute(run, 1)
     text = (run.folder.path / "summary.json").read_text()
     json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+
+
+def test_a_run_folder_is_held_by_one_process_at_a_time(tmp_path, micro, tiny_dataset):
+    run = start(tmp_path, "held", micro, tiny_dataset)
+    with run.folder.hold():
+        with pytest.raises(GpnasError, match="in use by another gpnas process"):
+            execute(run, 1)
+    summary, _ = execute(run, 1)  # free again once the holder lets go
+    assert summary["generations"] == 1

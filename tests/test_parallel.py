@@ -112,6 +112,14 @@ def test_ray_missing_is_one_line_saying_how_to_install(monkeypatch):
     assert str(info.value) == "--backend ray needs Ray: pip install 'gpnas[ray]'"
 
 
+def test_an_unreachable_ray_address_is_one_line():
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'gpnas[ray]'")
+    if ray.is_initialized():  # the module's shared session would be reused instead of dialling the address
+        ray.shutdown()
+    with pytest.raises(ConfigError, match=r"cannot reach a Ray cluster at 127\.0\.0\.1:1 .*ray start --head"):
+        make_map("ray", address="127.0.0.1:1")  # nothing listens on port 1
+
+
 def test_bad_options_are_config_errors():
     with pytest.raises(ConfigError, match="unknown backend 'threads'"):
         make_map("threads")
@@ -122,6 +130,7 @@ def test_bad_options_are_config_errors():
 
 
 def test_auto_uses_the_measured_default(monkeypatch):
+    monkeypatch.setattr(parallel, "cuda_devices", lambda: 0)
     monkeypatch.setattr(parallel, "usable_cpus", lambda: 1)
     assert default_backend_and_workers() == ("serial", 1)
     assert make_map("auto").backend == "serial"
@@ -130,6 +139,8 @@ def test_auto_uses_the_measured_default(monkeypatch):
     with make_map("auto") as m:  # workers start lazily: nothing is spawned here
         assert (m.backend, m.workers, m.threads) == ("process", 4, 1)
     assert make_map("auto", workers=1).backend == "serial"
+    monkeypatch.setattr(parallel, "cuda_devices", lambda: 1)  # a GPU: evaluations run on it, in-process
+    assert default_backend_and_workers() == ("serial", 1)
 
 
 def test_the_benchmark_script_runs_in_tiny_mode(monkeypatch, capsys):
@@ -144,4 +155,4 @@ def test_the_benchmark_script_runs_in_tiny_mode(monkeypatch, capsys):
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
-    assert "mlp                process 2x1" in out and "ratio to serial: process 2x1" in out
+    assert "mlp                process 2x1" in out and "ratio to serial: serial 1x1" in out

@@ -3,7 +3,8 @@
 Commands are imported lazily, so ``gpnas predictors ...`` never pays for
 importing torch, and ``gpnas --help`` stays fast. Library errors
 (``GpnasError``) become one line on stderr and a non-zero exit: 2 for a bad
-configuration or option value, 1 for anything else the user can fix.
+configuration or option value, 1 for anything else the user can fix; so do
+OSErrors (a missing, unreadable or full file system), with the path.
 """
 
 import importlib
@@ -53,6 +54,10 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except GpnasError as error:
             raise UserError(error) from None
+        except OSError as error:  # a folder or file the environment refuses: one line, not a traceback
+            where = f"{error.filename}: " if error.filename else ""
+            raise click.ClickException(f"{where}{error.strerror or error}; check the path, its permissions "
+                                       "and the free space") from None
 
 
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS)

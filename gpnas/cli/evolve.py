@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 
 import click
 
@@ -40,16 +42,36 @@ def evolve_command(generations, preset, overrides, mode, seed, out, resume, arch
 
     Prints one line per generation and, at the end, the best architecture with
     its metrics, the top evolved predictor formulas beside the baselines, and
-    the compute spent. Interrupt with Ctrl-C at any time and continue with
-    --resume RUN_DIR.
+    the compute spent. Interrupt with Ctrl-C (or SIGTERM) at any time and
+    continue with --resume RUN_DIR; a run killed outright continues the same way.
     """
-    from gpnas.config import load_preset
+    if generations < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--generations")
+    # A scheduler's SIGTERM (SLURM, Kubernetes, systemd) stops the run like Ctrl-C.
+    main_thread = threading.current_thread() is threading.main_thread()  # signals only go there
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        _evolve(generations, preset, overrides, mode, seed, out, resume, archive, as_json, data_dir,
+                device, threads, backend, workers, address)
+    except KeyboardInterrupt:  # before the run folder existed: nothing to continue
+        click.echo("\ninterrupted before the run started; nothing was saved", err=True)
+        sys.exit(130)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, as_json, data_dir,
+            device, threads, backend, workers, address):
+    from gpnas.config import check_fits, largest_architecture, load_preset
     from gpnas.data import load_dataset
     from gpnas.report import render_summary
     from gpnas.runs import check_unchanged, default_out, execute, new_run, open_run
 
-    if generations < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--generations")
     if resume:
         run = open_run(resume, load_dataset, data_dir)
         changed = load_preset(preset or run.preset.name, overrides) if (preset or overrides) else None
@@ -60,6 +82,9 @@ def evolve_command(generations, preset, overrides, mode, seed, out, resume, arch
         resolved = load_preset(preset or "cpu-small", overrides)
         mode = mode or "combined"
         seed = resolved.seed if seed is None else seed
+        # a model that cannot fit is refused before the run folder exists (execute checks again,
+        # knowing the backend's concurrency)
+        check_fits(largest_architecture(resolved.space), resolved.budget, device, workers or 1)
         dataset = load_dataset(data_dir)
         run = new_run(out or default_out(resolved.name, mode, seed), resolved, mode, seed, dataset, archive)
     click.echo(f"run folder: {run.folder.path}  (mode {run.mode}, preset {run.preset.name}, seed {run.seed})",
@@ -94,11 +119,18 @@ def evolve_command(generations, preset, overrides, mode, seed, out, resume, arch
 def show_command(run_dir, as_json):
     """Print the summary of a finished run again."""
     from gpnas.report import render_summary
+    from gpnas.errors import FileFormatError
     from gpnas.runfolder import RunFolder, read_json
 
     folder = RunFolder.open(run_dir)
-    if not (folder.path / "summary.json").exists():
+    path = folder.path / "summary.json"
+    if not path.exists():
         raise click.ClickException(f"{folder.path} has no summary yet (the run was interrupted); "
                                    f"finish it with: gpnas evolve --resume {folder.path}")
-    summary = read_json(folder.path / "summary.json")
-    click.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))
+    summary = read_json(path)
+    try:
+        text = json.dumps(summary, indent=2) if as_json else render_summary(summary)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        raise FileFormatError(f"{path}: not a gpnas summary ({type(error).__name__}: {error}); rewrite it with "
+                              f"`gpnas evolve --resume {run_dir}`") from None
+    click.echo(text)

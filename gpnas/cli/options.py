@@ -16,7 +16,7 @@ def data_dir_option(f):
 
 def device_options(f):
     f = click.option("--threads", type=int, default=None,
-                     help="torch threads per evaluation.  [default: all cores serially, shared out in a pool]")(f)
+                     help="torch threads per evaluation; results depend on it, not on the backend.  [default: 1]")(f)
     f = click.option("--device", default="auto", show_default=True,
                      help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")(f)
     return f

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 from pathlib import Path
 
 import click
 
+from gpnas.config import check_fits
 from gpnas.data import cache_dir, load_dataset
 from gpnas.model import count_params
 from gpnas.training import TrainConfig, default_threads, resolve_device, train
@@ -87,6 +89,8 @@ def train_command(n_layer, n_head, n_embd, dropout, learning_rate, block_size, b
     if sample < 0:
         raise click.BadParameter("must be >= 0", param_hint="--sample")
     dev = resolve_device(device)
+    # a model that cannot fit is refused before the data is loaded or anything trains
+    check_fits({"n_layer": n_layer, "n_head": n_head, "n_embd": n_embd}, config, str(dev), what="this model")
     threads = threads if threads is not None else default_threads()
     dataset = load_dataset(data_dir)
 
@@ -132,6 +136,8 @@ def train_command(n_layer, n_head, n_embd, dropout, learning_rate, block_size, b
             "device": str(dev),
             "threads": threads,
         }
+        # a run diverged at its first evaluation has no losses: null, not NaN (which is not JSON)
+        record = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
         click.echo(json.dumps(record, allow_nan=False))
         return
     _echo_metrics(result)
@@ -139,6 +145,9 @@ def train_command(n_layer, n_head, n_embd, dropout, learning_rate, block_size, b
 
 def _echo_metrics(result) -> None:
     curve = result.curve
+    if not curve.val_loss:
+        click.echo("diverged: the loss was NaN or inf at the first evaluation, before any training step")
+        return
     best_step = curve.eval_steps[curve.val_loss.index(result.best_val_loss)]
     inference = (f"{result.avg_inference_tokens_per_s:,.1f}" if result.avg_inference_tokens_per_s is not None
                  else "not measured")
