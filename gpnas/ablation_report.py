@@ -11,8 +11,6 @@ a consistent direction, never 'significance' at 0.05 on their own.
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import math
 
@@ -164,16 +162,6 @@ def markdown_table(rows) -> str:
     return "\n".join(lines) + "\n"
 
 
-def csv_text(rows) -> str:
-    """Rows as CSV, every number in its own column."""
-    out = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return out.getvalue()
-
-
 # ------------------------------------------------------------------- plots
 
 def _pyplot():
@@ -291,7 +279,7 @@ def write_plots(records, modes, folder) -> list:
 def write_tables(records, modes, folder) -> dict:
     """table.md, table.csv (per mode) and runs.csv (per run) in ``folder``; returns
     {"markdown": text, "paths": [...]}."""
-    from gpnas.runfolder import write_atomic
+    from gpnas.runfolder import csv_text, write_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(records, modes)

@@ -151,7 +151,7 @@ class RunFolder:
         """hall_of_fame.json and logbook.csv from the state (rewritten on resume: a kill
         between the snapshot and these files leaves them one generation behind)."""
         write_json(self.path / "hall_of_fame.json", state.hall_of_fame)
-        write_atomic(self.path / "logbook.csv", logbook_csv(state.logbook))
+        write_atomic(self.path / "logbook.csv", csv_text(state.logbook))
 
     @contextlib.contextmanager
     def hold(self):
@@ -190,7 +190,8 @@ class RunFolder:
         return state_from_dict(data, pset or gp.make_pset(), paths[-1])
 
 
-def logbook_csv(rows: list[dict]) -> str:
+def csv_text(rows: list[dict]) -> str:
+    """Rows of equal keys as CSV text, a header first (empty for no rows)."""
     out = io.StringIO()
     if rows:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
