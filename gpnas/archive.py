@@ -211,10 +211,6 @@ class Archive:
         """Records of complete runs (status 'complete'), oldest first."""
         return self._select("WHERE status = 'complete'")
 
-    def completed_curves(self) -> list[EvaluationRecord]:
-        """CONTRACT name for ``completed()``: each record carries its arch and ``curve``."""
-        return self.completed()
-
     def all(self) -> list[EvaluationRecord]:
         return self._select("")
 
