@@ -37,20 +37,9 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from gpnas.archive import Archive  # noqa: E402
 from gpnas.report import deterministic_part  # noqa: E402
+from tests.conftest import make_corpus  # noqa: E402  (the tests' tiny corpus)
 
-WORDS = ("the", "king", "queen", "lord", "good", "night", "speak", "thou", "my", "of", "and", "to")
 POLL_S = 0.01
-
-
-def make_corpus(n_chars: int = 20_000, seed: int = 0) -> str:
-    """Shakespeare-flavoured lines from a dozen words (as tests/conftest.py makes them)."""
-    rng = random.Random(seed)
-    lines, size = [], 0
-    while size < n_chars:
-        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))).capitalize() + ".\n"
-        lines.append(line)
-        size += len(line)
-    return "".join(lines)
 
 
 def evolve_args(args, folder: Path, resume: bool) -> list[str]:
