@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout runs without installing
 
-from gpnas.ablate import ALL_MODES, load_results  # noqa: E402
+from gpnas.ablate import load_results, modes_in  # noqa: E402
 from gpnas.ablation_report import write_plots  # noqa: E402
 
 
@@ -26,7 +26,7 @@ def main(argv=None) -> int:
         print(f"{args.out}: no finished runs (results.json); run gpnas ablate --out {args.out} first",
               file=sys.stderr)
         return 1
-    modes = [m for m in ALL_MODES if any(r["mode"] == m for r in records)]
+    modes = modes_in(records)
     for path in write_plots(records, modes, args.to or args.out / "plots"):
         print(f"written: {path}")
     return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout runs without installing
 
-from gpnas.ablate import ALL_MODES, load_results  # noqa: E402
+from gpnas.ablate import load_results, modes_in  # noqa: E402
 from gpnas.ablation_report import write_tables  # noqa: E402
 
 
@@ -25,7 +25,7 @@ def main(argv=None) -> int:
         print(f"{args.out}: no finished runs (results.json); run gpnas ablate --out {args.out} first",
               file=sys.stderr)
         return 1
-    modes = [m for m in ALL_MODES if any(r["mode"] == m for r in records)]
+    modes = modes_in(records)
     tables = write_tables(records, modes, args.to or args.out)
     print(tables["markdown"])
     print("written: " + ", ".join(str(p) for p in tables["paths"]))

@@ -192,6 +192,11 @@ def make_record(summary: dict, budget_tokens: int | None, archive_path: Path) ->
     }
 
 
+def modes_in(records) -> list[str]:
+    """The modes that have results, in the table's order."""
+    return [m for m in ALL_MODES if any(r["mode"] == m for r in records)]
+
+
 def load_results(out) -> list[dict]:
     path = Path(out) / "results.json"
     return read_json(path)["runs"] if path.exists() else []

@@ -27,6 +27,20 @@ def isolated_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def offline(monkeypatch):
+    """No download reaches the network: every attempt fails as it would offline."""
+    import urllib.error
+
+    from gpnas import data
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("offline in tests")
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", refuse)
+    monkeypatch.delenv("GPNAS_DATA_DIR", raising=False)
+
+
+@pytest.fixture
 def tiny_corpus_text():
     """About 20,000 characters of generated text (the same every time)."""
     return make_corpus()

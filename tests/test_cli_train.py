@@ -1,6 +1,5 @@
 import json
 import re
-import urllib.error
 
 import pytest
 from click.testing import CliRunner
@@ -13,13 +12,7 @@ TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16
         "--learning-rate", "3e-3", "--threads", "1", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise urllib.error.URLError("offline in tests")
-
-    monkeypatch.setattr(data.urllib.request, "urlopen", refuse)
-    monkeypatch.delenv("GPNAS_DATA_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("offline")  # see conftest.py
 
 
 def invoke(*args):

@@ -1,7 +1,6 @@
 import hashlib
 import io
 import os
-import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +12,7 @@ from gpnas.data import cache_dir, load_dataset
 from gpnas.errors import DataError
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    """No test touches the network: every download attempt fails as it would offline."""
-    def refuse(*args, **kwargs):
-        raise urllib.error.URLError("offline in tests")
-
-    monkeypatch.setattr(data.urllib.request, "urlopen", refuse)
-    monkeypatch.delenv("GPNAS_DATA_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("offline")  # see conftest.py
 
 
 @pytest.fixture
