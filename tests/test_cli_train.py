@@ -4,7 +4,6 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from gpnas import data
 from gpnas.cli import main
 
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "16", "--batch-size", "8",
