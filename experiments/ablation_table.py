@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout runs without installing
 
-from gpnas.ablate import load_results, modes_in  # noqa: E402
-from gpnas.ablation_report import write_tables  # noqa: E402
+from gpnas.jobs.ablation import load_results, modes_in  # noqa: E402
+from gpnas.report.ablation import write_tables  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from gpnas.parallel import make_map  # noqa: E402
+from gpnas.runs.parallel import make_map  # noqa: E402
 
 # name -> (kind, width, layers, batch, block, steps per item)
 WORKLOADS = {

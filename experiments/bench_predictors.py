@@ -2,7 +2,7 @@
 
     python3 experiments/bench_predictors.py [--curves FILE] [--n-curves 500] [--trees 2000]
 
-Vectorised: ``gp.compile_tree`` builds a numpy closure once per tree and
+Vectorised: ``trees.compile_tree`` builds a numpy closure once per tree and
 applies it to whole feature columns. Per-row: DEAP's usual ``gp.compile``
 (a lambda over scalars) called once per curve, measured twice: with the
 same numpy primitives, and with pure-Python ``math`` primitives (DEAP's
@@ -27,9 +27,9 @@ from deap import gp as deap_gp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from gpnas import gp  # noqa: E402
-from gpnas.curves import Curve, read_curves  # noqa: E402
-from gpnas.features import FEATURE_NAMES, feature_matrix  # noqa: E402
+from gpnas.predict import trees  # noqa: E402
+from gpnas.predict.curves import Curve, read_curves  # noqa: E402
+from gpnas.predict.features import FEATURE_NAMES, feature_matrix  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared beside the main checkout, or beside the worktrees' folder
@@ -41,15 +41,15 @@ DEFAULT_CURVES = next((p / "shared/data/curves/taskset_dev.jsonl" for p in (ROOT
 def scalar_pset(names):
     """The same primitives on Python floats (math), for DEAP's per-row evaluation."""
     def pdiv(a, b):
-        return a / b if abs(b) > gp.DIV_EPS else 1.0
+        return a / b if abs(b) > trees.DIV_EPS else 1.0
 
     def cexp(a):
-        return math.exp(min(a, gp.EXP_MAX))
+        return math.exp(min(a, trees.EXP_MAX))
 
     pset = deap_gp.PrimitiveSet("FEMALE_SCALAR", len(names))
     for name, func, arity in [("add", operator.add, 2), ("sub", operator.sub, 2), ("mul", operator.mul, 2),
                               ("pdiv", pdiv, 2), ("min2", min, 2), ("max2", max, 2),
-                              ("neg", operator.neg, 1), ("plog", lambda a: math.log(abs(a) + gp.LOG_EPS), 1),
+                              ("neg", operator.neg, 1), ("plog", lambda a: math.log(abs(a) + trees.LOG_EPS), 1),
                               ("cexp", cexp, 1), ("sqrt_abs", lambda a: math.sqrt(abs(a)), 1)]:
         pset.addPrimitive(func, arity, name=name)
     pset.renameArguments(**{f"ARG{i}": n for i, n in enumerate(names)})
@@ -106,16 +106,16 @@ def main(argv=None):
         source = f"synthetic power laws ({len(curves)} curves)"
     X = feature_matrix(curves, 0.2)
     names = list(FEATURE_NAMES)
-    pset = gp.make_pset(names)
+    pset = trees.make_pset(names)
     spset = scalar_pset(names)
     r = random.Random(args.seed)
-    shape = gp.GPConfig(init_min_depth=args.min_depth, init_max_depth=args.max_depth)
-    trees = [gp.random_tree(pset, r, shape) for _ in range(args.trees)]
-    mean_size = sum(len(t) for t in trees) / len(trees)
+    shape = trees.GPConfig(init_min_depth=args.min_depth, init_max_depth=args.max_depth)
+    population = [trees.random_tree(pset, r, shape) for _ in range(args.trees)]
+    mean_size = sum(len(t) for t in population) / len(population)
 
-    vec, n_vec = rate(lambda t: gp.compile_tree(t, pset)(X), trees, args.seconds)
-    row_np, n_np = rate(lambda t: gp.compile_tree_rows(t, pset)(X), trees, args.seconds)
-    row_math, n_math = rate(lambda t: per_row_math(t, spset, X, names), trees, args.seconds)
+    vec, n_vec = rate(lambda t: trees.compile_tree(t, pset)(X), population, args.seconds)
+    row_np, n_np = rate(lambda t: trees.compile_tree_rows(t, pset)(X), population, args.seconds)
+    row_math, n_math = rate(lambda t: per_row_math(t, spset, X, names), population, args.seconds)
 
     print(f"curves: {source}; trees: ramped half-and-half of depth {args.min_depth}-{args.max_depth}, mean size {mean_size:.1f} nodes")
     print(f"machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
@@ -133,7 +133,7 @@ def simplify_timings(trees, timeout_s):
     """Wall time of closedform.simplify_bounded (to_sympy included) per tree."""
     import sympy
 
-    from gpnas import closedform
+    from gpnas.predict import closedform
     times, fallbacks = [], 0
     for tree in trees:
         expr = closedform.to_sympy(tree)

@@ -1,4 +1,4 @@
-"""Training speed of gpnas.training.train beside a faithful nanoGPT train.py loop, same config, same machine.
+"""Training speed of gpnas.train.trainer.train beside a faithful nanoGPT train.py loop, same config, same machine.
 
     python3 experiments/bench_train.py --data-dir ../shared/data/shakespeare_char \
         --n-layer 4 --n-head 4 --n-embd 128 --block-size 64 --batch-size 12 --iters 200 --repeats 2
@@ -16,7 +16,7 @@ re-opened for every batch, a Python list of torch.from_numpy windows stacked,
 the next batch fetched between forward and backward, GradScaler, gradient
 clipping, fused AdamW only on CUDA, loss.item() every log_interval steps
 (1 in nanoGPT's CPU recipe), per-step time from time.time(). Same model class
-(gpnas.model.GPT, parameter-for-parameter nanoGPT's), no torch.compile.
+(gpnas.train.model.GPT, parameter-for-parameter nanoGPT's), no torch.compile.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from gpnas.data import load_dataset  # noqa: E402
-from gpnas.model import GPT  # noqa: E402
-from gpnas.training import CHECK_EVERY, TrainConfig, default_threads, learning_rate_at, resolve_device, train  # noqa: E402
+from gpnas.train.data import load_dataset  # noqa: E402
+from gpnas.train.model import GPT  # noqa: E402
+from gpnas.train.trainer import CHECK_EVERY, TrainConfig, default_threads, learning_rate_at, resolve_device, train  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -53,7 +53,7 @@ def parse_args(argv=None):
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--iters", type=int, default=200, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=25,
-                        help="untimed steps first (a multiple of gpnas.training.CHECK_EVERY)")
+                        help="untimed steps first (a multiple of gpnas.train.trainer.CHECK_EVERY)")
     parser.add_argument("--repeats", type=int, default=1, help="measurements per implementation, alternating")
     parser.add_argument("--threads", type=int, default=None, help="torch threads [default: all usable cores]")
     parser.add_argument("--device", default="auto")

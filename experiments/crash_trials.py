@@ -6,7 +6,7 @@ preset, seed and data) is started in a fresh folder and killed with SIGKILL
 random delay drawn from the trial generator; then it is resumed with
 ``gpnas evolve --resume`` (or started again when the kill came before the run
 folder existed) until it finishes. A trial is correct when the resumed run's
-summary equals the reference's (``gpnas.report.deterministic_part``: timing
+summary equals the reference's (``gpnas.report.run.deterministic_part``: timing
 and cache figures aside) and the archive passes SQLite's integrity check.
 
     python3 experiments/crash_trials.py [--trials 20] [--seed 0] [--out DIR]
@@ -35,8 +35,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from gpnas.archive import Archive  # noqa: E402
-from gpnas.report import deterministic_part  # noqa: E402
+from gpnas.report.run import deterministic_part  # noqa: E402
+from gpnas.runs.archive import Archive  # noqa: E402
 from tests.conftest import make_corpus  # noqa: E402  (the tests' tiny corpus)
 
 POLL_S = 0.01

@@ -25,8 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout, uninstalled
 
-from gpnas.curves import read_curves  # noqa: E402
-from gpnas.predictor import CurvePredictor, PredictorConfig, score_baselines  # noqa: E402
+from gpnas.predict.curves import read_curves  # noqa: E402
+from gpnas.predict.predictor import CurvePredictor, PredictorConfig, score_baselines  # noqa: E402
 
 DEFAULT_CURVES = next((p / "shared/data/curves/taskset_dev.jsonl" for p in (ROOT.parent, ROOT.parent.parent)
                        if (p / "shared/data/curves/taskset_dev.jsonl").exists()),

@@ -508,3 +508,17 @@ def estimate_memory_bytes(arch: Mapping, budget: BudgetConfig, vocab_size: int =
     B, T, V = budget.batch_size, budget.block_size, vocab_size
     params = non_embedding_params(L, d, V) + T * d
     return 16 * params + 68 * B * T * d * L + 8 * B * H * T * T * L + 12 * B * T * V
+
+
+def hyperparameter_features(arch: Mapping, vocab_size: int = 65) -> dict[str, float]:
+    """The male's hyperparameters as the predictor sees them (keys of curves.HYPERPARAMETERS).
+
+    n_params is nanoGPT's non-embedding count (see non_embedding_params).
+    """
+    return {
+        "learning_rate": float(arch["learning_rate"]),
+        "dropout": float(arch["dropout"]),
+        "n_layer": float(arch["n_layer"]),
+        "n_embd": float(arch["n_embd"]),
+        "n_params": float(non_embedding_params(int(arch["n_layer"]), int(arch["n_embd"]), vocab_size)),
+    }

@@ -31,7 +31,7 @@ def offline(monkeypatch):
     """No download reaches the network: every attempt fails as it would offline."""
     import urllib.error
 
-    from gpnas import data
+    from gpnas.train import data
 
     def refuse(*args, **kwargs):
         raise urllib.error.URLError("offline in tests")
@@ -58,6 +58,6 @@ def tiny_corpus_dir(tmp_path, tiny_corpus_text):
 @pytest.fixture
 def tiny_dataset(tiny_corpus_dir):
     """The tiny corpus loaded as a gpnas Dataset (imports torch: trainer-side tests only)."""
-    from gpnas.data import load_dataset
+    from gpnas.train.data import load_dataset
 
     return load_dataset(tiny_corpus_dir)

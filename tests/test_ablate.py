@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gpnas.ablate import ALL_MODES, make_plan, run_ablation
-from gpnas.ablation_report import (METRICS, best_so_far, mean_ci, sign_flip_p, t_quantile, tokens_to_reach)
-from gpnas.archive import Archive
 from gpnas.cli import main
 from gpnas.config import load_preset
 from gpnas.errors import ConfigError
+from gpnas.jobs.ablation import ALL_MODES, make_plan, run_ablation
+from gpnas.report.ablation import METRICS, best_so_far, mean_ci, sign_flip_p, t_quantile, tokens_to_reach
+from gpnas.runs.archive import Archive
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ("the", "king", "queen", "lord", "good", "night", "speak", "thou", "my", "of", "and", "to")
@@ -114,7 +114,7 @@ class Interrupt(Exception):
 
 
 def test_an_interrupted_ablation_resumes_where_it_stopped(tmp_path, micro_dataset_dir):
-    from gpnas.data import load_dataset
+    from gpnas.train.data import load_dataset
 
     preset = load_preset("micro")
     dataset = load_dataset(micro_dataset_dir)
@@ -143,7 +143,7 @@ def test_an_interrupted_ablation_resumes_where_it_stopped(tmp_path, micro_datase
 
 
 def test_a_fixed_budget_applies_to_every_mode_including_combined(tmp_path, micro_dataset_dir):
-    from gpnas.data import load_dataset
+    from gpnas.train.data import load_dataset
 
     plan = make_plan(load_preset("micro"), 1, 1, ["combined", "baseline", "random"], budget_tokens=4000)
     dataset = load_dataset(micro_dataset_dir)

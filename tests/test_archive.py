@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from gpnas.archive import Archive, EvaluationRecord, evaluation_key
 from gpnas.config import load_preset
 from gpnas.errors import FileFormatError
-from gpnas.genome import train_config_dict
+from gpnas.runs.archive import Archive, EvaluationRecord, evaluation_key
+from gpnas.search.males import train_config_dict
 
 PRESET = load_preset("micro")
 ARCH = PRESET.reference.as_dict()
@@ -88,7 +88,7 @@ def test_a_killed_writer_loses_nothing_it_committed(tmp_path):
     path = tmp_path / "archive.sqlite"
     script = f"""
 import os, signal
-from gpnas.archive import Archive, EvaluationRecord
+from gpnas.runs.archive import Archive, EvaluationRecord
 a = Archive({str(path)!r})
 for i in range(3):
     a.put(f"k{{i}}", EvaluationRecord(arch={{}}, train_config={{}}, seed=i, data_sha256="x", stop_at=1,

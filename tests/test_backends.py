@@ -5,9 +5,9 @@ computation depend on its thread count, not on where it runs."""
 import pytest
 
 from gpnas.config import load_preset
-from gpnas.parallel import make_map
-from gpnas.report import deterministic_part
-from gpnas.runs import execute, new_run
+from gpnas.jobs.run import execute, new_run
+from gpnas.report.run import deterministic_part
+from gpnas.runs.parallel import make_map
 
 
 def run_with(tmp_path, dataset, name, map_fn):

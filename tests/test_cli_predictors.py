@@ -4,7 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from gpnas.cli import main
-from gpnas.curves import write_curves
+from gpnas.predict.curves import write_curves
 from tests.test_predictor import synthetic_curves
 
 

@@ -5,8 +5,8 @@ import time
 import numpy as np
 import sympy
 
-from gpnas import closedform, gp
-from gpnas.features import FEATURE_NAMES
+from gpnas.predict import closedform, trees
+from gpnas.predict.features import FEATURE_NAMES
 
 
 def _numeric(expr, X, n):
@@ -17,23 +17,23 @@ def _numeric(expr, X, n):
 
 
 def test_closed_form_equals_tree_on_many_random_trees():
-    pset = gp.make_pset()
+    pset = trees.make_pset()
     rng = random.Random(7)
     data = np.random.default_rng(1)
     X = {name: data.normal(0, 2, 100) for name in FEATURE_NAMES}
     X["rel_best"][:3] = 0.0  # hits the protected branches
     for _ in range(150):
-        tree = gp.random_tree(pset, rng, gp.GPConfig(init_max_depth=5))
+        tree = trees.random_tree(pset, rng, trees.GPConfig(init_max_depth=5))
         expr = closedform.to_sympy(tree)
-        a = gp.compile_tree(tree, pset)(X)
+        a = trees.compile_tree(tree, pset)(X)
         b = _numeric(expr, X, 100)
-        inside = np.abs(a) < gp.OUTPUT_CLIP  # the tree clips there, the formula does not
+        inside = np.abs(a) < trees.OUTPUT_CLIP  # the tree clips there, the formula does not
         np.testing.assert_allclose(a[inside], b[inside], rtol=1e-9, atol=1e-9, err_msg=str(tree))
 
 
 def test_symbols_are_the_feature_names_and_differentiable():
-    pset = gp.make_pset()
-    tree = gp.parse_tree("add(pdiv(log_lr, n_layer), mul(cexp(dropout), plog(log_n_embd)))", pset)
+    pset = trees.make_pset()
+    tree = trees.parse_tree("add(pdiv(log_lr, n_layer), mul(cexp(dropout), plog(log_n_embd)))", pset)
     expr = closedform.to_sympy(tree)
     assert {s.name for s in expr.free_symbols} == {"log_lr", "n_layer", "dropout", "log_n_embd"}
     d = expr.diff(closedform.symbol("log_lr"))
@@ -78,8 +78,8 @@ def test_simplify_result_used_when_quick():
 
 
 def test_exports():
-    pset = gp.make_pset()
-    tree = gp.parse_tree("add(mul(slope_recent, log_horizon), pdiv(0.123456, rel_best))", pset)
+    pset = trees.make_pset()
+    tree = trees.parse_tree("add(mul(slope_recent, log_horizon), pdiv(0.123456, rel_best))", pset)
     expr = closedform.to_sympy(tree)
     assert "0.123" in closedform.as_text(expr) and "0.123456" not in closedform.as_text(expr)
     assert "\\frac" in closedform.as_latex(expr)
@@ -88,7 +88,7 @@ def test_exports():
     exec(compile(code, "<export>", "exec"), namespace)  # our own generated code
     X = {"slope_recent": np.array([-0.1, 0.2]), "log_horizon": np.array([1.5, 1.5]),
          "rel_best": np.array([-0.5, 0.0])}
-    r = gp.compile_tree(tree, pset)({**X, **{n: np.zeros(2) for n in FEATURE_NAMES if n not in X}})
+    r = trees.compile_tree(tree, pset)({**X, **{n: np.zeros(2) for n in FEATURE_NAMES if n not in X}})
     got = namespace["f"](log_horizon=X["log_horizon"], rel_best=X["rel_best"],
                          slope_recent=X["slope_recent"], last=np.array([1.0, 2.0]), scale=np.array([2.0, 2.0]))
     np.testing.assert_allclose(got, np.array([1.0, 2.0]) + 2.0 * r)

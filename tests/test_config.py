@@ -6,8 +6,14 @@ from dataclasses import replace
 import pytest
 
 from gpnas.config import (
-    MAX_MEMORY_BYTES, PRESETS_DIR, available_presets, estimate_memory_bytes, load_preset,
-    non_embedding_params, preset_from_dict, preset_to_dict,
+    MAX_MEMORY_BYTES,
+    PRESETS_DIR,
+    available_presets,
+    estimate_memory_bytes,
+    load_preset,
+    non_embedding_params,
+    preset_from_dict,
+    preset_to_dict,
 )
 from gpnas.errors import ConfigError
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from gpnas.archive import Archive
 from gpnas.config import load_preset
-from gpnas.data import load_dataset
-from gpnas.report import deterministic_part
-from gpnas.runfolder import RunFolder
-from gpnas.runs import execute, new_run, open_run
+from gpnas.jobs.run import execute, new_run, open_run
+from gpnas.report.run import deterministic_part
+from gpnas.runs.archive import Archive
+from gpnas.runs.folder import RunFolder
+from gpnas.train.data import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATIONS = 1
@@ -39,7 +39,7 @@ moment, argv = sys.argv[1], sys.argv[2:]
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
-import gpnas.training as training
+import gpnas.train.trainer as training
 calls = {"early": 0, "full": 0}
 original_train = training.train
 
@@ -58,7 +58,7 @@ def train(config, dataset, *, seed, stop_at=None, on_step=None, **kw):
 
 training.train = train
 
-import gpnas.runfolder as runfolder
+import gpnas.runs.folder as runfolder
 original_write = runfolder.write_atomic
 
 def write_atomic(path, text):
@@ -71,10 +71,10 @@ def write_atomic(path, text):
 runfolder.write_atomic = write_atomic
 original_derived = runfolder.RunFolder.save_derived
 
-def save_derived(self, state):
-    if moment == "after-last-snapshot" and state.generation == int(os.environ["GENERATIONS"]):
+def save_derived(self, hall_of_fame, logbook):
+    if moment == "after-last-snapshot" and logbook[-1]["generation"] == int(os.environ["GENERATIONS"]):
         die()  # the snapshot is on disk; logbook.csv and hall_of_fame.json are not yet
-    original_derived(self, state)
+    original_derived(self, hall_of_fame, logbook)
 
 runfolder.RunFolder.save_derived = save_derived
 
@@ -225,7 +225,7 @@ def test_a_diverging_male_gets_the_worst_fitness_and_the_run_goes_on(tmp_path, c
     """NaN loss for every model 32 wide: those evaluations are 'diverged', the others carry the run."""
     import torch
 
-    from gpnas.model import GPT
+    from gpnas.train.model import GPT
 
     forward = GPT.forward
 
@@ -250,8 +250,8 @@ def test_a_diverging_male_gets_the_worst_fitness_and_the_run_goes_on(tmp_path, c
 def test_a_model_diverged_before_its_first_step_is_a_result_not_a_crash(tiny_dataset, monkeypatch):
     import torch
 
-    from gpnas.model import GPT
-    from gpnas.training import TrainConfig, train
+    from gpnas.train.model import GPT
+    from gpnas.train.trainer import TrainConfig, train
 
     forward = GPT.forward
     monkeypatch.setattr(GPT, "forward", lambda self, idx, targets=None: (
@@ -268,7 +268,7 @@ def test_out_of_memory_is_a_failed_evaluation_with_its_reason_and_the_run_goes_o
                                                                                   monkeypatch, error):
     import torch
 
-    import gpnas.training as training
+    import gpnas.train.trainer as training
 
     train = training.train
     raised = {"cuda-oom": torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
@@ -296,7 +296,7 @@ def test_a_simplification_that_never_ends_is_abandoned_and_the_run_finishes(tmp_
 
     import sympy
 
-    from gpnas import closedform
+    from gpnas.predict import closedform
 
     never = threading.Event()
     monkeypatch.setattr(sympy, "simplify", lambda expr, **kw: never.wait())  # blocks forever, in C
@@ -312,7 +312,7 @@ def test_a_simplification_that_never_ends_is_abandoned_and_the_run_finishes(tmp_
 
 def evaluation_whose_worker_dies_on_wide_models(item):
     """For a process pool: the worker running a 32-wide early evaluation is killed outright."""
-    from gpnas.evaluation import run_shipped
+    from gpnas.runs.worker import run_shipped
 
     task = item[0]  # (task, training text)
     if task.train_config["n_embd"] == 32 and task.stop_at < task.train_config["max_iters"]:
@@ -321,7 +321,7 @@ def evaluation_whose_worker_dies_on_wide_models(item):
 
 
 def test_a_worker_that_dies_is_a_failed_evaluation_and_the_run_goes_on(tmp_path, corpus):
-    from gpnas.parallel import ProcessMap
+    from gpnas.runs.parallel import ProcessMap
 
     pool = ProcessMap(workers=1, threads=1, retries=0)
     try:

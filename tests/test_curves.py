@@ -3,9 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from gpnas.curves import (Curve, curve_from_learning_curve, prefix_length, read_curves,
-                          write_curves)
 from gpnas.errors import FileFormatError
+from gpnas.predict.curves import Curve, curve_from_learning_curve, prefix_length, read_curves, write_curves
 
 
 def test_prefix_length_convention():

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from gpnas import data
-from gpnas.data import cache_dir, load_dataset
 from gpnas.errors import DataError
-
+from gpnas.train import data
+from gpnas.train.data import cache_dir, load_dataset
 
 pytestmark = pytest.mark.usefixtures("offline")  # see conftest.py
 

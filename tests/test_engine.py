@@ -6,15 +6,15 @@ import json
 
 import pytest
 
-from gpnas.archive import Archive
 from gpnas.config import load_preset
-from gpnas.data import load_dataset
-from gpnas.engine import MODES
 from gpnas.errors import GpnasError
-from gpnas.report import deterministic_part
-from gpnas.runfolder import RunFolder
-from gpnas.runs import execute as execute_run
-from gpnas.runs import new_run, open_run
+from gpnas.jobs.run import execute as execute_run
+from gpnas.jobs.run import new_run, open_run
+from gpnas.report.run import deterministic_part
+from gpnas.runs.archive import Archive
+from gpnas.runs.folder import RunFolder
+from gpnas.search.engine import MODES
+from gpnas.train.data import load_dataset
 
 
 @pytest.fixture

@@ -2,15 +2,15 @@
 
 from dataclasses import replace
 
-from gpnas import genome
 from gpnas.config import load_preset
-from gpnas.evaluation import EvalTask, run_evaluation, run_shipped
+from gpnas.runs.worker import EvalTask, run_evaluation, run_shipped
+from gpnas.search.males import train_config_dict
 
 
 def micro_task(data_dir, tmp_path, name):
     preset = load_preset("micro")
     arch = {"n_layer": 1, "n_head": 2, "n_embd": 16, "dropout": 0.0, "learning_rate": 3e-3}
-    return EvalTask(key=name, train_config=genome.train_config_dict(arch, preset.budget), seed=0,
+    return EvalTask(key=name, train_config=train_config_dict(arch, preset.budget), seed=0,
                     stop_at=preset.budget.early_iters, data_dir=str(data_dir),
                     checkpoint=str(tmp_path / f"{name}.pt"), threads=1)
 

@@ -4,10 +4,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpnas.curves import Curve
-from gpnas.predictor import BASELINES
-from gpnas.features import (FEATURE_NAMES, FEATURES, feature_matrix, prefix_anchors, targets,
-                            to_final)
+from gpnas.predict.curves import Curve
+from gpnas.predict.features import FEATURE_NAMES, FEATURES, feature_matrix, prefix_anchors, targets, to_final
+from gpnas.predict.predictor import BASELINES
 
 hostile_values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),

@@ -2,14 +2,25 @@ import math
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpnas.config import load_preset
-from gpnas.genome import (
-    GENES, WORST_EARLY_SCORE, cx_genome, decode, early_score, encode, hyperparameter_features, mut_genome,
-    repair, sample_genome, step_genome, train_config_dict,
+from gpnas.search.individuals import Male
+from gpnas.search.males import (
+    GENES,
+    WORST_EARLY_SCORE,
+    cx_genome,
+    decode,
+    early_score,
+    encode,
+    hyperparameter_features,
+    mut_genome,
+    repair,
+    sample_genome,
+    step_genome,
+    train_config_dict,
 )
-from gpnas.individuals import Male
 
 PRESETS = {name: load_preset(name) for name in ("micro", "cpu-small", "shakespeare-char")}
 # A space where n_embd choices and n_head choices rarely divide each other.

@@ -4,15 +4,15 @@ import random
 import numpy as np
 import pytest
 
-from gpnas import gp
 from gpnas.errors import FileFormatError
-from gpnas.features import FEATURE_NAMES
-from gpnas.individuals import Female
+from gpnas.predict import trees
+from gpnas.predict.features import FEATURE_NAMES
+from gpnas.search.individuals import Female
 
 
 @pytest.fixture(scope="module")
 def pset():
-    return gp.make_pset()
+    return trees.make_pset()
 
 
 def _columns(n=64, seed=0):
@@ -23,18 +23,18 @@ def _columns(n=64, seed=0):
 
 
 def test_hyperparameter_terminals_are_named_features(pset):
-    assert gp.HYPERPARAMETER_TERMINALS == ("log_lr", "dropout", "n_layer", "log_n_embd", "log_n_params")
-    assert set(gp.HYPERPARAMETER_TERMINALS) <= set(pset.arguments)
+    assert trees.HYPERPARAMETER_TERMINALS == ("log_lr", "dropout", "n_layer", "log_n_embd", "log_n_params")
+    assert set(trees.HYPERPARAMETER_TERMINALS) <= set(pset.arguments)
 
 
 def test_parse_round_trips_exactly(pset):
     rng = random.Random(3)
     for _ in range(200):
-        tree = gp.random_tree(pset, rng, gp.GPConfig(init_max_depth=5))
-        again = gp.parse_tree(str(tree), pset)
+        tree = trees.random_tree(pset, rng, trees.GPConfig(init_max_depth=5))
+        again = trees.parse_tree(str(tree), pset)
         assert isinstance(again, Female) and str(again) == str(tree)
-    t = gp.parse_tree("add(rel_last, -0.123456789012345)", pset)
-    assert t[2].value == -0.123456789012345 and str(gp.parse_tree(str(t), pset)) == str(t)
+    t = trees.parse_tree("add(rel_last, -0.123456789012345)", pset)
+    assert t[2].value == -0.123456789012345 and str(trees.parse_tree(str(t), pset)) == str(t)
 
 
 @pytest.mark.parametrize("text", [
@@ -59,16 +59,16 @@ def test_parse_refuses_anything_else_without_evaluating(pset, monkeypatch, text)
     monkeypatch.setattr(builtins, "exec", tripwire)
     monkeypatch.setattr(builtins, "__import__", tripwire)
     with pytest.raises(FileFormatError):
-        gp.parse_tree(text, pset)
+        trees.parse_tree(text, pset)
 
 
 def test_vectorised_equals_per_row(pset):
     X = _columns()
     rng = random.Random(0)
     for _ in range(60):
-        tree = gp.random_tree(pset, rng, gp.GPConfig(init_max_depth=5))
-        a = gp.compile_tree(tree, pset)(X)
-        b = gp.compile_tree_rows(tree, pset)(X)
+        tree = trees.random_tree(pset, rng, trees.GPConfig(init_max_depth=5))
+        a = trees.compile_tree(tree, pset)(X)
+        b = trees.compile_tree_rows(tree, pset)(X)
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=0)
 
 
@@ -78,28 +78,28 @@ def test_compiled_trees_are_finite_and_silent(pset):
         for text in ["pdiv(rel_last, sub(rel_best, rel_best))", "cexp(mul(1000.0, rel_last))",
                      "plog(sub(rel_last, rel_last))", "mul(cexp(rel_p50), mul(cexp(rel_p50), 1e300))",
                      "sub(mul(1e300, 1e300), mul(1e300, 1e300))", "1.5"]:
-            out = gp.compile_tree(gp.parse_tree(text, pset), pset)(X)
+            out = trees.compile_tree(trees.parse_tree(text, pset), pset)(X)
             assert out.shape == (64,) and np.all(np.isfinite(out)), text
-            assert np.all(np.abs(out) <= gp.OUTPUT_CLIP)
+            assert np.all(np.abs(out) <= trees.OUTPUT_CLIP)
 
 
 @np.errstate(all="ignore")
 def test_protected_operators():
-    assert gp.pdiv(np.array([3.0, 3.0]), np.array([2.0, 0.0])).tolist() == [1.5, 1.0]
-    assert np.isclose(gp.plog(0.0), np.log(1e-6))
-    assert gp.cexp(1e6) == np.exp(20.0)
+    assert trees.pdiv(np.array([3.0, 3.0]), np.array([2.0, 0.0])).tolist() == [1.5, 1.0]
+    assert np.isclose(trees.plog(0.0), np.log(1e-6))
+    assert trees.cexp(1e6) == np.exp(20.0)
 
 
 def _run_operators(seed, pset):
     rng = random.Random(seed)
-    pop = [gp.random_tree(pset, rng) for _ in range(20)]
+    pop = [trees.random_tree(pset, rng) for _ in range(20)]
     for i, t in enumerate(pop):
         t.fitness.values = (float(i % 7),)
     out = []
     for _ in range(30):
-        a, b = gp.cx_tree(pop[rng.randrange(20)], pop[rng.randrange(20)], rng)
-        out += [str(a), str(b), str(gp.mut_tree(a, pset, rng))]
-    out += [str(t) for t in gp.sel_parsimony(pop, 10, rng)]
+        a, b = trees.cx_tree(pop[rng.randrange(20)], pop[rng.randrange(20)], rng)
+        out += [str(a), str(b), str(trees.mut_tree(a, pset, rng))]
+    out += [str(t) for t in trees.sel_parsimony(pop, 10, rng)]
     return out
 
 
@@ -116,19 +116,19 @@ def test_same_seed_same_trees_and_global_random_untouched(pset):
 def test_deap_random_advances_the_lent_generator():
     rng = random.Random(5)
     ref = random.Random(5)
-    with gp.deap_random(rng):
+    with trees.deap_random(rng):
         x = random.random()
     assert x == ref.random() and rng.random() == ref.random()
 
 
 def test_operators_respect_limits_and_leave_parents_alone(pset):
     rng = random.Random(4)
-    config = gp.GPConfig(max_depth=4, max_size=12)
-    pop = [gp.random_tree(pset, rng, config) for _ in range(30)]
+    config = trees.GPConfig(max_depth=4, max_size=12)
+    pop = [trees.random_tree(pset, rng, config) for _ in range(30)]
     before = [str(t) for t in pop]
     for _ in range(300):
-        a, b = gp.cx_tree(pop[rng.randrange(30)], pop[rng.randrange(30)], rng, config)
-        m = gp.mut_tree(a, pset, rng, config)
+        a, b = trees.cx_tree(pop[rng.randrange(30)], pop[rng.randrange(30)], rng, config)
+        m = trees.mut_tree(a, pset, rng, config)
         for t in (a, b, m):
             assert t.height <= 4 and len(t) <= 12 and not t.fitness.valid
     assert [str(t) for t in pop] == before

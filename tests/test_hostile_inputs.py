@@ -20,9 +20,9 @@ import pytest
 from click.testing import CliRunner
 
 from gpnas.cli import main
-from gpnas.curves import write_curves
-from gpnas.features import FEATURE_NAMES
-from gpnas.predictor import FORMAT as PREDICTOR_FORMAT
+from gpnas.predict.curves import write_curves
+from gpnas.predict.features import FEATURE_NAMES
+from gpnas.predict.predictor import FORMAT as PREDICTOR_FORMAT
 from tests.test_predictor import synthetic_curves
 
 CODE = "__import__('os').system('touch PWNED')"
@@ -516,8 +516,8 @@ def test_an_archive_record_without_a_learning_curve_is_refused(run_copy, result)
 
 def test_a_checkpoint_carrying_a_pickle_never_runs_and_the_evaluation_fails(tmp_path, tiny_corpus_dir):
     """torch.load(weights_only=True) refuses the payload; the evaluation is a failure with its reason."""
-    from gpnas.evaluation import EvalTask, run_evaluation
-    from gpnas.parallel import SerialMap
+    from gpnas.runs.parallel import SerialMap
+    from gpnas.runs.worker import EvalTask, run_evaluation
 
     bad = tmp_path / "early.pt"
     with open(bad, "wb") as handle:
@@ -538,7 +538,7 @@ def test_a_checkpoint_carrying_a_pickle_never_runs_and_the_evaluation_fails(tmp_
                                    OSError(errno.EROFS, "Read-only file system")])
 def test_a_full_or_read_only_disk_stops_the_run_with_one_line_and_keeps_earlier_snapshots(
         run_copy, monkeypatch, error):
-    import gpnas.runfolder as runfolder
+    import gpnas.runs.folder as runfolder
 
     earlier = {p.name: p.read_bytes() for p in (run_copy / "snapshots").glob("gen_*.json")}
     real_open = open
@@ -563,7 +563,7 @@ def test_a_full_or_read_only_disk_stops_the_run_with_one_line_and_keeps_earlier_
 
 
 def test_a_full_disk_under_the_archive_stops_the_run_with_one_line(run_copy, monkeypatch):
-    import gpnas.archive as archive_module
+    import gpnas.runs.archive as archive_module
 
     class FullDisk:
         """A connection whose inserts fail as SQLite's do on a full disk."""

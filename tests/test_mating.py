@@ -6,9 +6,11 @@ import re
 import numpy as np
 import pytest
 
-from gpnas import genome, gp, mating
 from gpnas.config import load_preset
-from gpnas.features import FEATURE_NAMES
+from gpnas.predict import trees
+from gpnas.predict.features import FEATURE_NAMES
+from gpnas.search import mating
+from gpnas.search.males import decode, encode, hyperparameter_features
 
 
 @pytest.fixture
@@ -18,12 +20,12 @@ def space():
 
 @pytest.fixture
 def pset():
-    return gp.make_pset()
+    return trees.make_pset()
 
 
 def context(space, pset, *, females=(), predictions=None, targets=None, index=None, mutation=0.0, seed=0):
     return mating.MatingContext(
-        space=space, pset=pset, rng=random.Random(seed), gp_config=gp.GPConfig(),
+        space=space, pset=pset, rng=random.Random(seed), gp_config=trees.GPConfig(),
         step_scale=0.3, mutation_scale=mutation, p_guided=1.0, cx_prob=0.5, mut_prob=0.5,
         female_predictions=np.zeros((len(females), 0)) if predictions is None else predictions,
         completed_targets=np.zeros(0) if targets is None else targets,
@@ -34,23 +36,23 @@ def context(space, pset, *, females=(), predictions=None, targets=None, index=No
 def father_row(arch):
     """A feature row for the father: neutral curve features, his hyperparameters."""
     row = dict.fromkeys(FEATURE_NAMES, 0.5)
-    hp = genome.hyperparameter_features(arch)
+    hp = hyperparameter_features(arch)
     row.update(log_lr=np.log(hp["learning_rate"]), dropout=hp["dropout"], n_layer=hp["n_layer"],
                log_n_embd=np.log(hp["n_embd"]), log_n_params=np.log(hp["n_params"]))
     return row
 
 
 def male(space, **arch):
-    return genome.encode(arch, space)
+    return encode(arch, space)
 
 
 def test_son_steps_down_the_mothers_learning_rate_gradient(space, pset):
     # she predicts final loss = 2 + 0.5 * log_lr: a lower learning rate lowers it
-    mother = gp.parse_tree("add(2.0, mul(0.5, log_lr))", pset)
+    mother = trees.parse_tree("add(2.0, mul(0.5, log_lr))", pset)
     father = male(space, n_layer=1, n_head=2, n_embd=16, dropout=0.05, learning_rate=5e-3)
-    arch = genome.decode(father, space)
+    arch = decode(father, space)
     son, guided = mating.make_son(father, mother, father_row(arch), context(space, pset))
-    son_arch = genome.decode(son, space)
+    son_arch = decode(son, space)
     assert guided
     assert son_arch["learning_rate"] < arch["learning_rate"]
     assert {k: son_arch[k] for k in ("n_layer", "n_head", "n_embd", "dropout")} == \
@@ -59,29 +61,29 @@ def test_son_steps_down_the_mothers_learning_rate_gradient(space, pset):
 
 def test_son_follows_a_dropout_gradient_upwards(space, pset):
     # final loss falls as dropout rises
-    mother = gp.parse_tree("sub(3.0, dropout)", pset)
+    mother = trees.parse_tree("sub(3.0, dropout)", pset)
     father = male(space, n_layer=2, n_head=1, n_embd=32, dropout=0.02, learning_rate=3e-3)
-    arch = genome.decode(father, space)
+    arch = decode(father, space)
     son, guided = mating.make_son(father, mother, father_row(arch), context(space, pset))
-    assert guided and genome.decode(son, space)["dropout"] > arch["dropout"]
+    assert guided and decode(son, space)["dropout"] > arch["dropout"]
 
 
 def test_son_mutates_at_random_when_the_formula_uses_no_hyperparameter(space, pset):
-    mother = gp.parse_tree(f"mul(1.5, {FEATURE_NAMES[0]})", pset)
+    mother = trees.parse_tree(f"mul(1.5, {FEATURE_NAMES[0]})", pset)
     father = male(space, n_layer=1, n_head=2, n_embd=16, dropout=0.05, learning_rate=5e-3)
-    arch = genome.decode(father, space)
+    arch = decode(father, space)
     sons = set()
     for seed in range(8):
         son, guided = mating.make_son(father, mother, father_row(arch), context(space, pset, seed=seed))
         assert not guided
-        sons.add(tuple(sorted(genome.decode(son, space).items())))
+        sons.add(tuple(sorted(decode(son, space).items())))
     assert len(sons) > 1, "random steps differ between seeds"
 
 
 def test_daughter_is_crossed_with_the_female_that_predicted_the_father_best(space, pset, monkeypatch):
     a, b, c = FEATURE_NAMES[:3]
-    mother = gp.parse_tree(f"add({a}, {a})", pset)
-    others = [gp.parse_tree(f"add({b}, {b})", pset), gp.parse_tree(f"add({c}, {c})", pset)]
+    mother = trees.parse_tree(f"add({a}, {a})", pset)
+    others = [trees.parse_tree(f"add({b}, {b})", pset), trees.parse_tree(f"add({c}, {c})", pset)]
     females = [mother, *others]
     # the father's completed curve ended at 2.0; the second female (b) predicted 2.01
     predictions = np.array([[3.0], [2.01], [5.0]])
@@ -89,14 +91,14 @@ def test_daughter_is_crossed_with_the_female_that_predicted_the_father_best(spac
                   index={"father-key": 0})
     choice, chose = mating.father_choice("father-key", ctx)
     assert chose and choice is females[1]
-    monkeypatch.setattr(gp, "mut_tree", lambda tree, *args, **kwargs: tree)  # isolate the crossover
+    monkeypatch.setattr(trees, "mut_tree", lambda tree, *args, **kwargs: tree)  # isolate the crossover
     daughter, chose = mating.make_daughter(mother, "father-key", ctx)
     names = set(re.findall(r"\w+", str(daughter)))
     assert chose and b in names and a in names and c not in names
 
 
 def test_a_father_without_a_completed_curve_chooses_by_tournament(space, pset):
-    females = [gp.parse_tree(f"neg({name})", pset) for name in FEATURE_NAMES[:4]]
+    females = [trees.parse_tree(f"neg({name})", pset) for name in FEATURE_NAMES[:4]]
     for i, f in enumerate(females):
         f.fitness.values = (float(i),)
     ctx = context(space, pset, females=females)
@@ -106,10 +108,10 @@ def test_a_father_without_a_completed_curve_chooses_by_tournament(space, pset):
 
 def test_the_gradient_is_evaluated_at_the_father(space, pset):
     # final loss = (log lr)^2: its slope 2 ln(lr) < 0 at any lr < 1, so descent raises lr
-    mother = gp.parse_tree("mul(log_lr, log_lr)", pset)
+    mother = trees.parse_tree("mul(log_lr, log_lr)", pset)
     father = male(space, n_layer=1, n_head=2, n_embd=16, dropout=0.05, learning_rate=2e-3)
-    arch = genome.decode(father, space)
+    arch = decode(father, space)
     gradient = mating.hyperparameter_gradient(mother, father_row(arch), context(space, pset))
     assert gradient == pytest.approx({"log_lr": 2 * np.log(2e-3)})
     son, guided = mating.make_son(father, mother, father_row(arch), context(space, pset))
-    assert guided and genome.decode(son, space)["learning_rate"] > arch["learning_rate"]
+    assert guided and decode(son, space)["learning_rate"] > arch["learning_rate"]

@@ -6,10 +6,10 @@ import math
 import pytest
 
 from gpnas.config import load_preset
-from gpnas.methods import (METHODS, MethodConfig, aged, rung_steps, successive_halving, survivors)
-from gpnas.report import deterministic_part
-from gpnas.runfolder import RunFolder, read_json
-from gpnas.runs import execute, new_run
+from gpnas.jobs.run import execute, new_run
+from gpnas.report.run import deterministic_part
+from gpnas.runs.folder import RunFolder, read_json
+from gpnas.search.methods import METHODS, MethodConfig, aged, rung_steps, successive_halving, survivors
 
 FULL_RUN_TOKENS = 24 * 4 * 16  # micro: full_iters x batch_size x block_size
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from gpnas.model import GPT, GPTConfig, count_params
+from gpnas.train.model import GPT, GPTConfig, count_params
 
 NANOGPT_SHAKESPEARE = GPTConfig(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=65, bias=False)
 NANOGPT_CPU = GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, vocab_size=65)

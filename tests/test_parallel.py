@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from gpnas import parallel
 from gpnas.errors import ConfigError
-from gpnas.parallel import Failure, default_backend_and_workers, make_map
+from gpnas.runs import parallel
+from gpnas.runs.parallel import Failure, default_backend_and_workers, make_map
 from tests import parallel_workloads as work
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,12 +4,20 @@ import json
 import numpy as np
 import pytest
 
-from gpnas.curves import Curve
 from gpnas.errors import FileFormatError
-from gpnas.curves import group_by_task
-from gpnas.features import prefix_anchors, targets
-from gpnas.predictor import (BASELINES, CurvePredictor, Objective, PredictorConfig, fitness_error,
-                             predict_power_law, score_predictions, spearman, tree_finals)
+from gpnas.predict.curves import Curve, group_by_task
+from gpnas.predict.features import prefix_anchors, targets
+from gpnas.predict.predictor import (
+    BASELINES,
+    CurvePredictor,
+    Objective,
+    PredictorConfig,
+    fitness_error,
+    predict_power_law,
+    score_predictions,
+    spearman,
+    tree_finals,
+)
 
 
 def synthetic_curves(n_curves=120, n=40, seed=0, tasks=("a", "b", "c")):
@@ -146,7 +154,7 @@ def test_malformed_predictor_files(tmp_path, mutate, problem):
 def test_final_closed_form_and_python_export_equal_predict():
     import sympy
 
-    from gpnas.features import feature_matrix
+    from gpnas.predict.features import feature_matrix
     curves = synthetic_curves(60)
     model = CurvePredictor(population=40, generations=4, seed=0).fit(curves)
     expected = model.predict(curves)
@@ -177,7 +185,7 @@ def test_experiment_scripts_run_in_tiny_mode(tmp_path):
     import sys
     from pathlib import Path
 
-    from gpnas.curves import write_curves
+    from gpnas.predict.curves import write_curves
 
     root = Path(__file__).resolve().parents[1]
     curves = tmp_path / "c.jsonl"
@@ -211,8 +219,8 @@ def test_predictor_side_never_imports_torch_or_the_trainer():
     import sys
     from pathlib import Path
 
-    code = ("import sys; import gpnas.predictor, gpnas.cli.predictors; "
+    code = ("import sys; import gpnas.predict.predictor, gpnas.cli.predictors; "
             "bad = [m for m in sys.modules if m == 'torch' or m in "
-            "('gpnas.training', 'gpnas.model', 'gpnas.data')]; print(bad); assert not bad")
+            "('gpnas.train.trainer', 'gpnas.train.model', 'gpnas.train.data')]; print(bad); assert not bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1],
                    capture_output=True)

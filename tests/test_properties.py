@@ -25,14 +25,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpnas import config as cfg
-from gpnas import genome, gp
-from gpnas.curves import Curve
 from gpnas.errors import FileFormatError
-from gpnas.features import FEATURE_NAMES, feature_matrix
-from gpnas.training import TrainConfig
+from gpnas.predict import trees
+from gpnas.predict.curves import Curve
+from gpnas.predict.features import FEATURE_NAMES, feature_matrix
+from gpnas.search.males import cx_genome, decode, mut_genome, repair, sample_genome, train_config_dict
+from gpnas.train.trainer import TrainConfig
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-PSET = gp.make_pset()
+PSET = trees.make_pset()
 PRESETS = {name: cfg.load_preset(name) for name in cfg.available_presets()}
 
 
@@ -64,23 +65,23 @@ def test_curve_features_are_always_finite(curves, frac):
 @given(st.integers(0, 2**32 - 1), st.integers(2, 8), st.integers(5, 40))
 def test_gp_operators_keep_trees_valid_and_within_limits(seed, max_depth, max_size):
     rng = random.Random(seed)
-    config = gp.GPConfig(init_max_depth=min(3, max_depth), max_depth=max_depth, max_size=max_size)
-    population = [gp.random_tree(PSET, rng, config) for _ in range(4)]
+    config = trees.GPConfig(init_max_depth=min(3, max_depth), max_depth=max_depth, max_size=max_size)
+    population = [trees.random_tree(PSET, rng, config) for _ in range(4)]
     columns = {name: np.array([0.0, 1.0, -3.5, 1e6, 1e-9]) for name in FEATURE_NAMES}
     for _ in range(6):
         a, b = population[rng.randrange(4)], population[rng.randrange(4)]
-        population += list(gp.cx_tree(a, b, rng, config)) + [gp.mut_tree(a, PSET, rng, config)]
+        population += list(trees.cx_tree(a, b, rng, config)) + [trees.mut_tree(a, PSET, rng, config)]
     for tree in population:
         assert tree.height <= max_depth and len(tree) <= max_size
-        assert str(gp.parse_tree(str(tree), PSET)) == str(tree)  # snapshots hold exactly this text
-        out = gp.compile_tree(tree)(columns)
+        assert str(trees.parse_tree(str(tree), PSET)) == str(tree)  # snapshots hold exactly this text
+        out = trees.compile_tree(tree)(columns)
         assert out.shape == (5,) and np.all(np.isfinite(out))
 
 
 def test_every_tree_a_preset_allows_can_be_read_back():
-    assert cfg.MAX_TREE_DEPTH <= gp.MAX_PARSE_DEPTH
+    assert cfg.MAX_TREE_DEPTH <= trees.MAX_PARSE_DEPTH
     deep = "neg(" * cfg.MAX_TREE_DEPTH + "rel_last" + ")" * cfg.MAX_TREE_DEPTH
-    assert gp.parse_tree(deep, PSET).height == cfg.MAX_TREE_DEPTH
+    assert trees.parse_tree(deep, PSET).height == cfg.MAX_TREE_DEPTH
 
 
 # ------------------------------------------------------------------ genome repair
@@ -92,34 +93,34 @@ any_gene = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers
 @given(st.sampled_from(sorted(PRESETS)), st.lists(any_gene, min_size=5, max_size=5))
 def test_genome_repair_always_gives_a_valid_config(name, genes):
     preset = PRESETS[name]
-    repaired = genome.repair(list(genes), preset.space)
+    repaired = repair(list(genes), preset.space)
     assert all(math.isfinite(x) for x in repaired)
-    assert genome.repair(list(repaired), preset.space) == repaired  # idempotent: a resumed run decodes alike
-    arch = genome.decode(repaired, preset.space)
+    assert repair(list(repaired), preset.space) == repaired  # idempotent: a resumed run decodes alike
+    arch = decode(repaired, preset.space)
     for gene in cfg.SPACE_GENES:
         spec = preset.space.gene(gene)
         assert spec.low <= arch[gene] <= spec.high, gene
         if gene in cfg.INT_GENES:
             assert arch[gene] in spec.values(), gene
     assert arch["n_embd"] % arch["n_head"] == 0
-    TrainConfig(**genome.train_config_dict(arch, preset.budget)).validate()
+    TrainConfig(**train_config_dict(arch, preset.budget)).validate()
 
 
 @FAST
 @given(st.sampled_from(sorted(PRESETS)), st.integers(0, 2**32 - 1))
 def test_genome_operators_always_give_valid_genomes(name, seed):
     preset, rng = PRESETS[name], random.Random(seed)
-    a, b = genome.sample_genome(preset.space, rng), genome.sample_genome(preset.space, rng)
-    children = [*genome.cx_genome(a, b, preset.space, rng), *genome.mut_genome(a, preset.space, rng, 0.3)]
+    a, b = sample_genome(preset.space, rng), sample_genome(preset.space, rng)
+    children = [*cx_genome(a, b, preset.space, rng), *mut_genome(a, preset.space, rng, 0.3)]
     for child in children:
-        assert genome.repair(list(child), preset.space) == list(child)
-        arch = genome.decode(child, preset.space)
+        assert repair(list(child), preset.space) == list(child)
+        arch = decode(child, preset.space)
         assert arch["n_embd"] % arch["n_head"] == 0
 
 
 # ------------------------------------------------------------------ formula loading never executes
 
-TOKENS = (list(FEATURE_NAMES[:6]) + list(gp.PRIMITIVES)
+TOKENS = (list(FEATURE_NAMES[:6]) + list(trees.PRIMITIVES)
           + ["(", ")", ",", " ", "0.5", "-2", "1e999", "nan", "inf", "__import__", "os", "system", "eval",
              "exec", "lambda", "open", ".", "'", '"', ";", "__class__", "__globals__", "[", "]", "{", "}",
              "=", "\n", "\\", "`", "touch PWNED", "#", "*", "**", "print"])
@@ -145,24 +146,24 @@ def test_random_token_strings_never_execute(tokens):
     text = "".join(tokens)
     with no_execution() as calls:
         try:
-            tree = gp.parse_tree(text, PSET)
+            tree = trees.parse_tree(text, PSET)
         except FileFormatError:
             tree = None
     assert calls == []
     if tree is not None:  # what parses is a tree over the primitive set, and prints as it parsed
         for node in tree:
             if node.arity:
-                assert node.name in gp.PRIMITIVES
+                assert node.name in trees.PRIMITIVES
             else:
                 assert node.value in FEATURE_NAMES or (isinstance(node.value, float) and math.isfinite(node.value))
-        assert str(gp.parse_tree(str(tree), PSET)) == str(tree)
+        assert str(trees.parse_tree(str(tree), PSET)) == str(tree)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from(TOKENS), min_size=1, max_size=30))
 def test_predictor_and_snapshot_files_with_random_trees_never_execute(tmp_path, tokens):
-    from gpnas.predictor import FORMAT, CurvePredictor
-    from gpnas.runfolder import state_from_dict
+    from gpnas.predict.predictor import FORMAT, CurvePredictor
+    from gpnas.search.state import state_from_dict
 
     text = "".join(tokens)
     path = tmp_path / "predictor.json"
@@ -184,5 +185,5 @@ def test_predictor_and_snapshot_files_with_random_trees_never_execute(tmp_path, 
                                   "add(rel_last, eval('1'))", "exec", "(lambda: 0)()"])
 def test_known_attacks_are_refused_without_execution(text):
     with no_execution() as calls, pytest.raises(FileFormatError):
-        gp.parse_tree(text, PSET)
+        trees.parse_tree(text, PSET)
     assert calls == []

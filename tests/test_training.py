@@ -6,11 +6,11 @@ import os
 import pytest
 import torch
 
-from gpnas import training
-from gpnas.data import load_dataset
 from gpnas.errors import ConfigError, FileFormatError
-from gpnas.model import count_params
-from gpnas.training import LearningCurve, TrainConfig, TrainResult, learning_rate_at, train
+from gpnas.train import trainer as training
+from gpnas.train.data import load_dataset
+from gpnas.train.model import count_params
+from gpnas.train.trainer import LearningCurve, TrainConfig, TrainResult, learning_rate_at, train
 
 TINY = TrainConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=8, max_iters=60,
                    eval_interval=20, eval_batches=4, warmup_iters=5, learning_rate=3e-3)

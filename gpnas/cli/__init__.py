@@ -5,6 +5,9 @@ importing torch, and ``gpnas --help`` stays fast. Library errors
 (``GpnasError``) become one line on stderr and a non-zero exit: 2 for a bad
 configuration or option value, 1 for anything else the user can fix; so do
 OSErrors (a missing, unreadable or full file system), with the path.
+
+The top of the import order: it may import every other part, and it is the
+only part that imports click or prints.
 """
 
 import importlib

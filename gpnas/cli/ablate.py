@@ -42,10 +42,10 @@ def ablate_command(preset, overrides, generations, seeds, modes, budget_tokens, 
     Prints a line per run and generation, then the table (also written to
     OUT/table.md and OUT/table.csv) and the plots' paths (OUT/plots/).
     """
-    from gpnas.ablate import ALL_MODES, make_plan, run_ablation
-    from gpnas.ablation_report import write_plots, write_tables
     from gpnas.config import load_preset
-    from gpnas.data import load_dataset
+    from gpnas.jobs.ablation import ALL_MODES, make_plan, run_ablation
+    from gpnas.report.ablation import write_plots, write_tables
+    from gpnas.train.data import load_dataset
 
     chosen = list(ALL_MODES) if modes is None else [m.strip() for m in modes.split(",") if m.strip()]
     plan = make_plan(load_preset(preset, overrides), generations, seeds, chosen, budget_tokens)

@@ -10,7 +10,7 @@ import threading
 import click
 
 from gpnas.cli.options import backend_options, data_dir_option, device_options, make_backend
-from gpnas.engine import MODES
+from gpnas.search.engine import MODES
 
 
 def _generation_line(state, row) -> str:
@@ -68,9 +68,9 @@ def _interrupt(signum, frame):
 def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, as_json, data_dir,
             device, threads, backend, workers, address):
     from gpnas.config import check_fits, largest_architecture, load_preset
-    from gpnas.data import load_dataset
-    from gpnas.report import render_summary
-    from gpnas.runs import check_unchanged, default_out, execute, new_run, open_run
+    from gpnas.jobs.run import check_unchanged, default_out, execute, new_run, open_run
+    from gpnas.report.run import render_summary
+    from gpnas.train.data import load_dataset
 
     if resume:
         run = open_run(resume, load_dataset, data_dir)
@@ -118,9 +118,9 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, as
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json as it is.")
 def show_command(run_dir, as_json):
     """Print the summary of a finished run again."""
-    from gpnas.report import render_summary
     from gpnas.errors import FileFormatError
-    from gpnas.runfolder import RunFolder, read_json
+    from gpnas.report.run import render_summary
+    from gpnas.runs.folder import RunFolder, read_json
 
     folder = RunFolder.open(run_dir)
     path = folder.path / "summary.json"

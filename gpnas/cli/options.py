@@ -35,7 +35,7 @@ def backend_options(f):
 @contextlib.contextmanager
 def make_backend(backend: str, workers, address, threads):
     """The map the engine evaluates males with, closed when the command ends."""
-    from gpnas.parallel import make_map
+    from gpnas.runs.parallel import make_map
 
     map_ = make_map(backend, workers=workers, address=address, threads_per_worker=threads)
     try:

@@ -7,8 +7,8 @@ import math
 
 import click
 
-from gpnas.curves import read_curves
-from gpnas.predictor import CurvePredictor, PredictorConfig, score_baselines
+from gpnas.predict.curves import read_curves
+from gpnas.predict.predictor import CurvePredictor, PredictorConfig, score_baselines
 
 
 def _fmt(v, digits=4):
@@ -31,7 +31,7 @@ prefix_option = click.option("--prefix-frac", type=click.FloatRange(0, 1, min_op
                              default=None, help="Fraction of each curve seen (k = max(4, ceil(frac*n))). "
                              "Default: 0.2 for fit, the predictor's own for predict/eval.")
 curves_option = click.option("--curves", "curves_path", required=True, type=click.Path(dir_okay=False),
-                             help="JSON Lines curve file (see shared/data/curves/README.md).")
+                             help="JSON Lines curve file (format: docs/curves.md in the gpnas repository).")
 predictor_option = click.option("--predictor", "predictor_path", required=True, type=click.Path(),
                                 help="Folder written by 'predictors fit', or its predictor.json.")
 

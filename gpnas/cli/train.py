@@ -1,6 +1,6 @@
 """``gpnas data`` and ``gpnas train``: look at the dataset, train one architecture.
 
-A thin layer over gpnas.data and gpnas.training: options become a TrainConfig,
+A thin layer over gpnas.train.data and gpnas.train.trainer: options become a TrainConfig,
 library errors (ConfigError, DataError) reach the group, which prints one line.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import click
 
 from gpnas.config import check_fits
-from gpnas.data import cache_dir, load_dataset
-from gpnas.model import count_params
-from gpnas.training import TrainConfig, default_threads, resolve_device, train
+from gpnas.train.data import cache_dir, load_dataset
+from gpnas.train.model import count_params
+from gpnas.train.trainer import TrainConfig, default_threads, resolve_device, train
 
 _DEFAULTS = TrainConfig()
 _DATA_DIR_HELP = ("folder holding input.txt (default: $GPNAS_DATA_DIR, then the user cache, "

@@ -36,18 +36,17 @@ from pathlib import Path
 import numpy as np
 import sympy
 
-from gpnas import closedform, gp
-from gpnas.curves import group_by_task, prefix_length
 from gpnas.errors import ConfigError, FileFormatError
-from gpnas.features import (FEATURE_NAMES, feature_matrix, prefix_anchors, rankdata, sanitise,
-                            targets, to_final)
+from gpnas.predict import closedform, trees
+from gpnas.predict.curves import group_by_task, prefix_length
+from gpnas.predict.features import FEATURE_NAMES, feature_matrix, prefix_anchors, rankdata, sanitise, targets, to_final
 
 ERROR_CAP = 0.1
 R_BOUND = 1.0
 FORMAT = "gpnas-female-predictor"
 PREFIX_RULE = ("a curve of n evaluations is seen through its first k = max(4, ceil(frac * n)) "
                "values (capped at n); time is the evaluation index 1..k; the target is the final value")
-TARGET_RULE = "final = last + scale * tree, last = v_k, scale = |v_1| (see gpnas.features)"
+TARGET_RULE = "final = last + scale * tree, last = v_k, scale = |v_1| (see gpnas.predict.features)"
 # physically motivated starting points: last value, best so far, log-linear extrapolation
 SEED_TREES = ("0.0", "neg(gap_best)", "mul(slope_recent, log_horizon)")
 BASELINE_TREE = "0.0"  # r = 0: the last-value baseline
@@ -119,7 +118,7 @@ class Objective:
 def tree_finals(tree, pset, curves, prefix_frac, r_bound=R_BOUND) -> np.ndarray:
     """Predicted final values of ``curves`` by one female tree (what the engine ranks males by)."""
     names = list(pset.arguments)
-    r = gp.compile_tree(tree, pset)(feature_matrix(curves, prefix_frac, names))
+    r = trees.compile_tree(tree, pset)(feature_matrix(curves, prefix_frac, names))
     if r_bound is not None:
         r = np.clip(r, -r_bound, r_bound)
     last, scale = prefix_anchors(curves, prefix_frac)
@@ -228,7 +227,7 @@ class PredictorConfig:
     r_bound: float | None = R_BOUND
     worst_weight: float = 1.0
     features: tuple = FEATURE_NAMES
-    gp: gp.GPConfig = field(default_factory=gp.GPConfig)
+    gp: trees.GPConfig = field(default_factory=trees.GPConfig)
 
     def validate(self):
         if not 0 < self.prefix_frac <= 1:
@@ -250,8 +249,8 @@ class PredictorConfig:
         if "features" in kw:
             kw["features"] = tuple(str(x) for x in kw["features"])
         g = d.get("gp") or {}
-        gp_known = {f.name for f in fields(gp.GPConfig)}
-        return cls(**kw, gp=gp.GPConfig(**{k: v for k, v in g.items() if k in gp_known}))
+        gp_known = {f.name for f in fields(trees.GPConfig)}
+        return cls(**kw, gp=trees.GPConfig(**{k: v for k, v in g.items() if k in gp_known}))
 
 
 def _split_tasks(curves, frac, rng: random.Random):
@@ -292,7 +291,7 @@ class CurvePredictor:
     def __init__(self, config: PredictorConfig | None = None, **overrides):
         self.config = config or PredictorConfig(**overrides)
         self.config.validate()
-        self.pset = gp.make_pset(self.config.features)
+        self.pset = trees.make_pset(self.config.features)
         self.features_ = tuple(self.config.features)
 
     # -- fitting --
@@ -329,7 +328,7 @@ class CurvePredictor:
         # varied) would only act as a disguised constant that means something
         # else on other curves: leave it out of the primitive set
         self.features_ = tuple(n for n in cfg.features if np.ptp(X[n]) > 0) or tuple(cfg.features[:1])
-        self.pset = gp.make_pset(self.features_)
+        self.pset = trees.make_pset(self.features_)
         objective = Objective(curves, cfg.prefix_frac, cfg.error_cap, cfg.rank_weight,
                               cfg.worst_weight, cfg.r_bound)
         cache: dict[str, float] = {}
@@ -337,11 +336,11 @@ class CurvePredictor:
         def evaluate(tree):
             key = str(tree)
             if key not in cache:
-                cache[key] = objective(gp.compile_tree(tree, self.pset)(X))
+                cache[key] = objective(trees.compile_tree(tree, self.pset)(X))
             tree.fitness.values = (cache[key],)
 
-        pop = [gp.parse_tree(s, self.pset) for s in SEED_TREES if self._usable(s)]
-        pop += [gp.random_tree(self.pset, rng, cfg.gp) for _ in range(cfg.population - len(pop))]
+        pop = [trees.parse_tree(s, self.pset) for s in SEED_TREES if self._usable(s)]
+        pop += [trees.random_tree(self.pset, rng, cfg.gp) for _ in range(cfg.population - len(pop))]
         for t in pop:
             evaluate(t)
         front: dict[int, tuple[float, str]] = {}
@@ -357,29 +356,29 @@ class CurvePredictor:
         record(pop)
         for _ in range(cfg.generations):
             elites = sorted(pop, key=lambda t: (t.fitness.values[0], len(t)))[:cfg.elites]
-            chosen = gp.sel_parsimony(pop, cfg.population - len(elites), rng, cfg.gp)
-            offspring = [gp.Female(list(t)) for t in chosen]
+            chosen = trees.sel_parsimony(pop, cfg.population - len(elites), rng, cfg.gp)
+            offspring = [trees.Tree(list(t)) for t in chosen]
             for t, src in zip(offspring, chosen):
                 t.fitness.values = src.fitness.values
             for i in range(1, len(offspring), 2):
                 if rng.random() < cfg.gp.p_cx:
-                    offspring[i - 1], offspring[i] = gp.cx_tree(offspring[i - 1], offspring[i], rng, cfg.gp)
+                    offspring[i - 1], offspring[i] = trees.cx_tree(offspring[i - 1], offspring[i], rng, cfg.gp)
             for i in range(len(offspring)):
                 if rng.random() < cfg.gp.p_mut:
-                    offspring[i] = gp.mut_tree(offspring[i], self.pset, rng, cfg.gp)
+                    offspring[i] = trees.mut_tree(offspring[i], self.pset, rng, cfg.gp)
             for t in offspring:
                 if not t.fitness.valid:
                     evaluate(t)
             pop = elites + offspring
             record(pop)
         self.n_evaluated_ = len(cache)
-        self._train_fitness = lambda tree: objective(gp.compile_tree(tree, self.pset)(X))
+        self._train_fitness = lambda tree: objective(trees.compile_tree(tree, self.pset)(X))
         self._build_table(front)
         return self
 
     def _usable(self, text):
         try:
-            gp.parse_tree(text, self.pset)
+            trees.parse_tree(text, self.pset)
             return True
         except FileFormatError:
             return False
@@ -401,7 +400,7 @@ class CurvePredictor:
                               cfg.worst_weight, cfg.r_bound) if valid else None
         self.equations_ = []
         for size, err, text in rows:
-            tree = gp.parse_tree(text, self.pset)
+            tree = trees.parse_tree(text, self.pset)
             if math.isnan(err):
                 err = self._train_fitness(tree)
             row = {"complexity": size, "train_error": err, "valid_fitness": math.nan,
@@ -431,10 +430,10 @@ class CurvePredictor:
         return self.equations_[self.best_index_]
 
     def tree(self, i=None):
-        return gp.parse_tree(self.equations_[self.best_index_ if i is None else i]["tree"], self.pset)
+        return trees.parse_tree(self.equations_[self.best_index_ if i is None else i]["tree"], self.pset)
 
     def _r(self, tree, X):
-        r = gp.compile_tree(tree, self.pset)(X)
+        r = trees.compile_tree(tree, self.pset)(X)
         b = self.config.r_bound
         return r if b is None else np.clip(r, -b, b)
 
@@ -525,7 +524,7 @@ class CurvePredictor:
             if not isinstance(row, dict) or not isinstance(row.get("tree"), str):
                 raise FileFormatError(f"{path}: every equation needs a 'tree' string")
             try:
-                tree = gp.parse_tree(row["tree"], self.pset)
+                tree = trees.parse_tree(row["tree"], self.pset)
             except FileFormatError as error:
                 raise FileFormatError(f"{path}: {error}") from None
             clean = {k: (v if isinstance(v, (int, float)) and v is not None else math.nan)
@@ -536,7 +535,7 @@ class CurvePredictor:
         best = d.get("best_index", 0)
         self.best_index_ = best if isinstance(best, int) and 0 <= best < len(self.equations_) else 0
         if isinstance(d.get("tree"), str) and d["tree"] != self.equations_[self.best_index_]["tree"]:
-            tree = gp.parse_tree(d["tree"], self.pset)
+            tree = trees.parse_tree(d["tree"], self.pset)
             self.equations_.insert(0, {"tree": str(tree), "complexity": len(tree), "formula": ""})
             self.best_index_ = 0
         return self

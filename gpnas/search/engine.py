@@ -28,17 +28,18 @@ import copy
 import math
 import random
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
-from gpnas import females as fem
-from gpnas import genome, gp, mating
-from gpnas.archive import EvaluationRecord, evaluation_key
 from gpnas.errors import FileFormatError
-from gpnas.evaluation import EvalTask, result_curve, run_shipped
-from gpnas.parallel import SerialMap
+from gpnas.predict import trees
+from gpnas.runs.archive import EvaluationRecord, evaluation_key
+from gpnas.runs.worker import EvalTask, Evaluator, result_curve
+from gpnas.search import females as fem
+from gpnas.search import mating
+from gpnas.search.males import SPACE_GENE, decode, early_score, sample_genome, train_config_dict
+from gpnas.search.state import State, state_from_dict, state_to_dict
 
 WORST = fem.WORST
 
@@ -59,61 +60,25 @@ MODES = {
 }
 
 
-@dataclass
-class Compute:
-    """Training compute the run was charged: each distinct evaluation once."""
-
-    steps: int = 0
-    tokens: int = 0
-    train_seconds: float = 0.0
-    evaluations: int = 0
-
-    def charge(self, steps: int, tokens_per_step: int, seconds: float):
-        self.steps += steps
-        self.tokens += steps * tokens_per_step
-        self.train_seconds += seconds
-        self.evaluations += 1
-
-
-@dataclass
-class State:
-    """Everything a snapshot holds: the run can continue from it alone (plus the archive)."""
-
-    generation: int
-    males: list
-    females: list
-    rng_state: tuple
-    compute: Compute = field(default_factory=Compute)
-    charged: dict = field(default_factory=dict)      # evaluation keys, in the order charged
-    hall_of_fame: list = field(default_factory=list)
-    logbook: list = field(default_factory=list)
-    promotions: list = field(default_factory=list)   # {generation, key, predicted, true}
-    mating_stats: dict = field(default_factory=lambda: {"guided": 0, "random": 0, "chose": 0, "tournament": 0})
-    failures: list = field(default_factory=list)     # {key, arch, reason}
-    exhausted: bool = False                          # the token budget stopped the run
-
-
 class Evolution:
     """One run of one mode: preset, data, archive, map and callbacks in; snapshots out."""
 
     def __init__(self, preset, mode: str, dataset_dir: str, data_sha256: str, archive, checkpoints_dir,
                  map_fn=None, seed: int = 0, task_name: str = "shakespeare_char",
                  device: str = "auto", threads: int | None = None, snapshots=None, callbacks=(),
-                 max_tokens: int | None = None):
+                 max_tokens: int | None = None, evaluate=None):
         self.preset, self.mode = preset, mode if isinstance(mode, Mode) else MODES[mode]
         self.space, self.budget, self.ga = preset.space, preset.budget, preset.ga
         self.dataset_dir, self.data_sha256, self.task_name = dataset_dir, data_sha256, task_name
         self.archive, self.checkpoints_dir = archive, checkpoints_dir
-        # the default runs in-process like the serial backend: a raising evaluation is a Failure slot
-        self.map = map_fn or SerialMap()
-        # the training text travels with every task, for workers that cannot see dataset_dir
-        share = getattr(self.map, "share", None)
-        self.data_handle = share((Path(dataset_dir) / "input.txt").read_bytes()) if share else None
+        # evaluate(tasks) -> one result or Failure per task (DEAP's toolbox.evaluate over
+        # toolbox.map); by default the runs' Evaluator over map_fn (serial when None)
+        self.evaluate_tasks = evaluate or Evaluator(map_fn, dataset_dir)
         self.seed, self.device, self.threads = seed, device, threads
         self.snapshots, self.callbacks = snapshots, list(callbacks)
         self.max_tokens = max_tokens  # training tokens the run may charge; None: no limit
-        self.pset = gp.make_pset()
-        self.gp_config = gp.GPConfig(max_depth=self.ga.tree_max_depth, max_size=self.ga.tree_max_size,
+        self.pset = trees.make_pset()
+        self.gp_config = trees.GPConfig(max_depth=self.ga.tree_max_depth, max_size=self.ga.tree_max_size,
                                      tournament_size=self.ga.female_tournament,
                                      parsimony_size=self.ga.parsimony_size)
         self.full_evals = self.budget.full_iters // self.budget.eval_interval + 1
@@ -128,12 +93,14 @@ class Evolution:
     # ----------------------------------------------------------------- the loop
     def run(self, generations: int) -> State:
         """Run (or continue) until ``generations`` generations are done."""
-        state = self.snapshots.load_latest() if self.snapshots else None
-        if state is None:
+        latest = self.snapshots.load_latest() if self.snapshots else None
+        if latest is None:
             state, work = self.start()
             self.finish_generation(state, self.log_row(state, work, [], None))
         else:  # a kill right after the snapshot left the files derived from it behind
-            self.snapshots.save_derived(state)
+            data, where = latest
+            state = state_from_dict(data, self.pset, where)
+            self.snapshots.save_derived(state.hall_of_fame, state.logbook)
         rng = random.Random()
         rng.setstate(state.rng_state)
         while state.generation < generations and not state.exhausted:
@@ -145,7 +112,7 @@ class Evolution:
 
     def step(self, state: State, rng: random.Random) -> dict:
         """One generation, steps (1) to (5); returns its log row. Other search
-        methods (gpnas.methods) replace this and ``start``, and keep the rest."""
+        methods (gpnas.search.methods) replace this and ``start``, and keep the rest."""
         work = self.early_train(state, state.males)                        # (1)
         curve_set = self.completed_curves(state)
         holdout = self.evolve_females(state, curve_set, rng)                # (2)
@@ -162,8 +129,8 @@ class Evolution:
     def start(self) -> tuple[State, dict]:
         """Generation 0: random males trained to completion seed the archive."""
         rng = random.Random(self.seed)
-        seeds = [genome.sample_genome(self.space, rng) for _ in range(self.ga.seed_archive)]
-        males = [genome.sample_genome(self.space, rng) for _ in range(self.ga.n_males)]
+        seeds = [sample_genome(self.space, rng) for _ in range(self.ga.seed_archive)]
+        males = [sample_genome(self.space, rng) for _ in range(self.ga.n_males)]
         females = (fem.initial_population(self.ga.n_females, self.pset, rng, self.gp_config)
                    if self.mode.females else [])
         state = State(generation=0, males=males, females=females, rng_state=rng.getstate())
@@ -174,16 +141,16 @@ class Evolution:
 
     # ------------------------------------------------------------ evaluation
     def arch(self, g) -> dict:
-        return genome.decode(g, self.space)
+        return decode(g, self.space)
 
     def key(self, g, stop_at: int) -> str:
-        config = genome.train_config_dict(self.arch(g), self.budget)
+        config = train_config_dict(self.arch(g), self.budget)
         return evaluation_key(config, self.budget.full_iters, stop_at, self.seed, self.data_sha256)
 
     def task(self, g, stop_at: int, resume_from: str | None = None) -> EvalTask:
         key = self.key(g, stop_at)
         return EvalTask(
-            key=key, train_config=genome.train_config_dict(self.arch(g), self.budget), seed=self.seed,
+            key=key, train_config=train_config_dict(self.arch(g), self.budget), seed=self.seed,
             stop_at=stop_at, data_dir=self.dataset_dir,
             checkpoint=str(self.checkpoints_dir / f"{key}.pt"), resume_from=resume_from,
             # torch's results depend on its thread count: one fixed count (default 1) makes a
@@ -211,7 +178,7 @@ class Evolution:
         unique = self.affordable(state, list({t.key: t for t in tasks}.values()))
         todo = [t for t in unique if self.archive.get(t.key) is None]
         started = time.perf_counter()
-        results = self.map(run_shipped, [(t, self.data_handle) for t in todo]) if todo else []
+        results = self.evaluate_tasks(todo)
         self.eval_seconds += time.perf_counter() - started
         for task, result in zip(todo, results):
             self.archive_result(task, result)
@@ -271,7 +238,7 @@ class Evolution:
                     and len(curve["val_loss"]) == len(curve["eval_steps"])
                     and all(isinstance(v, (int, float)) for v in curve["val_loss"] + curve["step_time_s"])
                     and isinstance(record.arch, dict)
-                    and all(isinstance(record.arch.get(k), (int, float)) for k in genome.SPACE_GENE.values())):
+                    and all(isinstance(record.arch.get(k), (int, float)) for k in SPACE_GENE.values())):
                 raise FileFormatError(f"{self.archive.path}: the record {key[:12]} holds no learning curve; "
                                       "the archive is damaged or not from gpnas: start a new one")
         return record
@@ -333,7 +300,7 @@ class Evolution:
         if self.mode.male_fitness == "early":
             for i in usable:
                 curve = records[i].result["curve"]
-                score = genome.early_score(curve["val_loss"], curve["eval_steps"],
+                score = early_score(curve["val_loss"], curve["eval_steps"],
                                            len(curve["train_loss"]) * self.tokens_per_step)
                 state.males[i].fitness.values = (-score if math.isfinite(score) else WORST,)
             return {}
@@ -410,7 +377,7 @@ class Evolution:
         n_sons, n_daughters = ga.n_males - len(male_elites), len(state.females) - len(female_elites)
         ctx = self.mating_context(state, curve_set, rng)
         if self.mode.breeding == "random":
-            sons = [genome.sample_genome(self.space, rng) for _ in range(ga.n_males)]
+            sons = [sample_genome(self.space, rng) for _ in range(ga.n_males)]
             _, daughters = mating.breed_within([], self.select_females(state, n_daughters, rng), ctx)
             return sons, female_elites + daughters
         if self.mode.breeding == "within":
@@ -438,7 +405,7 @@ class Evolution:
         return pool[min(rng.randrange(len(pool)) for _ in range(self.ga.male_tournament))]
 
     def select_females(self, state: State, k: int, rng: random.Random) -> list:
-        return gp.sel_parsimony(state.females, k, rng, self.gp_config) if state.females else []
+        return trees.sel_parsimony(state.females, k, rng, self.gp_config) if state.females else []
 
     def mating_context(self, state: State, curve_set, rng) -> mating.MatingContext:
         predictions = (fem.predict_all(state.females, curve_set.columns, self.pset)
@@ -480,6 +447,6 @@ class Evolution:
         """Append the log line, snapshot the state, tell the callbacks."""
         state.logbook.append(row)
         if self.snapshots:
-            self.snapshots.save(state)
+            self.snapshots.save(state_to_dict(state), state.hall_of_fame, state.logbook)
         for callback in self.callbacks:
             callback(state, row)

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from gpnas.data import Dataset
 from gpnas.errors import ConfigError, FileFormatError
-from gpnas.model import GPT, GPTConfig
+from gpnas.train.data import Dataset
+from gpnas.train.model import GPT, GPTConfig
 
 CHECK_EVERY = 25  # steps between host copies of the loss buffer (and NaN/inf checks)
 VAL_EVAL_SEED = 20_240_601  # constant seeds of the fixed evaluation batches, independent of the run seed

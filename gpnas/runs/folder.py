@@ -27,17 +27,11 @@ import io
 import json
 import math
 import os
-import random
 from pathlib import Path
 
-from gpnas import gp
-from gpnas.genome import GENES
-from gpnas.engine import Compute, State
 from gpnas.errors import FileFormatError, GpnasError
-from gpnas.individuals import Male
 
 FORMAT = "gpnas-run"
-N_GENES = len(GENES)
 VERSION = 1
 
 
@@ -142,16 +136,17 @@ class RunFolder:
     def snapshot_paths(self) -> list[Path]:
         return sorted((self.path / "snapshots").glob("gen_*.json"))
 
-    def save(self, state: State) -> None:
-        """The snapshot first: it alone is enough to resume; the files derived from it follow."""
-        write_json(self.path / "snapshots" / f"gen_{state.generation:04d}.json", state_to_dict(state))
-        self.save_derived(state)
+    def save(self, snapshot: dict, hall_of_fame: list, logbook: list) -> None:
+        """The snapshot (plain data from the engine) first: it alone is enough to
+        resume; the files derived from it follow."""
+        write_json(self.path / "snapshots" / f"gen_{int(snapshot['generation']):04d}.json", snapshot)
+        self.save_derived(hall_of_fame, logbook)
 
-    def save_derived(self, state: State) -> None:
-        """hall_of_fame.json and logbook.csv from the state (rewritten on resume: a kill
-        between the snapshot and these files leaves them one generation behind)."""
-        write_json(self.path / "hall_of_fame.json", state.hall_of_fame)
-        write_atomic(self.path / "logbook.csv", csv_text(state.logbook))
+    def save_derived(self, hall_of_fame: list, logbook: list) -> None:
+        """hall_of_fame.json and logbook.csv (rewritten on resume: a kill between the
+        snapshot and these files leaves them one generation behind)."""
+        write_json(self.path / "hall_of_fame.json", hall_of_fame)
+        write_atomic(self.path / "logbook.csv", csv_text(logbook))
 
     @contextlib.contextmanager
     def hold(self):
@@ -179,15 +174,15 @@ class RunFolder:
                     removed.append(path)
         return removed
 
-    def load_latest(self, pset=None) -> State | None:
+    def load_latest(self) -> tuple[object, Path] | None:
+        """The newest snapshot's data and its path (the engine checks and rebuilds it)."""
         paths = self.snapshot_paths()
         if not paths:
             return None
         try:
-            data = read_json(paths[-1])
+            return read_json(paths[-1]), paths[-1]
         except FileFormatError as error:
             raise FileFormatError(f"{error}; delete it to resume from the snapshot before") from None
-        return state_from_dict(data, pset or gp.make_pset(), paths[-1])
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -198,94 +193,3 @@ def csv_text(rows: list[dict]) -> str:
         writer.writeheader()
         writer.writerows(rows)
     return out.getvalue()
-
-
-def state_to_dict(state: State) -> dict:
-    version, internal, gauss = state.rng_state
-    return {
-        "generation": state.generation,
-        "males": [[float(x) for x in g] for g in state.males],
-        "females": [str(f) for f in state.females],
-        "rng_state": {"version": version, "internal": list(internal), "gauss_next": gauss},
-        "compute": vars(state.compute),
-        "charged": list(state.charged),
-        "hall_of_fame": state.hall_of_fame,
-        "logbook": state.logbook,
-        "promotions": state.promotions,
-        "mating_stats": state.mating_stats,
-        "failures": state.failures,
-        "exhausted": state.exhausted,
-    }
-
-
-def state_from_dict(data, pset, where) -> State:
-    """Rebuild a State from snapshot data, checking every field's type.
-
-    Trees are parsed token by token against the primitive set (nothing is
-    evaluated); records the report reads later (hall of fame, promotions,
-    failures, logbook) must be objects with the fields and types the engine
-    writes, so a damaged or hand-made snapshot fails here, with its path.
-    """
-    def fail(problem):
-        raise FileFormatError(f"{where}: {problem}; the snapshot is damaged, delete it to resume "
-                              "from the snapshot before")
-
-    def records(name, required: dict) -> list:
-        rows = data[name]
-        if not isinstance(rows, list):
-            fail(f"{name} is not a list")
-        for row in rows:
-            if not isinstance(row, dict):
-                fail(f"an entry of {name} is not an object")
-            for field_name, kinds in required.items():
-                value = row.get(field_name)
-                if not isinstance(value, kinds) or isinstance(value, bool):
-                    fail(f"{name}: field {field_name!r} is missing or of the wrong type")
-                if isinstance(value, float) and not math.isfinite(value):
-                    fail(f"{name}: field {field_name!r} is not finite")
-        return list(rows)
-
-    if not isinstance(data, dict):
-        fail("not a snapshot object")
-    try:
-        rng = data["rng_state"]
-        internal = tuple(int(x) for x in rng["internal"])
-        gauss = rng["gauss_next"]
-        if len(internal) != 625 or not (gauss is None or isinstance(gauss, (int, float))):
-            fail("bad random generator state")
-        rng_state = (int(rng["version"]), internal, gauss)
-        random.Random().setstate(rng_state)  # ValueError for a state Python would refuse later
-        males = []
-        for genes in data["males"]:
-            if not isinstance(genes, list) or len(genes) != N_GENES or not all(
-                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in genes):
-                fail(f"a male genome is not a list of {N_GENES} finite numbers")
-            males.append(Male(float(x) for x in genes))
-        if not isinstance(data["females"], list):
-            fail("females is not a list")
-        try:
-            females = [gp.parse_tree(text, pset) for text in data["females"]]
-        except FileFormatError as error:
-            fail(str(error))
-        number = (int, float)
-        state = State(
-            generation=int(data["generation"]),
-            males=males,
-            females=females,
-            rng_state=rng_state,
-            compute=Compute(**{k: type(v)(data["compute"][k]) for k, v in vars(Compute()).items()}),
-            charged=dict.fromkeys(str(k) for k in data["charged"]),
-            hall_of_fame=records("hall_of_fame", {"key": str, "final_val_loss": number, "arch": dict}),
-            logbook=records("logbook", {"generation": int}),
-            promotions=records("promotions", {"key": str, "true": number, "arch": dict}),
-            mating_stats={k: int(data["mating_stats"][k]) for k in State(0, [], [], ()).mating_stats},
-            failures=records("failures", {"key": str, "reason": str}),
-            exhausted=bool(data["exhausted"]),
-        )
-        if state.generation < 0:
-            fail("negative generation")
-        return state
-    except FileFormatError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
-        fail(f"missing or malformed field ({type(error).__name__}: {error})")

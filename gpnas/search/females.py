@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpnas import gp
-from gpnas.curves import Curve
-from gpnas.features import feature_matrix, prefix_anchors, targets, to_final
-from gpnas.predictor import R_BOUND, SEED_TREES, fitness_error
+from gpnas.predict import trees
+from gpnas.predict.curves import Curve
+from gpnas.predict.features import feature_matrix, prefix_anchors, targets, to_final
+from gpnas.predict.predictor import R_BOUND, SEED_TREES, fitness_error
 
 WORST = 1e9  # fitness of a female that cannot be scored, or a male that failed
 
@@ -66,8 +66,8 @@ class CurveSet:
 def initial_population(n: int, pset, rng: random.Random, config) -> list:
     """The predictor module's seed trees (last value, best so far, log-linear
     extrapolation), then ramped half-and-half trees."""
-    seeds = [gp.parse_tree(text, pset) for text in SEED_TREES][:n]
-    return seeds + [gp.random_tree(pset, rng, config) for _ in range(n - len(seeds))]
+    seeds = [trees.parse_tree(text, pset) for text in SEED_TREES][:n]
+    return seeds + [trees.random_tree(pset, rng, config) for _ in range(n - len(seeds))]
 
 
 def predict_finals(trees, curves: list[Curve], prefix_frac: float, pset) -> tuple[np.ndarray, dict]:
@@ -96,7 +96,7 @@ def compiled(tree, pset):
     if text not in _COMPILED:
         if len(_COMPILED) > 20000:
             _COMPILED.clear()
-        _COMPILED[text] = gp.compile_tree(tree, pset)
+        _COMPILED[text] = trees.compile_tree(tree, pset)
     return _COMPILED[text]
 
 
@@ -132,23 +132,23 @@ def clone(female):
     return copy.deepcopy(female)
 
 
-def vary(parents, pset, rng: random.Random, config: gp.GPConfig) -> list:
+def vary(parents, pset, rng: random.Random, config: trees.GPConfig) -> list:
     """DEAP's varAnd for trees: pairwise crossover and mutation at the config's rates."""
     children = []
     for i in range(0, len(parents), 2):
         a, b = parents[i], parents[(i + 1) % len(parents)]
         if rng.random() < config.p_cx:
-            a, b = gp.cx_tree(a, b, rng, config)
+            a, b = trees.cx_tree(a, b, rng, config)
         for child in (a, b):
-            children.append(gp.mut_tree(child, pset, rng, config) if rng.random() < config.p_mut else clone(child))
+            children.append(trees.mut_tree(child, pset, rng, config) if rng.random() < config.p_mut else clone(child))
     return children[: len(parents)]
 
 
-def gp_step(females, curve_set: CurveSet, pset, rng: random.Random, elites: int, config: gp.GPConfig) -> list:
+def gp_step(females, curve_set: CurveSet, pset, rng: random.Random, elites: int, config: trees.GPConfig) -> list:
     """One generation of ordinary GP among females (a double tournament weighs
     error and size; offspring keep the depth and size limits), elites kept."""
     keep = [clone(f) for f in best(females, elites)]
-    parents = gp.sel_parsimony(females, len(females) - len(keep), rng, config)
+    parents = trees.sel_parsimony(females, len(females) - len(keep), rng, config)
     population = keep + vary(parents, pset, rng, config)
     score(population, curve_set, pset)
     return population

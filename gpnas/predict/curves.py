@@ -2,7 +2,7 @@
 
 A curve is a sequence of evaluations of one training run (validation loss at
 regular steps or epochs). Files are JSON Lines, one curve per line, as in
-``shared/data/curves/README.md``::
+``docs/curves.md``::
 
     {"task": "...", "config_id": "...", "metric": "val_loss",
      "higher_is_better": false, "values": [0.69, 0.61, ...],

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gpnas import closedform, gp
-from gpnas import females as fem
-from gpnas import predictor as pred
-from gpnas.runfolder import write_atomic, write_json
+from gpnas.predict import closedform, trees
+from gpnas.predict import predictor as pred
+from gpnas.runs.folder import write_atomic, write_json
+from gpnas.search import females as fem
 
 NONDETERMINISTIC = ("timing", "cache")
 # inside otherwise deterministic records: measured durations and speeds, and the
@@ -84,7 +84,7 @@ def female_table(engine, state) -> tuple[list[dict], dict]:
 
 def uses_hyperparameters(tree) -> bool:
     """Whether a female reads any hyperparameter terminal (only then can she guide a son)."""
-    return any(getattr(node, "value", None) in gp.HYPERPARAMETER_TERMINALS for node in tree)
+    return any(getattr(node, "value", None) in trees.HYPERPARAMETER_TERMINALS for node in tree)
 
 
 def summarize(engine, state, folder, wall_seconds: float) -> dict:

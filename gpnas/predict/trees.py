@@ -1,8 +1,8 @@
 """The female primitive set, safe tree parsing, vectorised compilation, seeded operators.
 
-A female is a ``gpnas.individuals.Female`` (a DEAP PrimitiveTree) over named
+A female is a ``Tree`` (a DEAP PrimitiveTree with a fitness) over named
 feature terminals (``features.FEATURES``) and ephemeral constants, with the
-protected primitives of DESIGN.md. Every primitive is a numpy function that
+protected primitives listed below. Every primitive is a numpy function that
 works on whole columns, so one compiled tree maps all curves at once.
 
 Protected operators (the same definitions are used by ``closedform``):
@@ -31,11 +31,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from deap import gp, tools
+from deap import base, gp, tools
 
 from gpnas.errors import FileFormatError
-from gpnas.features import FEATURE_NAMES, HYPERPARAMETER_FEATURES
-from gpnas.individuals import Female
+from gpnas.predict.features import FEATURE_NAMES, HYPERPARAMETER_FEATURES
 
 HYPERPARAMETER_TERMINALS = HYPERPARAMETER_FEATURES  # log_lr, dropout, n_layer, log_n_embd, log_n_params
 DIV_EPS = 1e-6
@@ -43,6 +42,24 @@ LOG_EPS = 1e-6
 EXP_MAX = 20.0
 OUTPUT_CLIP = 1e6
 CONST_NAME = "const"
+
+
+class TreeFitness(base.Fitness):
+    """A tree's fitness: its prediction error, minimised."""
+    weights = (-1.0,)
+
+
+class Tree(gp.PrimitiveTree):
+    """A predictor tree with a DEAP fitness; the search's ``Tree`` is this class.
+
+    Written as a plain class rather than with ``deap.creator`` so the predictor
+    side can fit trees without the search (the search's creator module makes
+    only the males' classes) and so trees pickle by their module path.
+    """
+
+    def __init__(self, content):
+        super().__init__(content)
+        self.fitness = TreeFitness()
 
 
 @dataclass(frozen=True)
@@ -156,8 +173,8 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def parse_tree(text: str, pset) -> Female:
-    """A Female from its string, checking every token against ``pset`` first.
+def parse_tree(text: str, pset) -> Tree:
+    """A Tree from its string, checking every token against ``pset`` first.
 
     Nothing is evaluated: the text is tokenised (names, float literals,
     parentheses, commas only), every name must be a primitive or terminal of
@@ -212,7 +229,7 @@ def parse_tree(text: str, pset) -> Female:
         raise FileFormatError(f"tree: trailing text after the tree: '{toks[pos][1]}'")
     nodes = [prims[p] if k == "prim" else terms[p] if k == "term" else _constant(pset, p)
              for k, p in plan]
-    return Female(nodes)
+    return Tree(nodes)
 
 
 # ---- vectorised compilation ----
@@ -299,11 +316,11 @@ def deap_random(rng: random.Random):
         random.setstate(saved)
 
 
-def random_tree(pset, rng: random.Random, config: GPConfig = GPConfig()) -> Female:
+def random_tree(pset, rng: random.Random, config: GPConfig = GPConfig()) -> Tree:
     """A ramped half-and-half tree within the size and depth limits (redrawn until it fits)."""
     with deap_random(rng):
         while True:
-            tree = Female(gp.genHalfAndHalf(pset, config.init_min_depth, config.init_max_depth))
+            tree = Tree(gp.genHalfAndHalf(pset, config.init_min_depth, config.init_max_depth))
             if _fits(tree, config):
                 return tree
 
@@ -312,12 +329,12 @@ def _fits(tree, config: GPConfig) -> bool:
     return tree.height <= config.max_depth and len(tree) <= config.max_size
 
 
-def _fresh(tree) -> Female:
-    child = Female(list(tree))
-    return child  # a new Female has an invalid (empty) fitness
+def _fresh(tree) -> Tree:
+    child = Tree(list(tree))
+    return child  # a new Tree has an invalid (empty) fitness
 
 
-def cx_tree(a, b, rng: random.Random, config: GPConfig = GPConfig()) -> tuple[Female, Female]:
+def cx_tree(a, b, rng: random.Random, config: GPConfig = GPConfig()) -> tuple[Tree, Tree]:
     """One-point subtree crossover; returns two new trees (the parents are untouched).
 
     A child beyond the depth or size limit is replaced by a copy of its parent.
@@ -328,7 +345,7 @@ def cx_tree(a, b, rng: random.Random, config: GPConfig = GPConfig()) -> tuple[Fe
     return (c1 if _fits(c1, config) else _fresh(a)), (c2 if _fits(c2, config) else _fresh(b))
 
 
-def mut_tree(tree, pset, rng: random.Random, config: GPConfig = GPConfig()) -> Female:
+def mut_tree(tree, pset, rng: random.Random, config: GPConfig = GPConfig()) -> Tree:
     """One mutation, chosen uniformly: new subtree, node replacement, shrink, or constant jitter.
 
     Returns a new tree (the input is untouched); a result beyond the limits
@@ -352,7 +369,7 @@ def mut_tree(tree, pset, rng: random.Random, config: GPConfig = GPConfig()) -> F
         else:  # no constant to jitter: grow a subtree instead
             with deap_random(rng):
                 (child,) = gp.mutUniform(child, expr=lambda pset, type_: gp.genFull(pset, 0, 2), pset=pset)
-    child = Female(child)
+    child = Tree(child)
     return child if _fits(child, config) else _fresh(tree)
 
 

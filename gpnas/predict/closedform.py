@@ -33,7 +33,7 @@ import sympy
 from deap import gp as deap_gp
 from sympy.printing.numpy import NumPyPrinter
 
-from gpnas import gp
+from gpnas.predict import trees
 
 DISPLAY_DIGITS = 3
 
@@ -55,18 +55,18 @@ class pdiv(sympy.Function):
     @classmethod
     def eval(cls, a, b):
         if b.is_Number:
-            return a / b if abs(float(b)) > gp.DIV_EPS else sympy.Integer(1)
+            return a / b if abs(float(b)) > trees.DIV_EPS else sympy.Integer(1)
         return None
 
     def fdiff(self, argindex=1):
         a, b = self.args
-        guard = sympy.Abs(b) > gp.DIV_EPS
+        guard = sympy.Abs(b) > trees.DIV_EPS
         d = 1 / b if argindex == 1 else -a / b ** 2
         return sympy.Piecewise((d, guard), (sympy.Integer(0), True))
 
     def _numpycode(self, printer):
         a, b = (printer.doprint(x) for x in self.args)
-        return f"numpy.where(numpy.abs({b}) > {gp.DIV_EPS!r}, ({a}) / ({b}), 1.0)"
+        return f"numpy.where(numpy.abs({b}) > {trees.DIV_EPS!r}, ({a}) / ({b}), 1.0)"
 
     def _latex(self, printer):
         a, b = (printer.doprint(x) for x in self.args)
@@ -81,8 +81,8 @@ SYMPY_PRIMITIVES = {
     "min2": lambda a, b: sympy.Min(a, b),
     "max2": lambda a, b: sympy.Max(a, b),
     "neg": lambda a: -a,
-    "plog": lambda a: sympy.log(sympy.Abs(a) + sympy.Float(gp.LOG_EPS)),
-    "cexp": lambda a: sympy.exp(sympy.Min(a, sympy.Float(gp.EXP_MAX))),
+    "plog": lambda a: sympy.log(sympy.Abs(a) + sympy.Float(trees.LOG_EPS)),
+    "cexp": lambda a: sympy.exp(sympy.Min(a, sympy.Float(trees.EXP_MAX))),
     "sqrt_abs": lambda a: sympy.sqrt(sympy.Abs(a)),
 }
 
@@ -166,7 +166,7 @@ def as_python(expr, name: str = "predict", target: str = "raw", r_bound: float |
     names = sorted(s.name for s in expr.free_symbols)
     args = names + (["last", "scale"] if target == "final" else [])
     body = NumPyPrinter().doprint(expr)
-    doc = "Evolved by gpnas; features as documented in gpnas.features."
+    doc = "Evolved by gpnas; features as documented in gpnas.predict.features."
     lines = ["import functools  # numpy's printer folds Min/Max with functools.reduce", "import numpy", "", "", f"def {name}({', '.join(args)}):", f'    """{doc}"""']
     lines += ['    with numpy.errstate(all="ignore"):  # protected ops evaluate both branches',
               f"        r = {body}"]

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpnas.curves import Curve, prefix_length
+from gpnas.predict.curves import Curve, prefix_length
 
 BIG = 1e18        # stand-in for a blown-up or diverged loss
 REL_CLIP = 1e3    # bound on scale-free values

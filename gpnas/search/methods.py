@@ -34,8 +34,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from gpnas import genome
-from gpnas.engine import WORST, Evolution, Mode, State
+from gpnas.search.engine import WORST, Evolution, Mode, State
+from gpnas.search.males import encode, mut_genome, sample_genome
 
 ETA = 3  # successive halving keeps the best 1/ETA of each rung (Hyperband's default)
 
@@ -48,7 +48,7 @@ class MethodConfig:
     population: int        # regularized evolution: P, architectures alive at once
     sample: int            # regularized evolution: S, tournament size of a parent choice
     children: int          # regularized evolution: children trained per generation
-    mutation_sigma: float  # regularized evolution: genome.mut_genome's scale
+    mutation_sigma: float  # regularized evolution: mut_genome's scale
     eta: int = ETA
 
     @classmethod
@@ -162,7 +162,7 @@ class Baseline(Method):
 
     def start(self) -> tuple[State, dict]:
         state, work = super().start()
-        self.train_fully(state, [genome.encode(self.preset.reference.as_dict(), self.space)], work)
+        self.train_fully(state, [encode(self.preset.reference.as_dict(), self.space)], work)
         return state, work
 
     def run(self, generations: int) -> State:
@@ -177,7 +177,7 @@ class RandomSearch(Method):
 
     def step(self, state: State, rng: random.Random) -> dict:
         work = self.no_work()
-        genomes = [genome.sample_genome(self.space, rng) for _ in range(self.config.batch)]
+        genomes = [sample_genome(self.space, rng) for _ in range(self.config.batch)]
         done = self.train_fully(state, genomes, work)
         return self.log_row(state, work, done, None)
 
@@ -217,7 +217,7 @@ class SuccessiveHalving(Method):
 
     def step(self, state: State, rng: random.Random) -> dict:
         work = self.no_work()
-        genomes = [genome.sample_genome(self.space, rng) for _ in range(self.bracket_size)]
+        genomes = [sample_genome(self.space, rng) for _ in range(self.bracket_size)]
 
         def losses_at(members, rung):
             tasks = [self.rung_task(genomes[i], rung) for i in members]
@@ -242,7 +242,7 @@ class RegularizedEvolution(Method):
 
     ``state.males`` is the population, oldest first. Each generation makes
     ``children`` children, each by sampling S members at random and mutating
-    the best of them (``genome.mut_genome``); the children train fully, join
+    the best of them (``mut_genome``); the children train fully, join
     the population, and as many of the oldest members are removed. Fitness is
     the true final validation loss, looked up in the archive.
     """
@@ -251,7 +251,7 @@ class RegularizedEvolution(Method):
 
     def start(self) -> tuple[State, dict]:
         rng = random.Random(self.seed)
-        population = [genome.sample_genome(self.space, rng) for _ in range(self.config.population)]
+        population = [sample_genome(self.space, rng) for _ in range(self.config.population)]
         state = State(generation=0, males=population, females=[], rng_state=rng.getstate())
         work = self.no_work()
         self.train_fully(state, population, work)
@@ -269,7 +269,7 @@ class RegularizedEvolution(Method):
         for _ in range(self.config.children):
             sample = rng.sample(range(len(population)), min(self.config.sample, len(population)))
             parent = min(sample, key=lambda i: (losses[i], i))
-            (child,) = genome.mut_genome(copy.deepcopy(population[parent]), self.space, rng,
+            (child,) = mut_genome(copy.deepcopy(population[parent]), self.space, rng,
                                          self.config.mutation_sigma)
             children.append(child)
         done = self.train_fully(state, children, work)

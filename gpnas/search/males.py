@@ -20,8 +20,13 @@ import random
 from functools import lru_cache
 from typing import Mapping
 
-from gpnas.config import BudgetConfig, GeneSpec, SpaceConfig, non_embedding_params
-from gpnas.individuals import Male
+from gpnas.config import (
+    BudgetConfig,
+    GeneSpec,
+    SpaceConfig,
+    hyperparameter_features,  # noqa: F401 (the predictor sees a male through it)
+)
+from gpnas.search.individuals import Male
 
 GENES = ("n_layer", "n_head", "n_embd", "dropout", "log10_lr")
 # The space gene behind each genome gene.
@@ -183,20 +188,6 @@ def train_config_dict(arch: Mapping, budget: BudgetConfig) -> dict:
         "eval_interval": budget.eval_interval,
         "eval_batches": budget.eval_batches,
         "warmup_iters": budget.warmup_iters,
-    }
-
-
-def hyperparameter_features(arch: Mapping, vocab_size: int = 65) -> dict[str, float]:
-    """The male's hyperparameters as the predictor sees them (keys of curves.HYPERPARAMETERS).
-
-    n_params is nanoGPT's non-embedding count (see config.non_embedding_params).
-    """
-    return {
-        "learning_rate": float(arch["learning_rate"]),
-        "dropout": float(arch["dropout"]),
-        "n_layer": float(arch["n_layer"]),
-        "n_embd": float(arch["n_embd"]),
-        "n_params": float(non_embedding_params(int(arch["n_layer"]), int(arch["n_embd"]), vocab_size)),
     }
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gpnas.curves import Curve
-from gpnas.genome import hyperparameter_features
+from gpnas.config import hyperparameter_features
+from gpnas.predict.curves import Curve
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class EvalTask:
 
 @functools.lru_cache(maxsize=4)
 def _dataset(data_dir: str):
-    from gpnas.data import load_dataset
+    from gpnas.train.data import load_dataset
 
     return load_dataset(data_dir, download=False)
 
@@ -57,7 +57,7 @@ def run_evaluation(task: EvalTask) -> dict:
     """
     import torch
 
-    from gpnas.training import TrainConfig, train
+    from gpnas.train.trainer import TrainConfig, train
 
     if task.checkpoint:
         Path(task.checkpoint).parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ def run_shipped(item: tuple) -> dict:
 
 def materialize(text: bytes) -> Path:
     """A folder holding ``text`` as input.txt, under this machine's gpnas cache."""
-    from gpnas.data import cache_dir
+    from gpnas.train.data import cache_dir
 
     folder = cache_dir() / "shipped" / hashlib.sha256(text).hexdigest()
     target = folder / "input.txt"
@@ -157,3 +157,22 @@ def result_curve(result: dict, arch: dict, key: str, task: str, horizon: int | N
         horizon=horizon,
         config=hyperparameter_features(arch),
     )
+
+
+class Evaluator:
+    """The engine's ``evaluate``: runs tasks through a map, the training text shipped
+    once (``Map.share``) for workers that cannot see the dataset's folder.
+
+    The engine calls ``evaluator(tasks)`` and gets one result (or ``Failure``) per
+    task, in order; which map runs them is this object's business.
+    """
+
+    def __init__(self, map_fn, dataset_dir):
+        from gpnas.runs.parallel import SerialMap  # the default runs in-process, like the serial backend
+
+        self.map = map_fn or SerialMap()
+        share = getattr(self.map, "share", None)
+        self.data_handle = share((Path(dataset_dir) / "input.txt").read_bytes()) if share else None
+
+    def __call__(self, tasks: list) -> list:
+        return self.map(run_shipped, [(t, self.data_handle) for t in tasks]) if tasks else []

@@ -31,8 +31,9 @@ import numpy as np
 import sympy
 from deap import tools
 
-from gpnas import closedform, genome, gp
-from gpnas import females as fem
+from gpnas.predict import closedform, trees
+from gpnas.search import females as fem
+from gpnas.search.males import GENES, cx_genome, decode, gene_span, hyperparameter_features, mut_genome, step_genome
 
 # gene -> the mother's terminals that move with it
 _LOG10 = math.log(10.0)
@@ -45,7 +46,7 @@ class MatingContext:
     space: object                      # the preset's search space
     pset: object                       # the female primitive set
     rng: random.Random
-    gp_config: gp.GPConfig             # tree limits and operator rates
+    gp_config: trees.GPConfig             # tree limits and operator rates
     step_scale: float                  # guided step length, in normalised gene units
     mutation_scale: float              # random mutation, in normalised gene units
     p_guided: float                    # chance the son follows a gradient that exists
@@ -65,7 +66,7 @@ def hyperparameter_gradient(mother, row: dict, ctx: MatingContext) -> dict:
     text = str(mother)
     if text not in ctx.derivatives:
         expr = closedform.to_sympy(mother)
-        used = [s for s in expr.free_symbols if s.name in gp.HYPERPARAMETER_TERMINALS]
+        used = [s for s in expr.free_symbols if s.name in trees.HYPERPARAMETER_TERMINALS]
         ctx.derivatives[text] = {s.name: sympy.diff(expr, s) for s in used}
     subs = {closedform.symbol(name): float(value) for name, value in row.items()}
     gradient = {}
@@ -78,7 +79,7 @@ def hyperparameter_gradient(mother, row: dict, ctx: MatingContext) -> dict:
 
 def gene_gradient(terminal_gradient: dict, arch: dict) -> dict:
     """Chain d(prediction)/d(terminal) to d(prediction)/d(gene), in gene units."""
-    g = dict.fromkeys(genome.GENES, 0.0)
+    g = dict.fromkeys(GENES, 0.0)
     g["log10_lr"] = terminal_gradient.get("log_lr", 0.0) * _LOG10
     g["dropout"] = terminal_gradient.get("dropout", 0.0)
     g["n_layer"] = terminal_gradient.get("n_layer", 0.0)
@@ -89,8 +90,8 @@ def gene_gradient(terminal_gradient: dict, arch: dict) -> dict:
         for gene in ("n_layer", "n_embd"):
             lo, hi = dict(arch), dict(arch)
             lo[gene], hi[gene] = arch[gene] - 1, arch[gene] + 1
-            slope = (math.log(genome.hyperparameter_features(hi)["n_params"])
-                     - math.log(genome.hyperparameter_features(lo)["n_params"])) / 2.0
+            slope = (math.log(hyperparameter_features(hi)["n_params"])
+                     - math.log(hyperparameter_features(lo)["n_params"])) / 2.0
             g[gene] += d_log_params * slope
     return {gene: value for gene, value in g.items() if value != 0.0}
 
@@ -102,21 +103,21 @@ def descent_direction(gradient: dict, space) -> dict:
     moves each gene by -gradient * span**2 in natural units (``step_genome``
     rescales by span and normalises the length).
     """
-    return {gene: -d * genome.gene_span(space, gene) ** 2 for gene, d in gradient.items()}
+    return {gene: -d * gene_span(space, gene) ** 2 for gene, d in gradient.items()}
 
 
 def make_son(father, mother, row: dict, ctx: MatingContext):
     """The father's genome, moved along the mother's gradient; returns (son, guided)."""
-    arch = genome.decode(father, ctx.space)
+    arch = decode(father, ctx.space)
     gradient = gene_gradient(hyperparameter_gradient(mother, row, ctx), arch)
     son = copy.deepcopy(father)
     guided = bool(gradient) and ctx.rng.random() < ctx.p_guided
     if guided:
-        genome.step_genome(son, descent_direction(gradient, ctx.space), ctx.space, ctx.rng, ctx.step_scale)
+        step_genome(son, descent_direction(gradient, ctx.space), ctx.space, ctx.rng, ctx.step_scale)
     else:
-        genome.mut_genome(son, ctx.space, ctx.rng, ctx.step_scale)
+        mut_genome(son, ctx.space, ctx.rng, ctx.step_scale)
     if ctx.mutation_scale > 0:
-        genome.mut_genome(son, ctx.space, ctx.rng, ctx.mutation_scale)
+        mut_genome(son, ctx.space, ctx.rng, ctx.mutation_scale)
     return son, guided
 
 
@@ -133,8 +134,8 @@ def father_choice(father_key: str | None, ctx: MatingContext):
 def make_daughter(mother, father_key: str | None, ctx: MatingContext):
     """The mother's tree crossed with the father's choice, then mutated."""
     choice, chose = father_choice(father_key, ctx)
-    daughter, _ = gp.cx_tree(mother, choice, ctx.rng, ctx.gp_config)
-    daughter = gp.mut_tree(daughter, ctx.pset, ctx.rng, ctx.gp_config)
+    daughter, _ = trees.cx_tree(mother, choice, ctx.rng, ctx.gp_config)
+    daughter = trees.mut_tree(daughter, ctx.pset, ctx.rng, ctx.gp_config)
     return daughter, chose
 
 
@@ -151,7 +152,7 @@ def mate(father, mother, row: dict, father_key: str | None, ctx: MatingContext):
 
 def sel_tournament(individuals, k: int, size: int, rng: random.Random) -> list:
     """Plain fitness tournaments (either sex), drawing from ``rng``."""
-    with gp.deap_random(rng):
+    with trees.deap_random(rng):
         return tools.selTournament(individuals, k, tournsize=size)
 
 
@@ -167,10 +168,10 @@ def breed_within(male_parents, female_parents, ctx: MatingContext):
     for i in range(0, len(male_parents), 2):
         children = (copy.deepcopy(male_parents[i]), copy.deepcopy(male_parents[(i + 1) % len(male_parents)]))
         if ctx.rng.random() < ctx.cx_prob:
-            genome.cx_genome(*children, ctx.space, ctx.rng)
+            cx_genome(*children, ctx.space, ctx.rng)
         for child in children:
             if ctx.rng.random() < ctx.mut_prob:
-                genome.mut_genome(child, ctx.space, ctx.rng, ctx.mutation_scale)
+                mut_genome(child, ctx.space, ctx.rng, ctx.mutation_scale)
             sons.append(child)
     daughters = fem.vary(female_parents, ctx.pset, ctx.rng, ctx.gp_config) if female_parents else []
     return sons[: len(male_parents)], daughters

@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from gpnas.archive import Archive
 from gpnas.config import preset_to_dict
-from gpnas.engine import MODES
 from gpnas.errors import ConfigError
-from gpnas.methods import METHODS
-from gpnas.runfolder import read_json, write_json
-from gpnas.runs import check_unchanged, execute, new_run, open_run
+from gpnas.jobs.run import check_unchanged, execute, new_run, open_run
+from gpnas.runs.archive import Archive
+from gpnas.runs.folder import read_json, write_json
+from gpnas.search.engine import MODES
+from gpnas.search.methods import METHODS
 
-# the modes of DESIGN.md's table, in the order tables list them
+# the modes of docs/design.md's table, in the order tables list them
 ALL_MODES = ("baseline", "male", "female", "combined", "within-gender", "random", "successive-halving",
              "regularized-evolution")
 REFERENCE_MODE = "combined"

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from gpnas.archive import Archive
 from gpnas.config import check_fits, largest_architecture, preset_from_dict, preset_to_dict
-from gpnas.engine import MODES, Evolution
 from gpnas.errors import ConfigError, FileFormatError
-from gpnas.methods import METHODS
-from gpnas.report import summarize, write_report
-from gpnas.runfolder import RunFolder
+from gpnas.report.run import summarize, write_report
+from gpnas.runs.archive import Archive
+from gpnas.runs.folder import RunFolder
+from gpnas.runs.worker import Evaluator
+from gpnas.search.engine import MODES, Evolution
+from gpnas.search.methods import METHODS
 
 
 @dataclass
@@ -122,10 +123,11 @@ def _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, s
     remove_stale_checkpoint_files(run.folder.checkpoints_dir)
     archive = Archive(run.folder.archive_path)
     try:
+        dataset_dir = str(Path(run.dataset.text_path).parent)
         engine = METHODS.get(run.mode, Evolution)(
-            run.preset, run.mode, dataset_dir=str(Path(run.dataset.text_path).parent),
+            run.preset, run.mode, dataset_dir=dataset_dir,
             data_sha256=run.dataset.sha256, archive=archive, checkpoints_dir=run.folder.checkpoints_dir,
-            map_fn=map_fn, seed=run.seed, task_name=run.dataset.name, device=device, threads=threads,
+            evaluate=Evaluator(map_fn, dataset_dir), seed=run.seed, task_name=run.dataset.name, device=device, threads=threads,
             snapshots=run.folder, callbacks=callbacks, max_tokens=max_tokens,
         )
         state = engine.run(generations)

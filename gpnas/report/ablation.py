@@ -2,7 +2,7 @@
 test of each mode against combined, the table (markdown and CSV) and plots.
 
 Everything here is a pure function of the run records in results.json
-(``gpnas.ablate.make_record``); numpy only. Intervals are 95 % Student t
+(``gpnas.jobs.ablation.make_record``); numpy only. Intervals are 95 % Student t
 intervals of the mean over seeds; the paired test is an exact sign-flip
 permutation test of the per-seed differences (two-sided). With K seeds its
 smallest possible p-value is 2 / 2^K (0.0625 for 5 seeds): five seeds can show
@@ -279,7 +279,7 @@ def write_plots(records, modes, folder) -> list:
 def write_tables(records, modes, folder) -> dict:
     """table.md, table.csv (per mode) and runs.csv (per run) in ``folder``; returns
     {"markdown": text, "paths": [...]}."""
-    from gpnas.runfolder import csv_text, write_atomic
+    from gpnas.runs.folder import csv_text, write_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(records, modes)
