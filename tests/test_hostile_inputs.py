@@ -23,7 +23,7 @@ from gpnas.cli import main
 from gpnas.predict.curves import write_curves
 from gpnas.predict.features import FEATURE_NAMES
 from gpnas.predict.predictor import FORMAT as PREDICTOR_FORMAT
-from tests.test_predictor import synthetic_curves
+from tests.predict.test_predictor import synthetic_curves
 
 CODE = "__import__('os').system('touch PWNED')"
 REAL_SYSTEM = os.system  # pickled by name: unpickling it anywhere calls the real os.system

@@ -22,7 +22,7 @@ from gpnas.jobs.ablation import ALL_MODES, make_plan, run_ablation
 from gpnas.report.ablation import METRICS, best_so_far, mean_ci, sign_flip_p, t_quantile, tokens_to_reach
 from gpnas.runs.archive import Archive
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORDS = ("the", "king", "queen", "lord", "good", "night", "speak", "thou", "my", "of", "and", "to")
 
 

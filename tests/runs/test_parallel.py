@@ -8,9 +8,9 @@ import pytest
 from gpnas.errors import ConfigError
 from gpnas.runs import parallel
 from gpnas.runs.parallel import Failure, default_backend_and_workers, make_map
-from tests import parallel_workloads as work
+from tests.runs import parallel_workloads as work
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

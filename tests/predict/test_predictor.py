@@ -187,7 +187,7 @@ def test_experiment_scripts_run_in_tiny_mode(tmp_path):
 
     from gpnas.predict.curves import write_curves
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     curves = tmp_path / "c.jsonl"
     write_curves(curves, synthetic_curves(45))
     bench = subprocess.run([sys.executable, str(root / "experiments/bench_predictors.py"), "--curves", str(curves),
@@ -222,5 +222,5 @@ def test_predictor_side_never_imports_torch_or_the_trainer():
     code = ("import sys; import gpnas.predict.predictor, gpnas.cli.predictors; "
             "bad = [m for m in sys.modules if m == 'torch' or m in "
             "('gpnas.train.trainer', 'gpnas.train.model', 'gpnas.train.data')]; print(bad); assert not bad")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1],
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2],
                    capture_output=True)

@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from gpnas.cli import main
 from gpnas.predict.curves import write_curves
-from tests.test_predictor import synthetic_curves
+from tests.predict.test_predictor import synthetic_curves
 
 
 @pytest.fixture(scope="module")

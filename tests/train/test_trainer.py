@@ -180,7 +180,7 @@ def test_the_speed_benchmark_runs_in_a_tiny_mode(tiny_corpus_dir, capsys):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "bench_train.py"
+    path = Path(__file__).resolve().parents[2] / "experiments" / "bench_train.py"
     spec = importlib.util.spec_from_file_location("bench_train", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
