@@ -111,6 +111,7 @@ class BudgetConfig:
     block_size: int
     batch_size: int
     warmup_iters: int
+    eval_timeout_s: float = 0.0  # one evaluation's wall-time limit; 0: derived (eval_time_limit)
 
     @property
     def prefix_frac(self) -> float:
@@ -371,6 +372,8 @@ def _check_budget(b: BudgetConfig, src: str) -> None:
             _fail(src, f"budget.{k} = {getattr(b, k)} must be >= 1")
     if b.warmup_iters < 0:
         _fail(src, f"budget.warmup_iters = {b.warmup_iters} must be >= 0")
+    if b.eval_timeout_s < 0:
+        _fail(src, f"budget.eval_timeout_s = {b.eval_timeout_s} must be >= 0 (0: derived from the budget)")
     if b.early_iters >= b.full_iters:
         _fail(src, f"budget.early_iters = {b.early_iters} must be < budget.full_iters = {b.full_iters}")
     if b.warmup_iters >= b.full_iters:
@@ -445,6 +448,46 @@ def non_embedding_params(n_layer: int, n_embd: int, vocab_size: int = 65) -> int
     so block_size does not enter.
     """
     return n_layer * (12 * n_embd**2 + 2 * n_embd) + n_embd + vocab_size * n_embd
+
+
+def flops_per_token(arch: Mapping, block_size: int, vocab_size: int = 65) -> int:
+    """Training FLOPs per token (forward and backward), nanoGPT's ``estimate_mfu``:
+    6 N for the weights' matmuls (N = non_embedding_params) plus 12 L d T for attention."""
+    L, d = int(arch["n_layer"]), int(arch["n_embd"])
+    return 6 * non_embedding_params(L, d, vocab_size) + 12 * L * d * int(block_size)
+
+
+# The derived per-evaluation time limit (eval_time_limit): a floor for start-up (spawning
+# a worker, importing torch, preparing data, CUDA initialisation, the inference measurement)
+# and a throughput far below any working run (small models on one loaded CPU thread train at
+# about 20 GFLOP/s on the 2-core machine kind; GPUs reach tens to hundreds of TFLOP/s).
+EVAL_LIMIT_FLOOR_S = 600.0
+SLOWEST_FLOPS_PER_S = {"cpu": 1e9, "cuda": 1e12}
+
+
+def eval_time_limit(preset: "Preset", device: str = "cpu") -> float:
+    """Seconds one evaluation may take before it counts as hung (a recorded failure, its
+    worker replaced): ``budget.eval_timeout_s`` when set, else derived from the budget.
+
+    Derived: EVAL_LIMIT_FLOOR_S plus the FLOPs of the largest architecture's full run
+    (``full_iters`` steps of ``batch_size * block_size`` tokens, and the evaluations:
+    val and train batches at every ``eval_interval``, forward only, a third of a step's
+    FLOPs) at SLOWEST_FLOPS_PER_S of ``device`` ("auto": cuda when torch sees a GPU).
+    cpu-small: about 16 min on cpu; shakespeare-char: about 5 h on cuda.
+    """
+    b = preset.budget
+    if b.eval_timeout_s > 0:
+        return float(b.eval_timeout_s)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    tokens = b.full_iters * b.batch_size * b.block_size
+    evals = b.full_iters // b.eval_interval + 1
+    eval_tokens = 2 * evals * b.eval_batches * b.batch_size * b.block_size
+    flops = flops_per_token(largest_architecture(preset.space), b.block_size) * (tokens + eval_tokens / 3)
+    return EVAL_LIMIT_FLOOR_S + flops / SLOWEST_FLOPS_PER_S[kind]
 
 
 def device_memory_bytes(device: str = "auto") -> tuple[int, str]:

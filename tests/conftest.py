@@ -1,8 +1,93 @@
-"""Shared fixtures: an isolated gpnas cache for every test, and a tiny generated corpus."""
+"""Shared fixtures (an isolated gpnas cache for every test, a tiny generated corpus) and the
+two markers:
 
+- ``slow``: tests that train on the real text, run many generations or whole
+  experiment scripts, start Ray or wait out a planted hang. They are listed in
+  ``SLOW`` below, one table, so the fast loop ``pytest -m "not slow"`` (under a
+  minute) is decided in one place; CI runs everything.
+- ``gpu``: tests that need a real CUDA GPU (tests/train/test_gpu.py), skipped
+  with the reason where torch sees none. The CPU suite keeps its tests of the
+  CUDA code paths with a monkeypatched ``torch.cuda``.
+"""
+
+import fnmatch
 import random
 
 import pytest
+
+# Node-id patterns (fnmatch) of the slow tests, with why. A pattern that matches no test
+# of a file that was collected is an error, so a renamed test cannot silently leave the table.
+SLOW = {
+    # the real shakespeare_char text
+    "tests/train/test_trainer.py::test_real_shakespeare_trains": "real text",
+    # experiment scripts run end to end in a tiny mode
+    "tests/train/test_trainer.py::test_the_speed_benchmark_runs_in_a_tiny_mode": "script",
+    "tests/runs/test_parallel.py::test_the_benchmark_script_runs_in_tiny_mode": "script",
+    "tests/jobs/test_ablation.py::test_run_script_in_a_tiny_mode": "script",
+    "tests/jobs/test_ablation.py::test_experiment_scripts_regenerate_the_table_and_plots": "script",
+    "tests/test_crash_safety.py::test_crash_trials_script_runs_in_a_tiny_mode": "script",
+    # many generations, many runs, or a run and its resume
+    "tests/jobs/test_ablation.py::test_every_mode_*": "every mode over two seeds",
+    "tests/jobs/test_ablation.py::test_runs_share_one_archive_and_a_rerun_trains_nothing": "ablation",
+    "tests/jobs/test_ablation.py::test_an_interrupted_ablation_resumes_where_it_stopped": "ablation twice",
+    "tests/jobs/test_ablation.py::test_a_changed_ablation_is_refused": "ablation",
+    "tests/jobs/test_ablation.py::test_a_fixed_budget_applies_to_every_mode_including_combined": "ablation",
+    "tests/search/test_engine.py::test_every_mode_writes_a_complete_run_folder*": "every mode",
+    "tests/search/test_engine.py::test_resume_after_a_kill_mid_generation_equals_an_uninterrupted_run": "two runs",
+    "tests/search/test_engine.py::test_a_finished_run_continues_to_more_generations": "two runs",
+    "tests/search/test_engine.py::test_same_seed_same_result_different_seed_differs": "three runs",
+    "tests/search/test_engine.py::test_cache_prevents_retraining_across_runs_sharing_an_archive": "two runs",
+    "tests/search/test_methods.py::test_same_seed_same_result_different_seed_differs": "three runs",
+    "tests/search/test_methods.py::test_every_method_runs_and_never_overspends*": "every method",
+    "tests/search/test_methods.py::test_regularized_evolution_removes_the_oldest": "many generations",
+    "tests/cli/test_cli_evolve.py::test_evolve_prints_generations_and_a_summary_then_show_repeats_it": "two gens",
+    "tests/cli/test_cli_evolve.py::test_resume_continues_and_refuses_a_changed_config": "run and resume",
+    "tests/runs/test_backends.py::test_serial_pool_and_ray_give_identical_summaries*": "a run per backend",
+    "tests/test_crash_safety.py::test_a_run_killed_at_a_chosen_moment_resumes_to_the_uninterrupted_result*":
+        "run, kill, resume",
+    "tests/test_crash_safety.py::test_ctrl_c_stops_cleanly_says_how_to_resume_and_leaves_no_worker*": "subprocess",
+    "tests/test_crash_safety.py::test_a_worker_that_dies_is_a_failed_evaluation_and_the_run_goes_on":
+        "a worker respawned per death",
+    "tests/test_crash_safety.py::test_a_simplification_that_never_ends_is_abandoned_and_the_run_finishes":
+        "every simplify waits out its bound",
+    "tests/test_crash_safety.py::test_an_evaluation_past_its_time_limit_is_a_failed_evaluation_*": "a 10 s hang",
+    # Ray (a private cluster starts) and planted hangs waited out
+    "tests/runs/test_parallel.py::*[[]ray[]]": "Ray",
+    "tests/runs/test_parallel.py::test_ray_survives_a_killed_actor": "Ray",
+    "tests/runs/test_parallel.py::test_an_unreachable_ray_address_is_one_line": "Ray",
+    "tests/runs/test_parallel.py::test_an_item_past_the_time_limit_fails_and_its_worker_is_replaced*": "a hang",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(fnmatch.fnmatchcase(item.nodeid, pattern) for pattern in SLOW):
+            item.add_marker(pytest.mark.slow)
+    modules = {item.nodeid.split("::")[0]: getattr(item, "module", None) for item in items}
+    stale = []
+    for pattern in SLOW:
+        path, function = pattern.split("::", 1)
+        if modules.get(path) is not None:
+            names = [n for n in dir(modules[path]) if n.startswith("test")]
+            if not any(fnmatch.fnmatchcase(n, function.split("[")[0]) for n in names):
+                stale.append(pattern)
+    if stale:
+        raise pytest.UsageError(f"tests/conftest.py: SLOW names tests that do not exist: {', '.join(stale)}")
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    reason = _no_gpu() if gpu else None
+    for item in gpu if reason else ():
+        item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _no_gpu() -> str | None:
+    """Why the gpu tests cannot run here, or None when torch sees a CUDA device."""
+    try:
+        import torch
+    except ImportError:
+        return "needs torch with CUDA (torch is not installed)"
+    if not torch.cuda.is_available():
+        return "needs a CUDA GPU (torch.cuda.is_available() is False)"
+    return None
 
 TINY_WORDS = ("the", "king", "queen", "lord", "good", "night", "speak", "thou", "my", "of", "and", "to")
 

@@ -335,14 +335,27 @@ def finished_run(tmp_path_factory):
 
 @pytest.fixture
 def run_copy(finished_run, tmp_path):
-    """A copy of the finished run (its run.json points at the copy's archive)."""
+    """A copy of the finished run, as it is: run.json names its archive relative to the folder,
+    so the copy uses the copy's archive."""
     folder = tmp_path / "run"
     shutil.copytree(finished_run / "run", folder)
-    meta = json.loads((folder / "run.json").read_text())
-    meta["archive"] = str(folder / "archive.sqlite")
-    (folder / "run.json").write_text(json.dumps(meta))
     shutil.copytree(finished_run / "corpus", tmp_path / "corpus")
     return folder
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A folder beside the run that nothing may touch: holds a canary and a checkpoint-like temporary file."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "canary.txt").write_text("keep me")
+    (folder / "deadbeef.pt.99999999.tmp").write_text("not gpnas's to delete")
+    return folder
+
+
+def tree(folder):
+    """Every path under folder with its bytes (files) or None (folders): what 'untouched' compares."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
 
 
 def resume(folder, generations=2):
@@ -450,6 +463,122 @@ def test_a_damaged_or_hostile_run_json_is_refused_on_resume(run_copy, name):
     assert digest(run_copy) == before
 
 
+def test_a_moved_run_folder_resumes_with_the_archive_it_holds(run_copy, finished_run):
+    assert json.loads((run_copy / "run.json").read_text())["archive"] == "archive.sqlite"
+    original = digest(finished_run / "run")
+    result = resume(run_copy, generations=2)
+    assert result.exit_code == 0, result.output
+    assert (run_copy / "snapshots" / "gen_0002.json").exists()
+    assert digest(finished_run / "run") == original  # the copy never wrote to the original's archive
+
+
+# A run.json that names an archive outside the folder made gpnas create folders and SQLite
+# files there, put checkpoints beside it and delete *.pt.*.tmp files in them.
+ARCHIVE_CASES = {
+    "absolute path outside": (lambda out: {"archive": str(out / "new" / "deep" / "archive.sqlite")}, "outside"),
+    "relative path climbing out": (lambda out: {"archive": "../outside/archive.sqlite"}, "outside"),
+    "forged --archive flag, no such file": (
+        lambda out: {"archive": str(out / "new" / "archive.sqlite"), "archive_external": True,
+                     "run_id": "0" * 32}, "not an existing archive"),
+    "forged --archive flag on an empty file": (
+        lambda out: {"archive": str(out / "canary.txt"), "archive_external": True, "run_id": "0" * 32},
+        "never given to this run"),
+    "forged --archive flag, relative": (
+        lambda out: {"archive": "../outside/canary.txt", "archive_external": True, "run_id": "0" * 32},
+        "not an existing archive"),
+    "forged --archive flag without a run id": (
+        lambda out: {"archive": str(out / "canary.txt"), "archive_external": True}, "run_id"),
+    "flag not a boolean": (lambda out: {"archive_external": "yes"}, "archive_external"),
+    "run id not hex": (lambda out: {"archive": str(out / "canary.txt"), "archive_external": True,
+                                    "run_id": "../../etc"}, "run_id"),
+    "a NUL byte": (lambda out: {"archive": "arch\x00ive.sqlite"}, "archive"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARCHIVE_CASES))
+def test_a_run_json_naming_an_archive_outside_the_folder_is_refused(run_copy, outside, name):
+    change, word = ARCHIVE_CASES[name]
+    if name == "forged --archive flag on an empty file":
+        (outside / "canary.txt").write_bytes(b"")  # SQLite would write a new archive into it
+    edit_json(run_copy / "run.json", lambda d: d.update(change(outside)))
+    before, around = digest(run_copy), tree(outside)
+    refused(resume(run_copy), word)
+    assert digest(run_copy) == before
+    assert tree(outside) == around
+
+
+def test_a_genuine_archive_elsewhere_that_never_knew_the_run_is_refused(run_copy, outside):
+    """A forged run.json cannot aim a run at a real gpnas archive the user has: it must know the run's id."""
+    shutil.copy(run_copy / "archive.sqlite", outside / "archive.sqlite")
+    (outside / "checkpoints").mkdir()
+    (outside / "checkpoints" / "cafe.pt.99999999.tmp").write_text("a stale checkpoint of someone else's run")
+    edit_json(run_copy / "run.json", set_key("archive", str(outside / "archive.sqlite")))
+    edit_json(run_copy / "run.json", lambda d: d.update(archive_external=True, run_id="ab" * 16))
+    around = tree(outside)
+    refused(resume(run_copy), "never given to this run")
+    assert tree(outside) == around
+
+
+LINK_CASES = {  # what becomes a link into outside/
+    "snapshots folder": "snapshots",
+    "plots folder": "plots",
+    "checkpoints folder": "checkpoints",
+    "a plot file": "plots/curves.png",
+    "a snapshot file": "snapshots/gen_0001.json",
+    "the archive": "archive.sqlite",
+    "the archive's write-ahead log": "archive.sqlite-wal",
+    "the lock file": ".lock",
+    "a planted temporary file": ".logbook.csv.tmp",
+    "a checkpoint file": "checkpoints/feed.pt",
+}
+
+
+@pytest.mark.parametrize("name", sorted(LINK_CASES))
+def test_a_link_that_leads_out_of_the_run_folder_is_refused(run_copy, outside, name):
+    """Each link points at a faithful copy outside (or at the canary): followed, the run would work,
+    and write, there."""
+    link = run_copy / LINK_CASES[name]
+    link.parent.mkdir(exist_ok=True)
+    target = outside / link.name
+    if link.is_dir():
+        shutil.copytree(link, target)
+        shutil.rmtree(link)
+    elif link.exists():
+        shutil.copy(link, target)
+        link.unlink()
+    elif name.endswith("folder"):
+        target.mkdir()
+    else:
+        target = outside / "canary.txt"
+    link.symlink_to(target)
+    before, around = digest(run_copy), tree(outside)
+    line = refused(resume(run_copy), link.name, "outside")
+    assert "is a link to" in line
+    assert digest(run_copy) == before
+    assert tree(outside) == around
+
+
+def test_a_link_that_stays_inside_the_run_folder_is_fine(run_copy):
+    (run_copy / "figures").mkdir()
+    (run_copy / "plots").rename(run_copy / "figures" / "plots")
+    (run_copy / "plots").symlink_to(run_copy / "figures" / "plots")
+    result = resume(run_copy, generations=2)
+    assert result.exit_code == 0, result.output
+    assert (run_copy / "figures" / "plots" / "curves.png").exists()
+
+
+def test_a_new_run_in_a_folder_with_a_link_out_is_refused_before_anything_is_written(tmp_path, outside,
+                                                                                      tiny_corpus_dir):
+    out = tmp_path / "fresh"
+    out.mkdir()
+    (out / "snapshots").symlink_to(outside)
+    around = tree(outside)
+    refused(cli("evolve", "--preset", "micro", "--backend", "serial", "--threads", "1", "--generations", "1",
+                "--data-dir", tiny_corpus_dir, "--out", out), "snapshots", "outside")
+    assert tree(outside) == around
+    assert sorted(p.name for p in out.iterdir()) == ["snapshots"]
+
+
 def test_a_data_file_changed_since_the_run_started_is_refused_on_resume(run_copy):
     text = run_copy.parent / "corpus" / "input.txt"
     text.write_text(text.read_text() + "One more line.\n")
@@ -544,7 +673,7 @@ def test_a_full_or_read_only_disk_stops_the_run_with_one_line_and_keeps_earlier_
     real_open = open
 
     def failing_open(path, mode="r", *args, **kwargs):  # the first snapshot write of generation 2 fails
-        if "w" in mode and str(path).endswith(".gen_0002.json.tmp"):
+        if mode[0] in "wx" and str(path).endswith(".gen_0002.json.tmp"):
             real_open(path, mode, *args, **kwargs).close()  # the temporary file existed before the failure
             raise error
         return real_open(path, mode, *args, **kwargs)

@@ -8,15 +8,17 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from gpnas.config import check_fits, largest_architecture, preset_from_dict, preset_to_dict
+from gpnas.config import (check_fits, eval_time_limit, largest_architecture, preset_from_dict,
+                          preset_to_dict)
 from gpnas.errors import ConfigError, FileFormatError
 from gpnas.report.run import summarize, write_report
-from gpnas.runs.archive import Archive
-from gpnas.runs.folder import RunFolder
+from gpnas.runs.archive import Archive, archive_knows_run
+from gpnas.runs.folder import ARCHIVE_NAME, RunFolder, is_inside
 from gpnas.runs.worker import Evaluator
 from gpnas.search.engine import MODES, Evolution
 from gpnas.search.methods import METHODS
@@ -36,18 +38,34 @@ def default_out(preset_name: str, mode: str, seed: int, root: Path = Path("runs"
 
 
 def new_run(out, preset, mode: str, seed: int, dataset, archive_path=None) -> Run:
-    """Create the run folder and record what the run is."""
+    """Create the run folder and record what the run is.
+
+    ``archive_path`` is the archive the user named (``--archive``); without it the
+    archive lives in the folder. One named outside the folder is recorded as such
+    in run.json with a fresh ``run_id`` that the archive records too, so a resume
+    can tell the user's archive from a path a forged run.json names.
+    """
     if mode not in MODES and mode not in METHODS:
         raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join([*MODES, *METHODS])}")
     out = Path(out)
-    archive_path = Path(archive_path).resolve() if archive_path else (out / "archive.sqlite").resolve()
+    where = {"archive": ARCHIVE_NAME}
+    if archive_path is not None:
+        archive_path = Path(archive_path).resolve()
+        root = out.resolve()
+        if is_inside(archive_path, root):
+            where = {"archive": archive_path.relative_to(root).as_posix()}
+        else:
+            run_id = uuid.uuid4().hex
+            with Archive(archive_path) as archive:
+                archive.register_run(run_id, root)
+            where = {"archive": str(archive_path), "archive_external": True, "run_id": run_id}
     folder = RunFolder.create(out, {
         "mode": mode,
         "seed": seed,
         "preset": preset_to_dict(preset),
         "data": {"name": dataset.name, "dir": str(Path(dataset.text_path).parent.resolve()),
                  "sha256": dataset.sha256},
-        "archive": str(archive_path),
+        **where,
         "created": datetime.now().isoformat(timespec="seconds"),
     })
     return Run(folder, preset, mode, seed, dataset)
@@ -71,8 +89,7 @@ def open_run(path, dataset_loader, data_dir=None) -> Run:
         raise FileFormatError(f"{where}: no preset recorded; the file is damaged or not from gpnas")
     if not (isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("dir", "sha256"))):
         raise FileFormatError(f"{where}: 'data' must hold the text's dir and sha256; the file is damaged")
-    if not isinstance(meta.get("archive", ""), str):
-        raise FileFormatError(f"{where}: 'archive' must be a path; the file is damaged or not from gpnas")
+    check_archive(folder)
     try:
         preset = preset_from_dict(meta["preset"])
     except ConfigError as error:
@@ -83,6 +100,27 @@ def open_run(path, dataset_loader, data_dir=None) -> Run:
                           f"(sha256 {dataset.sha256[:12]} != {data['sha256'][:12]}); "
                           "point --data-dir at the original text")
     return Run(folder, preset, meta["mode"], meta["seed"], dataset)
+
+
+def check_archive(folder: RunFolder) -> None:
+    """The archive run.json names may be used: inside the folder, or the user's --archive
+    (an existing archive that recorded this run's id), with no link leading elsewhere
+    from the folder, the archive's files or its checkpoints. FileFormatError otherwise,
+    before anything is created, written or deleted."""
+    folder.check_links()
+    path, external = folder.archive_location()
+    folder.check_archive_links()
+    if not external:
+        return
+    run_id, where = folder.run_id, folder.path / "run.json"
+    if run_id is None:
+        raise FileFormatError(f"{where}: an archive given with --archive needs the run's 'run_id'; "
+                              "the file is damaged or not from gpnas")
+    if not archive_knows_run(path, run_id):
+        raise FileFormatError(f"{where}: the archive {path} was never given to this run with --archive "
+                              "(it does not know the run's id); a run folder from elsewhere keeps its archive "
+                              "inside it: copy the archive into the folder and set 'archive' to "
+                              f"{ARCHIVE_NAME}")
 
 
 def check_unchanged(run: Run, preset, mode: str | None, seed: int | None) -> None:
@@ -114,6 +152,7 @@ def execute(run: Run, generations: int, map_fn=None, device: str = "auto", threa
     concurrent = 1 if getattr(map_fn, "backend", "") == "ray" else getattr(map_fn, "workers", 1)
     check_fits(largest_architecture(run.preset.space), run.preset.budget, device, concurrent)
     started = time.perf_counter()
+    check_archive(run.folder)  # again: the folder may have changed since it was opened
     with run.folder.hold():
         return _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, started)
 
@@ -127,7 +166,8 @@ def _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, s
         engine = METHODS.get(run.mode, Evolution)(
             run.preset, run.mode, dataset_dir=dataset_dir,
             data_sha256=run.dataset.sha256, archive=archive, checkpoints_dir=run.folder.checkpoints_dir,
-            evaluate=Evaluator(map_fn, dataset_dir), seed=run.seed, task_name=run.dataset.name, device=device, threads=threads,
+            evaluate=Evaluator(map_fn, dataset_dir, time_limit=eval_time_limit(run.preset, device)),
+            seed=run.seed, task_name=run.dataset.name, device=device, threads=threads,
             snapshots=run.folder, callbacks=callbacks, max_tokens=max_tokens,
         )
         state = engine.run(generations)

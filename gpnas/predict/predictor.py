@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -491,9 +492,11 @@ class CurvePredictor:
         d = self.to_dict()
         d["equations"] = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                            for k, v in row.items()} for row in d["equations"]]
-        path.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
-        path.with_suffix(".tex").write_text(self.latex() + "\n", encoding="utf-8")
-        path.with_suffix(".py").write_text(self.python(), encoding="utf-8")
+        # each file to a temporary name, then renamed: a kill or a full disk mid-save leaves
+        # the old file or the new one, never half of one; predictor.json (what load reads) last
+        _write_atomic(path.with_suffix(".tex"), self.latex() + "\n")
+        _write_atomic(path.with_suffix(".py"), self.python())
+        _write_atomic(path, json.dumps(d, indent=1) + "\n")
         return path
 
     @classmethod
@@ -539,3 +542,17 @@ class CurvePredictor:
             self.equations_.insert(0, {"tree": str(tree), "complexity": len(tree), "formula": ""})
             self.best_index_ = 0
         return self
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a fsynced temporary file renamed into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

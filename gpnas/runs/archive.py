@@ -17,6 +17,11 @@ Rows of table ``evaluations``:
     failure TEXT           why a failed evaluation failed (NULL otherwise)
     checkpoint TEXT        path relative to the archive's folder, or NULL
     created REAL           Unix time of the put
+
+Table ``meta`` (name, value) holds the schema and version, and one row
+``run:<run_id>`` per run folder that was started with this archive named on
+the command line (``--archive``): a run folder outside the archive's own
+folder may use the archive only if the archive knows its id.
 """
 
 from __future__ import annotations
@@ -226,6 +231,22 @@ class Archive:
         except sqlite3.DatabaseError:
             return False
 
+    # --------------------------------------------------------------- runs
+
+    def register_run(self, run_id: str, folder) -> None:
+        """Record that the user started run ``run_id`` (in ``folder``) on this archive."""
+        try:
+            with self._db:
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"run:{run_id}", str(folder)))
+        except sqlite3.OperationalError as e:
+            raise GpnasError(f"cannot write to the archive {self.path} ({e}); free some space or make it "
+                             "writable") from None
+
+    def knows_run(self, run_id: str) -> bool:
+        """Whether ``register_run(run_id, ...)`` was ever called on this archive."""
+        row = self._db.execute("SELECT 1 FROM meta WHERE name = ?", (f"run:{run_id}",)).fetchone()
+        return row is not None
+
     def checkpoint_path(self, key: str) -> Path:
         """Where the early checkpoint of ``key`` lives: <archive dir>/checkpoints/<key>.pt (folder created)."""
         folder = self.dir / "checkpoints"
@@ -240,6 +261,30 @@ class Archive:
         except (sqlite3.DatabaseError, json.JSONDecodeError) as e:
             raise FileFormatError(
                 f"{self.path}: unreadable record ({e}); run integrity_check or start a new archive") from None
+
+
+def archive_knows_run(path: Path, run_id: str) -> bool:
+    """Whether the existing file ``path`` is a gpnas archive that recorded ``run_id``.
+
+    Only reads: an empty or foreign file is left as it is (``Archive(path)`` would write
+    a schema into an empty file), and nothing is created where no file is (``mode=rw``).
+    Not ``mode=ro``: a read-only reader of a WAL database leaves its -wal and -shm
+    files behind, where a plain reader's are removed when it closes.
+    """
+    try:
+        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=rw", uri=True, timeout=30.0)
+    except sqlite3.Error:
+        return False
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" not in tables:
+            return False
+        meta = dict(db.execute("SELECT name, value FROM meta WHERE name IN ('schema', ?)", (f"run:{run_id}",)))
+        return meta.get("schema") == SCHEMA and f"run:{run_id}" in meta
+    except sqlite3.Error:
+        return False
+    finally:
+        db.close()
 
 
 def _record(row: tuple) -> EvaluationRecord:

@@ -19,6 +19,15 @@ killer) or a Ray actor that dies. Its item runs again, on a fresh worker, up
 to ``retries`` more times; then it is a Failure. The serial backend has no
 worker to lose, so it never retries.
 
+Time limit. ``m(fn, items, timeout=T)`` gives every item at most T seconds:
+an item still running then becomes a ``Failure`` saying so, and the process
+or Ray actor running it is killed and replaced (a hung evaluation, a deadlock,
+a wedged device), so one stuck item never stalls the run. It is not retried:
+what hung once would hang again. The serial backend interrupts fn with
+SIGALRM in the main thread, which stops Python code and sleeps; a call stuck
+inside native code is only interrupted when it returns to Python, so use the
+process or Ray backend where that matters.
+
 Backends:
 
 - ``auto``: ``default_backend_and_workers()``, measured for the 2-core machine kind.
@@ -53,6 +62,8 @@ import os
 import pickle
 import signal
 import socket
+import threading
+import time
 import traceback
 from collections import deque
 from dataclasses import dataclass
@@ -69,6 +80,20 @@ class Failure:
 
     reason: str    # "worker died (exit code -9)", "RuntimeError: CUDA out of memory ...", ...
     attempts: int  # how many times the item was started
+
+
+def timeout_reason(timeout: float) -> str:
+    """The Failure reason of an item stopped at its time limit."""
+    return (f"timed out: still running after the {timeout:g} s limit per evaluation "
+            "(budget.eval_timeout_s); stopped, and its worker replaced")
+
+
+def _check_timeout(timeout) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ConfigError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    return float(timeout)
 
 
 def usable_cpus() -> int:
@@ -149,12 +174,13 @@ def failure_reason(exc: BaseException) -> str:
 
 
 class Map:
-    """``results = m(fn, items)``: a list in item order, each slot a result or a Failure."""
+    """``results = m(fn, items, timeout=None)``: a list in item order, each slot a result or a
+    Failure; ``timeout`` is each item's limit in seconds (None: no limit)."""
 
     backend: str = ""
     workers: int = 1
 
-    def __call__(self, fn, items) -> list:
+    def __call__(self, fn, items, timeout: float | None = None) -> list:
         raise NotImplementedError
 
     def share(self, value):
@@ -180,14 +206,50 @@ class SerialMap(Map):
     backend = "serial"
     workers = 1
 
-    def __call__(self, fn, items) -> list:
+    def __call__(self, fn, items, timeout: float | None = None) -> list:
+        timeout = _check_timeout(timeout)
         results = []
         for item in items:
             try:
-                results.append(fn(item))
+                with _time_limit(timeout):
+                    results.append(fn(item))
+            except _TimeLimit:
+                results.append(Failure(timeout_reason(timeout), 1))
             except Exception as exc:  # KeyboardInterrupt still stops the run
                 results.append(Failure(failure_reason(exc), 1))
         return results
+
+
+class _TimeLimit(BaseException):
+    """Raised into fn by SIGALRM. A BaseException, so fn's own ``except Exception`` cannot swallow it."""
+
+
+class _time_limit:
+    """Interrupt the block with _TimeLimit after ``timeout`` seconds (main thread, POSIX; else no limit)."""
+
+    def __init__(self, timeout: float | None):
+        self.timeout = timeout
+        self.active = (timeout is not None and hasattr(signal, "setitimer")
+                       and threading.current_thread() is threading.main_thread())
+        self.armed = False
+
+    def _expire(self, signum, frame):
+        if self.armed:  # a late signal after the block ended is ignored
+            raise _TimeLimit()
+
+    def __enter__(self):
+        if self.active:
+            self.previous = signal.signal(signal.SIGALRM, self._expire)
+            self.armed = True
+            signal.setitimer(signal.ITIMER_REAL, self.timeout)
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.active:
+            self.armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+        return False
 
 
 # --- the local process pool ---------------------------------------------------------------
@@ -283,6 +345,12 @@ class _Worker:
             self.process.join(5.0)
         self.conn.close()
 
+    def kill(self) -> None:
+        """SIGKILL, for a worker that is busy and must not finish (a hung item)."""
+        self.process.kill()
+        self.process.join(5.0)
+        self.conn.close()
+
 
 def _stop_workers(workers: list, timeout: float = 5.0) -> None:
     while workers:
@@ -309,9 +377,10 @@ class ProcessMap(Map):
         self._finalizer = multiprocessing.util.Finalize(self, _stop_workers, args=(self._pool, 1.0),
                                                         exitpriority=10)
 
-    def __call__(self, fn, items) -> list:
+    def __call__(self, fn, items, timeout: float | None = None) -> list:
         if self._closed:
             raise RuntimeError("this map is closed")
+        timeout = _check_timeout(timeout)
         # Pickle everything first: an unpicklable fn or item is the caller's bug and raises here,
         # before any work is handed out.
         payloads = [pickle.dumps((fn, item), protocol=pickle.HIGHEST_PROTOCOL) for item in items]
@@ -319,6 +388,7 @@ class ProcessMap(Map):
         attempts = [0] * len(payloads)
         todo = deque(range(len(payloads)))
         running: dict[_Worker, int] = {}
+        deadline: dict[_Worker, float] = {}  # time.monotonic() by which each running item must be done
         while len(self._pool) < min(self.workers, len(payloads)):
             self._pool.append(_Worker(self._ctx, self.threads))
         try:
@@ -334,12 +404,19 @@ class ProcessMap(Map):
                             continue
                         attempts[index] += 1
                         running[worker] = index
+                        if timeout is not None:
+                            deadline[worker] = time.monotonic() + timeout
                 if not running:
                     continue
-                self._wait([w.conn for w in running] + [w.process.sentinel for w in running])
+                wait_s = None if timeout is None else max(0.0, min(deadline[w] for w in running) - time.monotonic())
+                self._wait([w.conn for w in running] + [w.process.sentinel for w in running], timeout=wait_s)
                 for worker, index in list(running.items()):
                     reply = self._poll(worker)
                     if reply is None:
+                        if timeout is not None and time.monotonic() >= deadline[worker]:
+                            del running[worker]
+                            self._replace(worker, kill=True)  # hung: kill it, a fresh worker takes its place
+                            results[index] = Failure(timeout_reason(timeout), attempts[index])
                         continue
                     del running[worker]
                     if reply[0] == "ok":
@@ -368,8 +445,11 @@ class ProcessMap(Map):
             return None
         return ("died", f"worker died (exit code {worker.exit_code()})")
 
-    def _replace(self, worker: _Worker) -> None:
-        worker.stop(timeout=0.0)
+    def _replace(self, worker: _Worker, kill: bool = False) -> None:
+        if kill:
+            worker.kill()
+        else:
+            worker.stop(timeout=0.0)
         self._pool[self._pool.index(worker)] = _Worker(self._ctx, self.threads)
 
     def close(self) -> None:
@@ -480,15 +560,17 @@ class RayMap(Map):
         """An ObjectRef: Ray stores the value once per node and each actor resolves it for fn."""
         return self._ray.put(value)
 
-    def __call__(self, fn, items) -> list:
+    def __call__(self, fn, items, timeout: float | None = None) -> list:
         if self._closed:
             raise RuntimeError("this map is closed")
+        timeout = _check_timeout(timeout)
         ray = self._ray
         items = list(items)
         results: list = [None] * len(items)
         attempts = [0] * len(items)
         todo = deque(range(len(items)))
         running: dict = {}  # ObjectRef of a run -> (actor slot, item index)
+        deadline: dict = {}  # ObjectRef -> time.monotonic() by which it must be done
         while len(self._actors) < min(self.workers, len(items)):
             self._actors.append(self._actor_class.options(**self._options).remote(self.threads))
         fn_ref = ray.put(fn)  # serialised once per call, not once per item
@@ -499,9 +581,23 @@ class RayMap(Map):
                     if todo and slot not in busy:
                         index = todo.popleft()
                         attempts[index] += 1
-                        running[self._actors[slot].run.remote(fn_ref, items[index])] = (slot, index)
-                [done], _ = ray.wait(list(running), num_returns=1)
+                        ref = self._actors[slot].run.remote(fn_ref, items[index])
+                        running[ref] = (slot, index)
+                        if timeout is not None:
+                            deadline[ref] = time.monotonic() + timeout
+                wait_s = None if timeout is None else max(0.0, min(deadline.values()) - time.monotonic())
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=wait_s)
+                if not ready:  # the earliest deadline passed: kill the actors of the overdue items
+                    now = time.monotonic()
+                    for ref in [r for r in running if deadline[r] <= now]:
+                        slot, index = running.pop(ref)
+                        del deadline[ref]
+                        self._replace(slot)
+                        results[index] = Failure(timeout_reason(timeout), attempts[index])
+                    continue
+                [done] = ready
                 slot, index = running.pop(done)
+                deadline.pop(done, None)
                 try:
                     status, value = ray.get(done)
                 except ray.exceptions.RayTaskError as exc:  # fn could not even be called (unpickling)

@@ -164,15 +164,24 @@ class Evaluator:
     once (``Map.share``) for workers that cannot see the dataset's folder.
 
     The engine calls ``evaluator(tasks)`` and gets one result (or ``Failure``) per
-    task, in order; which map runs them is this object's business.
+    task, in order; which map runs them is this object's business. ``time_limit``
+    (seconds, None for none) is each evaluation's limit: one still running then is
+    a ``Failure`` and its worker is replaced (``parallel`` maps; a plain function
+    given as the map runs without a limit).
     """
 
-    def __init__(self, map_fn, dataset_dir):
-        from gpnas.runs.parallel import SerialMap  # the default runs in-process, like the serial backend
+    def __init__(self, map_fn, dataset_dir, time_limit: float | None = None):
+        from gpnas.runs.parallel import Map, SerialMap  # the default runs in-process, like the serial backend
 
         self.map = map_fn or SerialMap()
+        self.time_limit = time_limit if isinstance(self.map, Map) else None
         share = getattr(self.map, "share", None)
         self.data_handle = share((Path(dataset_dir) / "input.txt").read_bytes()) if share else None
 
     def __call__(self, tasks: list) -> list:
-        return self.map(run_shipped, [(t, self.data_handle) for t in tasks]) if tasks else []
+        if not tasks:
+            return []
+        items = [(t, self.data_handle) for t in tasks]
+        if self.time_limit is None:
+            return self.map(run_shipped, items)
+        return self.map(run_shipped, items, timeout=self.time_limit)

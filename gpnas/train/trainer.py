@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from gpnas.config import flops_per_token
 from gpnas.errors import ConfigError, FileFormatError
 from gpnas.train.data import Dataset
 from gpnas.train.model import GPT, GPTConfig
@@ -163,6 +164,10 @@ class TrainResult:
     tokens_trained: int
     completed: bool  # steps_done == max_iters
     sample: str | None = None  # generated text when train(..., sample=N) asked for it
+    # training FLOPs per token (nanoGPT's estimate_mfu: 6 N + 12 L d T); MFU on a device of
+    # peak P FLOP/s is flops_per_token * train_tokens_per_s / P
+    flops_per_token: int = 0
+    peak_memory_bytes: int | None = None  # CUDA: torch.cuda.max_memory_allocated in this call; None on CPU
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -234,6 +239,8 @@ def train(config: TrainConfig, dataset: Dataset, *, seed: int, stop_at: int | No
     try:
         cuda_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] \
             if dev.type == "cuda" else []
+        if cuda_devices:
+            torch.cuda.reset_peak_memory_stats(cuda_devices[0])
         with torch.random.fork_rng(devices=cuda_devices):
             return _Run(config, dataset, seed, dev, checkpoint).run(
                 stop_at, measure_inference, on_step, on_eval, on_curve, sample)
@@ -393,7 +400,9 @@ class _Run:
             best_val_loss=min(curve.val_loss) if curve.val_loss else math.nan,
             total_train_time_s=total_time, train_tokens_per_s=tokens / total_time if total_time > 0 else 0.0,
             avg_inference_tokens_per_s=inference_speed, tokens_trained=tokens,
-            completed=curve.steps_done == config.max_iters and not curve.diverged, sample=text)
+            completed=curve.steps_done == config.max_iters and not curve.diverged, sample=text,
+            flops_per_token=flops_per_token(asdict(config), config.block_size, self.dataset.vocab_size),
+            peak_memory_bytes=int(torch.cuda.max_memory_allocated(self.dev)) if self.dev.type == "cuda" else None)
 
     def _save(self) -> None:
         state = {
@@ -434,5 +443,6 @@ def _make_optimizer(model: GPT, config: TrainConfig, dev: torch.device) -> torch
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    # fused kernels exist for CUDA and (torch >= 2.4) CPU; one kernel launch per step instead of many
+    # fused kernels exist for CUDA and, since torch 2.4 (the floor in pyproject.toml), for CPU:
+    # one kernel launch per step instead of many
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2), fused=True)

@@ -88,7 +88,8 @@ def test_every_mode_gets_the_combined_budget_of_its_seed_and_never_overspends(ab
         assert r["compute"]["tokens"] <= r["budget_tokens"]
         if r["mode"] != "baseline":  # spent all it could: less than one full run is left
             assert r["compute"]["tokens"] > r["budget_tokens"] - full_run, r["mode"]
-        assert r["best"]["final_val_loss"] < 4.2
+        untrained = r["best_curve"]["val_loss"][0]  # step 0: the same model before any step
+        assert r["best"]["final_val_loss"] < untrained - 0.25  # micro's reference falls by about 0.37
         assert all(c["tokens"] <= r["compute"]["tokens"] for c in r["completions"])
 
 

@@ -65,3 +65,15 @@ def thread_settings(_):
     import torch
 
     return torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+
+
+def hang_on_minus_one(args):
+    """x * 10, except item -1: it writes its process id to ``pid_file`` and then never returns
+    (a wait on an event nobody sets, as a deadlocked or wedged evaluation would)."""
+    import threading
+
+    x, pid_file = args
+    if x == -1:
+        Path(pid_file).write_text(str(os.getpid()))
+        threading.Event().wait()
+    return x * 10

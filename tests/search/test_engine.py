@@ -45,7 +45,10 @@ def test_every_mode_writes_a_complete_run_folder(tmp_path, micro, tiny_dataset, 
     assert len((folder / "logbook.csv").read_text().splitlines()) == 1 + 3  # header, gen 0..2
     assert summary["generations"] == 2
     best = summary["best_architecture"]
-    assert best["final_val_loss"] < 4.2  # ln(vocab) of an untrained model is about 3.0-4.2 here
+    with Archive(run.folder.archive_path) as archive:
+        untrained = archive.get(best["key"]).curve["val_loss"][0]  # step 0: the same model before any step
+    # training lowered the loss clearly (untrained: about ln 32 = 3.47; micro's reference falls by about 0.37)
+    assert best["final_val_loss"] < untrained - 0.25
     assert summary["compute"]["steps"] > 0 and summary["compute"]["tokens"] > 0
     # every fully trained male's true final loss is on record
     assert len(state.promotions) >= micro.ga.seed_archive

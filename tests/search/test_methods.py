@@ -8,6 +8,7 @@ import pytest
 from gpnas.config import load_preset
 from gpnas.jobs.run import execute, new_run
 from gpnas.report.run import deterministic_part
+from gpnas.runs.archive import Archive
 from gpnas.runs.folder import RunFolder, read_json
 from gpnas.search.methods import METHODS, MethodConfig, aged, rung_steps, successive_halving, survivors
 
@@ -88,7 +89,10 @@ def test_every_method_runs_and_never_overspends(tmp_path, micro, tiny_dataset, m
     (summary, state), run = run_method(tmp_path, micro, tiny_dataset, mode, budget)
     assert summary["mode"] == mode
     assert 0 < summary["compute"]["tokens"] <= budget
-    assert summary["best_architecture"]["final_val_loss"] < 4.2
+    best = summary["best_architecture"]
+    with Archive(run.folder.archive_path) as archive:
+        untrained = archive.get(best["key"]).curve["val_loss"][0]  # step 0: the same model before any step
+    assert best["final_val_loss"] < untrained - 0.25  # micro's reference falls by about 0.37
     assert (run.folder.path / "summary.json").exists() and (run.folder.path / "plots/curves.png").exists()
     tokens = [p["tokens"] for p in summary["promotions"]]
     assert tokens == sorted(tokens) and tokens[-1] <= summary["compute"]["tokens"]
