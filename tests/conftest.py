@@ -51,11 +51,27 @@ SLOW = {
     "tests/test_crash_safety.py::test_a_simplification_that_never_ends_is_abandoned_and_the_run_finishes":
         "every simplify waits out its bound",
     "tests/test_crash_safety.py::test_an_evaluation_past_its_time_limit_is_a_failed_evaluation_*": "a 10 s hang",
-    # Ray (a private cluster starts) and planted hangs waited out
+    # families of one-generation runs: one case of each stays in the fast loop
+    "tests/test_crash_safety.py::test_out_of_memory_is_a_failed_evaluation_with_its_reason_*[[]runtime-oom[]]":
+        "one more run",
+    "tests/test_crash_safety.py::test_out_of_memory_is_a_failed_evaluation_with_its_reason_*[[]host-oom[]]":
+        "one more run",
+    "tests/test_crash_safety.py::test_a_diverging_male_gets_the_worst_fitness_*[[]from the first evaluation[]]":
+        "one more run",
+    "tests/test_hostile_inputs.py::test_a_full_or_read_only_disk_stops_the_run_*[[]error[12][]]": "one more run",
+    "tests/search/test_engine.py::test_summary_json_is_strict_json": "a run",
+    "tests/search/test_engine.py::test_a_run_folder_is_held_by_one_process_at_a_time": "a run and a subprocess",
+    "tests/search/test_methods.py::test_successive_halving_resumes_its_rung_checkpoints": "a run",
+    # worker processes and Ray (a private cluster starts), and planted hangs waited out
+    "tests/runs/test_parallel.py::*[[]process[]]": "a pool of two spawned workers importing torch",
+    "tests/runs/test_parallel.py::test_the_process_pool_*": "pool",
+    "tests/runs/test_parallel.py::test_the_pool_is_kept_across_calls": "pool",
+    "tests/runs/test_parallel.py::test_pool_workers_pin_their_thread_count": "pool",
+    "tests/runs/test_parallel.py::test_an_unpicklable_function_raises_before_any_work": "pool",
+    "tests/runs/test_parallel.py::test_no_retry_when_retries_is_zero": "pool",
     "tests/runs/test_parallel.py::*[[]ray[]]": "Ray",
     "tests/runs/test_parallel.py::test_ray_survives_a_killed_actor": "Ray",
     "tests/runs/test_parallel.py::test_an_unreachable_ray_address_is_one_line": "Ray",
-    "tests/runs/test_parallel.py::test_an_item_past_the_time_limit_fails_and_its_worker_is_replaced*": "a hang",
 }
 
 

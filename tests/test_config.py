@@ -6,10 +6,14 @@ from dataclasses import replace
 import pytest
 
 from gpnas.config import (
+    EVAL_LIMIT_FLOOR_S,
     MAX_MEMORY_BYTES,
     PRESETS_DIR,
+    SLOWEST_FLOPS_PER_S,
     available_presets,
     estimate_memory_bytes,
+    eval_time_limit,
+    flops_per_token,
     load_preset,
     non_embedding_params,
     preset_from_dict,
@@ -100,6 +104,8 @@ def test_overrides_are_parsed_as_toml():
     (["budget.batch_size=0"], r"budget.batch_size = 0 must be >= 1"),
     (["budget.block_size=-1"], r"budget.block_size = -1 must be >= 1"),
     (["budget.warmup_iters=-1"], r"budget.warmup_iters = -1 must be >= 0"),
+    (["budget.eval_timeout_s=-5"], r"budget.eval_timeout_s = -5.0 must be >= 0 \(0: derived from the budget\)"),
+    (["budget.eval_timeout_s='long'"], r"budget.eval_timeout_s = 'long' must be a finite number"),
     (["budget.warmup_iters=400"], r"budget.warmup_iters = 400 must be < budget.full_iters"),
     (["ga.promote_k=9"], r"ga.promote_k = 9 must be in 0..ga.n_males \(8\)"),
     (["ga.n_males=1"], r"ga.n_males = 1 must be >= 2"),
@@ -201,3 +207,31 @@ def test_override_into_a_value_that_is_not_a_table(tmp_path):
     path.write_text("ga = 5\n" + src.replace("[ga]", "[unused]"))
     with pytest.raises(ConfigError, match=r"--set ga.n_males=3: ga is not a table"):
         load_preset(str(path), ["ga.n_males=3"])
+
+
+def test_the_evaluation_time_limit_is_the_presets_or_derived_from_its_budget():
+    micro, small, paper = (load_preset(n) for n in PRESETS)
+    # derived: the floor plus the largest architecture's full run at a throughput far below any real one
+    b = small.budget
+    largest = {"n_layer": 3, "n_head": 4, "n_embd": 96}
+    tokens = b.full_iters * b.batch_size * b.block_size
+    eval_tokens = 2 * (b.full_iters // b.eval_interval + 1) * b.eval_batches * b.batch_size * b.block_size
+    expected = EVAL_LIMIT_FLOOR_S + flops_per_token(largest, b.block_size) * (tokens + eval_tokens / 3) / 1e9
+    assert eval_time_limit(small, "cpu") == pytest.approx(expected)
+    assert 600 < eval_time_limit(small, "cpu") < 1200  # about 17 min for runs that take seconds
+    assert eval_time_limit(paper, "cuda") < eval_time_limit(paper, "cpu")
+    assert 3600 < eval_time_limit(paper, "cuda") < 6 * 3600  # the largest paper-scale run, bounded
+    assert eval_time_limit(micro, "cuda:1") >= EVAL_LIMIT_FLOOR_S
+    longer = load_preset("cpu-small", ["budget.full_iters=3000"])
+    grown = eval_time_limit(longer, "cpu") - EVAL_LIMIT_FLOOR_S
+    assert grown == pytest.approx(10 * (expected - EVAL_LIMIT_FLOOR_S), rel=0.02)  # ten times the steps
+    # set in the preset: used as it is
+    assert eval_time_limit(load_preset("micro", ["budget.eval_timeout_s=90"]), "cpu") == 90.0
+    assert set(SLOWEST_FLOPS_PER_S) == {"cpu", "cuda"}
+
+
+def test_flops_per_token_is_nanogpts_estimate():
+    # nanoGPT's estimate_mfu: 6 N + 12 L H Q T with H Q = n_embd; N its non-embedding count
+    arch = {"n_layer": 6, "n_head": 6, "n_embd": 384}
+    assert flops_per_token(arch, 256) == 6 * non_embedding_params(6, 384) + 12 * 6 * 384 * 256
+    assert flops_per_token(arch, 256) == 6 * 10_646_784 + 7_077_888  # the baby GPT: 10.65 M parameters

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from gpnas.config import (check_fits, eval_time_limit, largest_architecture, preset_from_dict,
-                          preset_to_dict)
+from gpnas.config import check_fits, eval_time_limit, largest_architecture, preset_from_dict, preset_to_dict
 from gpnas.errors import ConfigError, FileFormatError
 from gpnas.report.run import summarize, write_report
 from gpnas.runs.archive import Archive, archive_knows_run

@@ -87,7 +87,7 @@ def test_evolved_predictor_beats_a_constant_and_the_last_value():
     assert np.mean(err) < 0.5 * np.mean(constant)
     assert np.mean(err) < np.mean(last)
     assert model.best_index_ > 0  # a correction was chosen over r = 0, the last value ...
-    assert model.best_["holdout_error"] < model.equations_[0]["holdout_error"]  # ... and it errs less on held-out curves
+    assert model.best_["holdout_error"] < model.equations_[0]["holdout_error"]  # ... and errs less on held-out curves
     assert len(model.history_) == 9 and model.history_[-1] <= model.history_[0]
 
 

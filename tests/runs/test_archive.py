@@ -8,7 +8,7 @@ import pytest
 
 from gpnas.config import load_preset
 from gpnas.errors import FileFormatError
-from gpnas.runs.archive import Archive, EvaluationRecord, evaluation_key
+from gpnas.runs.archive import Archive, EvaluationRecord, archive_knows_run, evaluation_key
 from gpnas.search.males import train_config_dict
 
 PRESET = load_preset("micro")
@@ -154,3 +154,49 @@ def test_integrity_check_sees_corruption(tmp_path):
         return  # refused at open: also a correct answer
     with a:
         assert not a.integrity_check()
+
+
+def test_an_archive_knows_the_runs_started_on_it_and_asking_writes_nothing(tmp_path):
+    run_id, other = "ab" * 16, "cd" * 16
+    with Archive(tmp_path / "a.sqlite") as archive:
+        archive.register_run(run_id, tmp_path / "run")
+        assert archive.knows_run(run_id) and not archive.knows_run(other)
+    assert archive_knows_run(tmp_path / "a.sqlite", run_id)
+    assert not archive_knows_run(tmp_path / "a.sqlite", other)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.sqlite"]  # the reader's WAL files are gone
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert not archive_knows_run(empty, run_id) and empty.read_bytes() == b""  # no schema written into it
+    assert not archive_knows_run(tmp_path / "missing.sqlite", run_id)
+    assert not (tmp_path / "missing.sqlite").exists()
+    with sqlite3.connect(tmp_path / "foreign.sqlite") as db:
+        db.execute("CREATE TABLE meta (name TEXT, value TEXT)")
+        db.execute("INSERT INTO meta VALUES (?, 'x')", (f"run:{run_id}",))  # the row, but not a gpnas schema
+    db.close()
+    assert not archive_knows_run(tmp_path / "foreign.sqlite", run_id)
+
+
+def test_a_run_records_where_its_archive_is(tmp_path, tiny_dataset):
+    """Inside the folder: a path relative to it. Named elsewhere with --archive: the absolute path,
+    the flag and a run id that the archive records, so the resume check passes."""
+    from gpnas.jobs.run import check_archive, new_run, open_run
+    from gpnas.runs.folder import read_json
+    from gpnas.train.data import load_dataset
+
+    micro = load_preset("micro")
+    own = new_run(tmp_path / "own", micro, "combined", 0, tiny_dataset)
+    inside = new_run(tmp_path / "inside", micro, "combined", 0, tiny_dataset,
+                     archive_path=tmp_path / "inside" / "db" / "cache.sqlite")
+    shared = new_run(tmp_path / "shared", micro, "combined", 0, tiny_dataset,
+                     archive_path=tmp_path / "elsewhere" / "archive.sqlite")
+    assert read_json(own.folder.path / "run.json")["archive"] == "archive.sqlite"
+    meta = read_json(inside.folder.path / "run.json")
+    assert meta["archive"] == "db/cache.sqlite" and "archive_external" not in meta
+    meta = read_json(shared.folder.path / "run.json")
+    assert meta["archive"] == str((tmp_path / "elsewhere" / "archive.sqlite").resolve())
+    assert meta["archive_external"] is True and archive_knows_run(meta["archive"], meta["run_id"])
+    for run in (own, inside, shared):
+        check_archive(run.folder)
+        again = open_run(run.folder.path, load_dataset, tiny_dataset.text_path.parent)
+        assert again.folder.checkpoints_dir == again.folder.archive_path.parent / "checkpoints"
+    assert shared.folder.archive_external and not inside.folder.archive_external

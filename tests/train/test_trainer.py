@@ -60,6 +60,19 @@ def test_loss_falls_and_metrics_are_reported(tiny_dataset):
     assert result.total_train_time_s == pytest.approx(sum(curve.step_time_s))
     assert result.train_tokens_per_s > 0 and result.avg_inference_tokens_per_s > 0
     assert len(result.sample) == 30 and set(result.sample) <= set(tiny_dataset.chars)
+    # nanoGPT's MFU numerator: 6 N + 12 L d T FLOPs per token; peak memory is measured on CUDA only
+    assert result.flops_per_token == 6 * result.n_params + 12 * TINY.n_layer * TINY.n_embd * TINY.block_size
+    assert result.peak_memory_bytes is None
+
+
+def test_adamw_is_fused_on_cpu_too(tiny_dataset):
+    """torch >= 2.4 (pyproject's floor) has a fused CPU AdamW: one kernel per step."""
+    from gpnas.train.model import GPT
+
+    model = GPT(TINY.model_config(tiny_dataset.vocab_size))
+    optimizer = training._make_optimizer(model, TINY, torch.device("cpu"))
+    assert optimizer.defaults["fused"] is True
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [TINY.weight_decay, 0.0]
 
 
 def test_an_odd_budget_is_evaluated_at_its_last_step(tiny_dataset):
