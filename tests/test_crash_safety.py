@@ -398,12 +398,13 @@ def test_a_predictor_save_that_fails_midway_leaves_the_saved_files_as_they_were(
     import io
 
     from gpnas.predict.features import FEATURE_NAMES
-    from gpnas.predict.predictor import FORMAT, CurvePredictor
+    from gpnas.predict.predictor import FORMAT, VERSION, CurvePredictor
 
     def predictor(tree):
         path = tmp_path / f"{len(tree)}.json"
-        path.write_text(json.dumps({"format": FORMAT, "version": 1, "tree": tree, "features": list(FEATURE_NAMES),
-                                    "prefix": {"frac": 0.2}, "equations": [{"tree": tree}], "best_index": 0}))
+        row = {"kind": "tree", "tree": tree, "complexity": 3, "scaling": {"coef": [0.0, 1.0], "lo": -1, "hi": 1}}
+        path.write_text(json.dumps({"format": FORMAT, "version": VERSION, "features": list(FEATURE_NAMES),
+                                    "prefix": {"frac": 0.2}, "equations": [row], "best_index": 0}))
         return CurvePredictor.load(path)
 
     folder = tmp_path / "saved"
@@ -423,4 +424,4 @@ def test_a_predictor_save_that_fails_midway_leaves_the_saved_files_as_they_were(
         predictor("mul(rel_last, sub(rel_best, 0.25))").save(folder)
     monkeypatch.undo()
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == saved  # no torn file, no temporary left
-    assert CurvePredictor.load(folder).equations_[0]["tree"] == "add(rel_last, 0.5)"
+    assert CurvePredictor.load(folder).equations_[0].tree == "add(rel_last, 0.5)"

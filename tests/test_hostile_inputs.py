@@ -23,6 +23,7 @@ from gpnas.cli import main
 from gpnas.predict.curves import write_curves
 from gpnas.predict.features import FEATURE_NAMES
 from gpnas.predict.predictor import FORMAT as PREDICTOR_FORMAT
+from gpnas.predict.predictor import VERSION as PREDICTOR_VERSION
 from tests.predict.test_predictor import synthetic_curves
 
 CODE = "__import__('os').system('touch PWNED')"
@@ -76,9 +77,18 @@ def digest(folder):
 
 # ------------------------------------------------------------------ predictor files
 
+SCALING = {"coef": [0.0, 1.0], "lo": -1.0, "hi": 1.0}  # r = 0 + 1 * tree, clipped to [-1, 1]
+PLAIN_FEATURES = list(FEATURE_NAMES[:FEATURE_NAMES.index("log_horizon") + 1])  # what any curve has
+
+
+def equation(tree="add(rel_last, 0.5)", **changes):
+    return {"kind": "tree", "tree": tree, "complexity": 3, "scaling": dict(SCALING), **changes}
+
+
 def predictor_dict(tree="add(rel_last, 0.5)", **changes):
-    d = {"format": PREDICTOR_FORMAT, "version": 1, "tree": tree, "features": list(FEATURE_NAMES),
-         "prefix": {"frac": 0.2}, "equations": [{"tree": tree}], "best_index": 0}
+    """A predictor file as `predictors fit` writes it (format version 2), its one formula ``tree``."""
+    d = {"format": PREDICTOR_FORMAT, "version": PREDICTOR_VERSION, "features": PLAIN_FEATURES,
+         "prefix": {"frac": 0.2}, "equations": [equation(tree)], "best_index": 0}
     d.update(changes)
     return d
 
@@ -99,7 +109,7 @@ def test_a_plain_predictor_file_works(tmp_path, curves_file):
 
 PREDICTOR_CASES = {
     "import call in tree": (predictor_dict(tree=CODE), "tree"),
-    "import call in an equation": (predictor_dict(equations=[{"tree": CODE}]), "tree"),
+    "import call in an equation": (predictor_dict(equations=[equation(), equation(CODE)]), "tree"),
     "attribute access": (predictor_dict(tree="add(rel_last.__class__, 1)"), "tree"),
     "dunder name": (predictor_dict(tree="add(__builtins__, 1)"), "unknown name"),
     "statement after tree": (predictor_dict(tree="add(rel_last, 1); import os"), "tree"),
@@ -108,8 +118,11 @@ PREDICTOR_CASES = {
     "wrong arity": (predictor_dict(tree="add(rel_last)"), "tree"),
     "deep nesting": (predictor_dict(tree="neg(" * 5000 + "rel_last" + ")" * 5000), "tree"),
     "infinite constant": (predictor_dict(tree="add(rel_last, 1e999)"), "tree"),
-    "tree not a string": (predictor_dict(tree=["add"], equations=[{"tree": 3}]), "tree"),
-    "unknown feature list": (predictor_dict(features=["os.system"]), "features"),
+    "tree not a string": (predictor_dict(equations=[equation(3)]), "tree"),
+    "equation of an unknown kind": (predictor_dict(equations=[equation(kind="exec")]), "kind"),
+    "scaling not numbers": (predictor_dict(equations=[equation(scaling={"coef": ["os"], "lo": 0, "hi": 1})]),
+                            "predictor"),
+    "unknown feature list": (predictor_dict(features=["os.system"]), "feature names"),
     "not an object": ([1, 2, 3], "not a gpnas predictor"),
     "other format": (predictor_dict(format="pickle"), "not a gpnas predictor"),
     "prefix fraction not a number": (predictor_dict(prefix={"frac": "all"}), "predictor"),
