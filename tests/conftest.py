@@ -59,6 +59,9 @@ SLOW = {
     "tests/test_crash_safety.py::test_a_diverging_male_gets_the_worst_fitness_*[[]from the first evaluation[]]":
         "one more run",
     "tests/test_hostile_inputs.py::test_a_full_or_read_only_disk_stops_the_run_*[[]error[12][]]": "one more run",
+    "tests/test_hostile_inputs.py::test_a_moved_run_folder_resumes_with_the_archive_it_holds": "resumes a generation",
+    "tests/test_hostile_inputs.py::test_a_link_that_stays_inside_the_run_folder_is_fine": "resumes a generation",
+    "tests/test_hostile_inputs.py::test_deleting_the_damaged_snapshot_resumes_from_the_one_before": "resumes one",
     "tests/search/test_engine.py::test_summary_json_is_strict_json": "a run",
     "tests/search/test_engine.py::test_a_run_folder_is_held_by_one_process_at_a_time": "a run and a subprocess",
     "tests/search/test_methods.py::test_successive_halving_resumes_its_rung_checkpoints": "a run",

@@ -43,17 +43,19 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 import gpnas.train.trainer as training
+from gpnas.config import load_preset
 calls = {"early": 0, "full": 0}
+seeds = load_preset("micro").ga.seed_archive  # generation 0 trains this many random males fully
 original_train = training.train
 
 def train(config, dataset, *, seed, stop_at=None, on_step=None, **kw):
     kind = "full" if stop_at is None or stop_at >= config.max_iters else "early"
     calls[kind] += 1
     def step(n, loss):
-        # generation 1: the 2nd early run at step 4; the 3rd full run (the first
-        # promotion; two seeds came before) at step 12
+        # generation 1: the 2nd early run at step 4; the first promotion (the full run
+        # after generation 0's seeds) at step 12
         if (moment == "early-training" and kind == "early" and calls["early"] == 2 and n >= 4) or \
-           (moment == "promotion" and kind == "full" and calls["full"] == 3 and n >= 12):
+           (moment == "promotion" and kind == "full" and calls["full"] == seeds + 1 and n >= 12):
             die()
         if on_step is not None:
             on_step(n, loss)
@@ -317,11 +319,11 @@ def test_a_simplification_that_never_ends_is_abandoned_and_the_run_finishes(tmp_
 
 
 def evaluation_whose_worker_dies_on_wide_models(item):
-    """For a process pool: the worker running a 32-wide early evaluation is killed outright."""
+    """For a process pool: the worker running a 32-wide evaluation (early or full) is killed outright."""
     from gpnas.runs.worker import run_shipped
 
     task = item[0]  # (task, training text)
-    if task.train_config["n_embd"] == 32 and task.stop_at < task.train_config["max_iters"]:
+    if task.train_config["n_embd"] == 32:
         os.kill(os.getpid(), signal.SIGKILL)
     return run_shipped(item)
 
