@@ -35,3 +35,18 @@ def export_command(run_dir, out_path):
                f"left out {counts.early} early and {counts.failed} failed evaluations"
                + (f", and {counts.not_charged} in the archive that other runs paid for"
                   if counts.not_charged else ""))
+
+
+@curves.command(name="import-optuna")
+@click.option("--storage", required=True, metavar="URL",
+              help="Where the study lives, as Optuna names it: sqlite:///study.db, postgresql://...")
+@click.option("--study", "study_name", required=True, metavar="NAME", help="The study's name.")
+@out_option
+def import_optuna_command(storage, study_name, out_path):
+    """An Optuna study's finished trials: intermediate values in step order as the curve,
+    numeric params as its config. Pruned and failed trials are left out and counted."""
+    from gpnas.integrations.optuna import export_study  # Optuna is an optional extra
+
+    counts = export_study(storage, study_name, out_path)
+    click.echo(f"wrote {counts.written} curves to {out_path} from study {study_name!r}; "
+               f"left out {counts.left_out()}")
