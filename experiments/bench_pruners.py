@@ -63,7 +63,7 @@ def make_pruners(seed: int, prefix_frac: float, warmup: int) -> dict:
         "SuccessiveHalvingPruner": optuna.pruners.SuccessiveHalvingPruner(),
         "HyperbandPruner": optuna.pruners.HyperbandPruner(),
         "PredictorPruner": PredictorPruner(
-            n_startup_trials=5, prefix_frac=prefix_frac, refit_every=5, min_fit_trials=12,
+            n_startup_trials=5, prefix_frac=prefix_frac, refit_every=4, min_fit_trials=10,
             predictor_config=PredictorConfig(prefix_frac=prefix_frac, population=200, generations=20, seed=seed)),
         "PredictorPruner(last)": PredictorPruner("last", n_startup_trials=5, prefix_frac=prefix_frac),
     }
@@ -226,7 +226,7 @@ def check_replay(recordings, preset, dataset) -> bool:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="cpu-small")
-    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--data-dir", default=os.environ.get("GPNAS_DATA_DIR"))
     parser.add_argument("--out", default=str(ROOT / "results" / "pruners"))

@@ -12,10 +12,13 @@ The pruner, at a report of a trial with m values so far::
         n_warmup_steps, before the predictor's prefix k = max(4, ceil(frac * n)),
         or at the last evaluation (n, the complete trial's evaluations)
     prune a non-finite value
-    predicted = the predictor's final value of the trial, seen through its m values
+    predicted = the predictor's final value of the trial at m = k, the prefix it was
+                fitted for; at later reports the last value so far (a formula fitted
+                on 4 values is not trusted to extrapolate from 20)
     threshold = the `quantile` of the completed trials' finals
     margin    = the `error_quantile` of |predicted - final| over completed trials
                 the predictor was not fitted on, seen through their first m values
+                by the same predictor
     prune  iff  predicted > threshold + margin
 
 The predictor is a saved ``predictor.json`` (``gpnas predictors fit``), a
@@ -266,27 +269,32 @@ class PredictorPruner(BasePruner):
             return Decision(trial.number, step, False, "at its last evaluation")
         finals = np.array([c.values[-1] for c in curves.values()])
         threshold = float(np.quantile(finals, self.quantile))
-        # the completed trials the model did not learn from, seen through their first m values
-        judges = [c for k, c in curves.items() if k not in self.fitted_on and len(c.values) > m]
+        model = self.model if m == prefix_length(n, frac) else None  # at its own prefix only
+        # the completed trials the predictor did not learn from, seen through their first m values
+        fitted_on = self.fitted_on if model is not None else set()
+        judges = [c for k, c in curves.items() if k not in fitted_on and len(c.values) > m]
         seen = [Curve(values=c.values[:m], task=c.task, config_id=c.config_id, horizon=len(c.values),
                       config=c.config) for c in judges]
         own = _curve(trial, maximize, study.study_name, horizon=n)
-        predicted = self._predict(seen + [own])
+        predicted = self._predict(seen + [own], model)
         margin = 0.0
         if judges:
             errors = np.abs(predicted[:-1] - np.array([c.values[-1] for c in judges]))
             margin = float(np.quantile(np.nan_to_num(errors, nan=np.inf), self.error_quantile))
         p = float(predicted[-1])
         pruned = bool(p > threshold + margin)
-        return Decision(trial.number, step, pruned, "predicted worse than the bar" if pruned else "kept",
+        by = "predictor" if model is not None else "last value"
+        return Decision(trial.number, step, pruned, f"{by}: " + ("worse than the bar" if pruned else "kept"),
                         p, threshold, margin)
 
     # -- the predictor --
-    def _predict(self, curves) -> np.ndarray:
-        """Final values of curves seen through all the values they hold (lower is better)."""
-        if self.model is None:
+    @staticmethod
+    def _predict(curves, model) -> np.ndarray:
+        """Final values of curves seen through all the values they hold (lower is better);
+        the last value where ``model`` is None."""
+        if model is None:
             return np.array([c.values[-1] for c in curves])
-        return np.asarray(self.model.predict(curves, prefix_frac=1.0), dtype=np.float64)
+        return np.asarray(model.predict(curves, prefix_frac=1.0), dtype=np.float64)
 
     def _maybe_refit(self, curves: dict) -> None:
         done = len(curves)
