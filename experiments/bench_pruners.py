@@ -41,11 +41,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
+import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 
 from gpnas.config import load_preset  # noqa: E402
 from gpnas.integrations.optuna import PredictorPruner  # noqa: E402
-from gpnas.predict.predictor import PredictorConfig  # noqa: E402
+from gpnas.predict.curves import Curve  # noqa: E402
+from gpnas.predict.predictor import CurvePredictor, PredictorConfig  # noqa: E402
 from gpnas.search.males import train_config_dict  # noqa: E402
 from gpnas.train.data import load_dataset  # noqa: E402
 from gpnas.train.trainer import TrainConfig, train  # noqa: E402
@@ -53,20 +55,48 @@ from gpnas.train.trainer import TrainConfig, train  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_pruners(seed: int, prefix_frac: float, warmup: int) -> dict:
-    """name -> a fresh pruner. Optuna's as their defaults have them (MedianPruner also with
-    the warm-up PredictorPruner's prefix needs), all with the same 5 startup trials."""
-    return {
-        "NopPruner": optuna.pruners.NopPruner(),
-        "MedianPruner": optuna.pruners.MedianPruner(n_startup_trials=5),
-        "MedianPruner(warmup)": optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup),
-        "SuccessiveHalvingPruner": optuna.pruners.SuccessiveHalvingPruner(),
-        "HyperbandPruner": optuna.pruners.HyperbandPruner(),
-        "PredictorPruner": PredictorPruner(
-            n_startup_trials=5, prefix_frac=prefix_frac, refit_every=4, min_fit_trials=10,
-            predictor_config=PredictorConfig(prefix_frac=prefix_frac, population=200, generations=20, seed=seed)),
-        "PredictorPruner(last)": PredictorPruner("last", n_startup_trials=5, prefix_frac=prefix_frac),
-    }
+PRUNERS = ("NopPruner", "MedianPruner", "MedianPruner(warmup)", "SuccessiveHalvingPruner", "HyperbandPruner",
+           "PredictorPruner", "PredictorPruner(last)", "PredictorPruner(other seeds)")
+
+
+def make_pruner(name: str, seed: int, prefix_frac: float, warmup: int, pretrained=None):
+    """A fresh pruner. Optuna's as their defaults have them (MedianPruner also with the
+    warm-up PredictorPruner's prefix needs), all with the same 5 startup trials.
+    ``pretrained``: a predictor.json fitted on the other seeds' complete curves (None: skip)."""
+    if name == "NopPruner":
+        return optuna.pruners.NopPruner()
+    if name == "MedianPruner":
+        return optuna.pruners.MedianPruner(n_startup_trials=5)
+    if name == "MedianPruner(warmup)":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
+    if name == "SuccessiveHalvingPruner":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if name == "HyperbandPruner":
+        return optuna.pruners.HyperbandPruner()
+    if name == "PredictorPruner":
+        return PredictorPruner(n_startup_trials=5, prefix_frac=prefix_frac, refit_every=4, min_fit_trials=10,
+                               predictor_config=PredictorConfig(prefix_frac=prefix_frac, population=200,
+                                                                generations=20, seed=seed))
+    if name == "PredictorPruner(last)":
+        return PredictorPruner("last", n_startup_trials=5, prefix_frac=prefix_frac)
+    if name == "PredictorPruner(other seeds)":
+        return PredictorPruner(pretrained, n_startup_trials=5) if pretrained else None
+    raise ValueError(f"unknown pruner {name!r}; choose from {', '.join(PRUNERS)}")
+
+
+def fit_on_other_seeds(recordings, seed: int, seeds, budget, folder: Path):
+    """A predictor fitted on the complete recorded curves of the other seeds' studies (a
+    previous study's curves, as the README's workflow has it); None without other seeds."""
+    curves = []
+    for key, rec in recordings.data.items():
+        d = json.loads(key)
+        if d["seed"] != seed and d["seed"] in seeds and rec["done"] >= budget.full_iters and not rec["diverged"]:
+            curves.append(Curve(values=np.array(rec["val_loss"]), task="cpu-small", config_id=key,
+                                config=d["arch"]))
+    if len(curves) < 8:
+        return None
+    model = CurvePredictor(PredictorConfig(prefix_frac=budget.prefix_frac, seed=seed)).fit(curves)
+    return model.save(folder / f"predictor-s{seed}")
 
 
 def suggest(trial, space) -> dict:
@@ -245,25 +275,30 @@ def main(argv=None):
     budget = preset.budget
     # the step of the prefix's last evaluation: MedianPruner(warmup) judges from where PredictorPruner starts
     warmup = budget.eval_interval * (budget.early_iters // budget.eval_interval)
-    names = list(make_pruners(0, budget.prefix_frac, warmup))
+    names = list(PRUNERS)
     if args.pruners:
         names = [n for n in names if n in args.pruners]
     if names[0] != "NopPruner":
         parser.error("the pruners must include NopPruner (the reference)")
     started, cpu_started = time.time(), time.process_time()
-    results = {}
-    for seed in args.seeds:
-        results[seed] = {}
-        for name in names:
-            pruner = make_pruners(seed, budget.prefix_frac, warmup)[name]
-            t0 = time.process_time()
-            r = run_study(f"{name}-s{seed}-{time.time_ns()}", pruner, seed, args.trials, storage,
-                          lambda spent: objective_for(preset, dataset, seed, recordings, spent))
-            r["cpu_s"] = time.process_time() - t0
-            results[seed][name] = r
-            print(f"seed {seed} {name:<24} steps {r['steps']:>6}  completed {r['completed']:>3}  "
-                  f"pruned {r['pruned']:>3}  best {r['best_final']:.4f} (trial {r['best_trial']})  "
-                  f"cpu {r['cpu_s']:.0f} s", flush=True)
+    results = {seed: {} for seed in args.seeds}
+    # NopPruner first over every seed: it trains every configuration, the others replay
+    plan = [(seed, "NopPruner") for seed in args.seeds] + [(s, n) for s in args.seeds for n in names[1:]]
+    pretrained = {}
+    for seed, name in plan:
+        if name == "PredictorPruner(other seeds)" and seed not in pretrained:
+            pretrained[seed] = fit_on_other_seeds(recordings, seed, args.seeds, budget, work)
+        pruner = make_pruner(name, seed, budget.prefix_frac, warmup, pretrained.get(seed))
+        if pruner is None:
+            continue
+        t0 = time.process_time()
+        r = run_study(f"{name}-s{seed}-{time.time_ns()}", pruner, seed, args.trials, storage,
+                      lambda spent: objective_for(preset, dataset, seed, recordings, spent))
+        r["cpu_s"] = time.process_time() - t0
+        results[seed][name] = r
+        print(f"seed {seed} {name:<28} steps {r['steps']:>6}  completed {r['completed']:>3}  "
+              f"pruned {r['pruned']:>3}  best {r['best_final']:.4f} (trial {r['best_trial']})  "
+              f"cpu {r['cpu_s']:.0f} s", flush=True)
     rows = summarize(results, names)
     replay_ok = check_replay(recordings, preset, dataset)
     machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), {platform.system()} "

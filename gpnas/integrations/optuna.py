@@ -258,6 +258,8 @@ class PredictorPruner(BasePruner):
             return Decision(trial.number, step, False, "startup")
         curves = {t.number: _curve(t, maximize, study.study_name) for t in completed}
         curves = {k: c for k, c in curves.items() if np.all(np.isfinite(c.values))}
+        if len(curves) < max(1, self.n_startup_trials):  # completed, but with NaN/inf reports
+            return Decision(trial.number, step, False, "startup")
         n = self.n_evaluations or int(np.median([len(c.values) for c in curves.values()]))
         m = len(values)
         if self.refit:

@@ -1,6 +1,8 @@
 """``gpnas curves export`` and ``gpnas curves import-optuna`` through click's CliRunner."""
 
 import json
+import math
+import sqlite3
 
 import pytest
 from click.testing import CliRunner
@@ -113,3 +115,74 @@ def test_export_bad_input_is_one_line_and_a_nonzero_exit(runner, tmp_path):
         assert result.exit_code == 1, (args, result.output)
         assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
     assert not (tmp_path / "c.jsonl").exists()
+
+
+# ------------------------------------------------------------------ curves import-optuna
+@pytest.fixture(scope="module")
+def optuna_storage(tmp_path_factory):
+    """One real SQLite Optuna storage for the module (creating its schema takes seconds)."""
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    path = tmp_path_factory.mktemp("optuna") / "study.db"
+    storage = f"sqlite:///{path}"
+
+    def objective(trial):  # a loss curve set by lr; some trials pruned, one fails
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        width = trial.suggest_categorical("width", [32, 64])
+        trial.suggest_categorical("act", ["relu", "gelu"])
+        if trial.number == 3:
+            raise ValueError("planted failure")
+        final = 2.0 + abs(math.log10(lr) + 2.5) * 0.5 - width / 640
+        for i in range(12):
+            trial.report(final + 2.0 * math.exp(-i / 3), i * 5)
+            if trial.number in (5, 9) and i == 4:
+                raise optuna.TrialPruned()
+        return final + 2.0 * math.exp(-11 / 3)
+
+    study = optuna.create_study(storage=storage, study_name="demo", sampler=optuna.samplers.RandomSampler(0))
+    study.optimize(objective, n_trials=16, catch=(ValueError,))
+    optuna.create_study(storage=storage, study_name="empty")
+    optuna.create_study(storage=storage, study_name="pareto", directions=["minimize", "minimize"])
+    return storage, path
+
+
+def test_import_optuna_writes_finished_trials_that_predictors_fit_reads(runner, tmp_path, optuna_storage):
+    storage, _ = optuna_storage
+    out = tmp_path / "demo.jsonl"
+    result = runner.invoke(main, ["curves", "import-optuna", "--storage", storage, "--study", "demo",
+                                  "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"wrote 13 curves to {out} from study 'demo'; left out 2 pruned, 1 failed"
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [d["config_id"] for d in lines] == [str(i) for i in range(16) if i not in (3, 5, 9)]
+    d = lines[0]
+    assert d["x"] == list(range(0, 56, 5)) and len(d["values"]) == 12 and d["higher_is_better"] is False
+    assert set(d["config"]) == {"lr", "width"}  # numeric params only: "act" is a string
+    assert d["values"][0] > d["values"][-1]
+    curves = read_curves(out)
+    assert len(curves) == 13 and {c.task for c in curves} == {"demo"}
+    fit = runner.invoke(main, ["predictors", "fit", "--curves", str(out), "--generations", "2",
+                               "--population", "20", "--out", str(tmp_path / "pred")])
+    assert fit.exit_code == 0, fit.output
+    assert (tmp_path / "pred" / "predictor.json").exists()
+
+
+def test_import_optuna_bad_input_is_one_line_and_a_nonzero_exit(runner, tmp_path, optuna_storage):
+    storage, path = optuna_storage
+    not_a_study = tmp_path / "other.db"
+    sqlite3.connect(not_a_study).execute("CREATE TABLE t (x)").connection.commit()
+    cases = [
+        ([storage, "empty"], "has no finished trial with reported values (0 pruned, 0 failed)"),
+        ([storage, "nope"], "no study named 'nope'"),
+        ([storage, "pareto"], "has 2 objectives"),
+        ([f"sqlite:///{tmp_path / 'missing.db'}", "demo"], "does not exist"),
+        ([f"sqlite:///{not_a_study}", "demo"], "holds no Optuna studies"),
+        (["nosuchdialect://x", "demo"], "cannot open storage 'nosuchdialect://x'"),
+    ]
+    for (url, name), message in cases:
+        result = runner.invoke(main, ["curves", "import-optuna", "--storage", url, "--study", name,
+                                      "--out", str(tmp_path / "x.jsonl")])
+        assert result.exit_code == 1, (url, name, result.output)
+        assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "missing.db").exists()  # a wrong path is not created
+    assert not (tmp_path / "x.jsonl").exists()

@@ -170,3 +170,28 @@ def test_open_study_refuses_a_multi_objective_study_and_a_missing_name(storage):
         open_study(storage, two.study_name)
     with pytest.raises(GpnasError, match=f"no study named 'three'.*studies there: .*{two.study_name}"):
         open_study(storage, "three")
+
+
+def test_the_pruner_benchmark_runs_in_a_tiny_mode(tmp_path, tiny_corpus_dir):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
+    try:
+        import bench_pruners
+    finally:
+        sys.path.pop(0)
+    report = bench_pruners.main(["--preset", "micro", "--trials", "7", "--seeds", "0", "--data-dir",
+                                 str(tiny_corpus_dir), "--out", str(tmp_path / "out"),
+                                 "--pruners", "NopPruner", "MedianPruner", "PredictorPruner"])
+    rows = {r["pruner"]: r for r in report["rows"]}
+    assert list(rows) == ["NopPruner", "MedianPruner", "PredictorPruner"]
+    nop = report["per_seed"]["0"]["NopPruner"]
+    assert nop["steps"] == 7 * 24 and nop["completed"] == 7 and rows["NopPruner"]["steps_vs_nop"] == 1.0
+    for name in ("MedianPruner", "PredictorPruner"):  # pruning only ever saves steps
+        run = report["per_seed"]["0"][name]
+        assert run["steps"] <= nop["steps"] and run["completed"] + run["pruned"] == 7
+        assert run["best_final"] >= nop["best_final"]  # the same 7 configurations, some cut short
+    assert report["trainings"] == 7 and report["replay_equals_retraining"] is True
+    assert json.loads((tmp_path / "out" / "pruners.json").read_text())["rows"] == report["rows"]
