@@ -293,7 +293,7 @@ def main(argv=None):
             continue
         t0 = time.process_time()
         r = run_study(f"{name}-s{seed}-{time.time_ns()}", pruner, seed, args.trials, storage,
-                      lambda spent: objective_for(preset, dataset, seed, recordings, spent))
+                      lambda spent, seed=seed: objective_for(preset, dataset, seed, recordings, spent))
         r["cpu_s"] = time.process_time() - t0
         results[seed][name] = r
         print(f"seed {seed} {name:<28} steps {r['steps']:>6}  completed {r['completed']:>3}  "

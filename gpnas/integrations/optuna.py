@@ -57,14 +57,14 @@ except ImportError:  # pragma: no cover - exercised only where the extra is miss
 
 
 # ------------------------------------------------------------ studies as curves
-def open_study(storage: str, study_name: str) -> "optuna.Study":
+def open_study(storage: str, study_name: str) -> optuna.Study:
     """Load a single-objective study, or raise a GpnasError naming what is wrong and the fix."""
     path = _sqlite_path(storage)
     if path is not None:
         _check_sqlite_file(storage, path)
     try:
         names = optuna.get_all_study_names(storage=storage)
-    except Exception as error:  # SQLAlchemy raises many types: a bad URL, a missing driver, no server
+    except Exception as error:  # noqa: BLE001 - SQLAlchemy raises many types: a bad URL, a missing driver, no server
         why = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise GpnasError(f"cannot open storage {storage!r} ({why}); give a URL Optuna can open, "
                          "such as sqlite:///study.db") from None
@@ -321,4 +321,4 @@ def _curve(trial, maximize: bool, task: str, horizon: int | None = None) -> Curv
                  x=np.array(steps, dtype=np.float64), horizon=horizon, config=numeric_params(trial.params))
 
 
-__all__ = ["PredictorPruner", "Decision", "StudyCounts", "open_study", "study_curves", "export_study"]
+__all__ = ["Decision", "PredictorPruner", "StudyCounts", "export_study", "open_study", "study_curves"]

@@ -168,7 +168,7 @@ def test_import_optuna_writes_finished_trials_that_predictors_fit_reads(runner, 
 
 
 def test_import_optuna_bad_input_is_one_line_and_a_nonzero_exit(runner, tmp_path, optuna_storage):
-    storage, path = optuna_storage
+    storage, _ = optuna_storage
     not_a_study = tmp_path / "other.db"
     sqlite3.connect(not_a_study).execute("CREATE TABLE t (x)").connection.commit()
     cases = [
