@@ -108,7 +108,8 @@ def test_export_bad_input_is_one_line_and_a_nonzero_exit(runner, tmp_path):
     with Archive(archive_path) as archive:
         put(archive, "k", "early", stop_at=4)
     cases.append(([str(only_early)], "no full-budget curve yet (1 early, 0 failed"))
-    lost, _ = planted_run(tmp_path, "lost", archive_path=tmp_path / "gone.sqlite", charged=["k"])
+    # the archive run.json names is gone (inside the folder: one outside is refused as such, see test_hostile_inputs)
+    lost, _ = planted_run(tmp_path, "lost", archive_path=tmp_path / "lost" / "gone.sqlite", charged=["k"])
     cases.append(([str(lost)], "the run's archive is missing"))
     for args, message in cases:
         result = runner.invoke(main, ["curves", "export", *args, "--out", out])
