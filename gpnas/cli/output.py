@@ -72,6 +72,11 @@ def silence_stdout() -> None:
     _silence("stdout")
 
 
+def plural(n: int, word: str) -> str:
+    """'1 curve', '2 curves'."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def stdout_closed() -> bool:
     return _closed["stdout"]
 

@@ -7,7 +7,8 @@ import math
 
 import click
 
-from gpnas.predict.curves import read_curves
+from gpnas.cli.output import echo, plural
+from gpnas.predict.curves import prefix_length, read_curves
 from gpnas.predict.predictor import CurvePredictor, PredictorConfig, score_baselines
 
 
@@ -27,11 +28,29 @@ def _scores_table(rows: dict) -> list[str]:
     return lines
 
 
+def check_complete(curves, path, frac: float) -> None:
+    """Fitting and scoring need a final value beyond the prefix seen: a curve of n
+    values whose prefix (k = max(4, ceil(frac n)) values) is the whole curve would
+    be scored as if the prefix held its target."""
+    for number, curve in enumerate(curves, 1):
+        n, k = len(curve.values), prefix_length(curve.n, frac)
+        if curve.horizon is not None and curve.horizon > n:
+            raise click.UsageError(f"{path}: curve {number} ({curve.task} {curve.config_id}) is a prefix "
+                                   f"({n} of {curve.horizon} values); fitting and scoring need complete curves: "
+                                   "drop it, or use 'predictors predict' for it")
+        if n <= k:
+            raise click.UsageError(f"{path}: curve {number} ({curve.task} {curve.config_id}) has "
+                                   f"{plural(n, 'value')} and a predictor reads the first {k}, so the final value "
+                                   "it should predict would be among them; give curves longer than their prefix "
+                                   "(more than 4 values, --prefix-frac below 1) or drop this one")
+
+
 prefix_option = click.option("--prefix-frac", type=click.FloatRange(0, 1, min_open=True),
                              default=None, help="Fraction of each curve seen (k = max(4, ceil(frac*n))). "
                              "Default: 0.2 for fit, the predictor's own for predict/eval.")
 curves_option = click.option("--curves", "curves_path", required=True, type=click.Path(dir_okay=False),
-                             help="JSON Lines curve file (format: docs/curves.md in the gpnas repository).")
+                             help="JSON Lines file, one curve per line: {\"values\": [...]} plus optional x, task, config_id, "
+                                  "metric, higher_is_better, config, horizon (README: Predictors).")
 predictor_option = click.option("--predictor", "predictor_path", required=True, type=click.Path(),
                                 help="Folder written by 'predictors fit', or its predictor.json.")
 
@@ -49,12 +68,13 @@ def predictors():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--holdout-task", multiple=True, metavar="NAME",
               help="Keep this task's curves out of fitting (repeatable). Without it, "
-                   "20%% of each task's curves are held out.")
+                   "20% of each task's curves are held out.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for predictor.json, predictor.tex, predictor.py.")
 def fit(curves_path, prefix_frac, generations, population, seed, holdout_task, out_dir):
     """Evolve predictors on complete curves; print the equations and the baselines."""
     curves = read_curves(curves_path)
+    check_complete(curves, curves_path, prefix_frac or 0.2)
     config = PredictorConfig(prefix_frac=prefix_frac or 0.2, population=population,
                              generations=generations, seed=seed)
     holdout = None
@@ -68,27 +88,27 @@ def fit(curves_path, prefix_frac, generations, population, seed, holdout_task, o
         curves = [c for c in curves if c.task not in holdout_task]
     model = CurvePredictor(config).fit(curves, holdout=holdout)
     n_valid = len(model.validation_curves_)
-    click.echo(f"fitted on {len(model.train_curves_)} curves ({len(model.train_curves_) - n_valid} evolved on, "
+    echo(f"fitted on {plural(len(model.train_curves_), 'curve')} ({len(model.train_curves_) - n_valid} evolved on, "
                f"{n_valid} validation), held out {len(model.holdout_curves_)}; "
                f"{model.n_evaluated_} distinct trees evaluated")
-    click.echo("")
-    click.echo(f"  {'cx':>3} {'train_fit':>9} {'valid_fit':>9} {'hold_err':>9} {'spearman':>8} {'regret':>9}"
+    echo("")
+    echo(f"  {'cx':>3} {'train_fit':>9} {'valid_fit':>9} {'hold_err':>9} {'spearman':>8} {'regret':>9}"
                "  formula (r; final = last + scale*clip(r, -1, 1))")
     for i, row in enumerate(model.equations_):
         mark = "*" if i == model.best_index_ else " "
-        click.echo(f"{mark} {row['complexity']:>3} {_fmt(row['train_error']):>9} {_fmt(row['valid_fitness']):>9} "
+        echo(f"{mark} {row['complexity']:>3} {_fmt(row['train_error']):>9} {_fmt(row['valid_fitness']):>9} "
                    f"{_fmt(row['holdout_error']):>9} "
                    f"{_fmt(row['spearman']):>8} {_fmt(row['regret']):>9}  {row['formula']}")
     if model.holdout_curves_:
-        click.echo("")
-        click.echo("held-out curves, mean over tasks:")
+        echo("")
+        echo("held-out curves, mean over tasks:")
         rows = {"evolved": model.score(model.holdout_curves_), **model.baselines_}
         for line in _scores_table(rows):
-            click.echo("  " + line)
+            echo("  " + line)
     path = model.save(out_dir)
-    click.echo("")
-    click.echo(f"best: final = {model.sympy()}")
-    click.echo(f"wrote {path} (+ .tex, .py)")
+    echo("")
+    echo(f"best: final = {model.sympy()}")
+    echo(f"wrote {path} (+ .tex, .py)")
 
 
 @predictors.command()
@@ -100,7 +120,7 @@ def predict(predictor_path, curves_path, prefix_frac):
     model = CurvePredictor.load(predictor_path)
     curves = read_curves(curves_path)
     for c, p in zip(curves, model.predict(curves, prefix_frac=prefix_frac)):
-        click.echo(json.dumps({"task": c.task, "config_id": c.config_id, "prediction": float(p)}))
+        echo(json.dumps({"task": c.task, "config_id": c.config_id, "prediction": float(p)}))
 
 
 @predictors.command(name="eval")
@@ -113,15 +133,16 @@ def eval_command(predictor_path, curves_path, prefix_frac, as_json):
     model = CurvePredictor.load(predictor_path)
     curves = read_curves(curves_path)
     frac = prefix_frac or model.config.prefix_frac
+    check_complete(curves, curves_path, frac)
     rows = {"evolved": model.score(curves, prefix_frac=frac), **score_baselines(curves, frac)}
     if as_json:
-        click.echo(json.dumps({"prefix_frac": frac, "curves": curves_path, "scores": rows}, indent=1))
+        echo(json.dumps({"prefix_frac": frac, "curves": curves_path, "scores": rows}, indent=1))
         return
     for task in rows["evolved"]["per_task"]:
-        click.echo(f"{task} ({rows['evolved']['per_task'][task]['n']} curves)")
+        echo(f"{task} ({plural(rows['evolved']['per_task'][task]['n'], 'curve')})")
         per = {name: {"mean": s["per_task"][task]} for name, s in rows.items()}
         for line in _scores_table(per):
-            click.echo("  " + line)
-    click.echo("mean over tasks")
+            echo("  " + line)
+    echo("mean over tasks")
     for line in _scores_table(rows):
-        click.echo("  " + line)
+        echo("  " + line)

@@ -251,7 +251,8 @@ def prediction_scores_text(predicted, true) -> str:
     if len(true) < 3 or np.ptp(true) == 0 or np.ptp(predicted) == 0:
         return f"mean abs error {mae:.4f}\nSpearman n/a (n={len(true)})"
     rho, p = stats.spearmanr(predicted, true)
-    return f"mean abs error {mae:.4f}\nSpearman {rho:.2f} (p={p:.2g}, n={len(true)})"
+    shown = "p<0.001" if p < 0.001 else f"p={p:.2g}"
+    return f"mean abs error {mae:.4f}\nSpearman {rho:.2f} ({shown}, n={len(true)})"
 
 
 def render_summary(summary: dict) -> str:
@@ -284,11 +285,11 @@ def render_summary(summary: dict) -> str:
             if best:
                 diff = best["final_val_loss"] - ref["final_val_loss"]
                 vs = f"; the best is {abs(diff):.4f} {'lower' if diff < 0 else 'higher'}"
-            lines.append(f"reference architecture (the preset's, same budget and seed, {how}, not charged to "
-                         f"the run's compute): n_layer={a['n_layer']} n_head={a['n_head']} n_embd={a['n_embd']} "
+            lines.append(f"reference architecture: n_layer={a['n_layer']} n_head={a['n_head']} n_embd={a['n_embd']} "
                          f"dropout={a['dropout']} learning_rate={a['learning_rate']:.4g}")
-            lines.append(f"  final val loss {ref['final_val_loss']:.4f}   params {ref['n_params']:,}   "
-                         f"{ref['tokens']:,} tokens{vs}")
+            lines.append(f"  final val loss {ref['final_val_loss']:.4f}   params {ref['n_params']:,}{vs}")
+            lines.append(f"  (the preset's [reference], trained like every male: same budget and seed; {how}, "
+                         f"{ref['tokens']:,} tokens not charged to the run)")
     if summary["females"]:
         lines.append("top predictors (held-out error | Spearman | regret):")
         for rank, row in enumerate(summary["females"], 1):

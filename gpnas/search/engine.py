@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpnas.errors import FileFormatError
+from gpnas.errors import EvaluationError, FileFormatError
 from gpnas.predict import trees
 from gpnas.runs.archive import EvaluationRecord, evaluation_key
 from gpnas.runs.worker import EvalTask, Evaluator, result_curve
@@ -130,6 +130,7 @@ class Evolution:
         curve_set = self.completed_curves(state)
         holdout = self.evolve_females(state, curve_set, rng)                # (2)
         rows = self.assign_male_fitness(state, curve_set)                   # (3)
+        self.check_any_trained(state, work)
         promoted = self.promote(state, rng, work)                           # (4)
         curve_set = self.completed_curves(state)
         if self.mode.females:
@@ -338,6 +339,17 @@ class Evolution:
             state.males[i].fitness.values = (p if math.isfinite(p) else WORST,)
             rows[i] = {name: float(col[j]) for name, col in columns.items()}
         return rows
+
+    def check_any_trained(self, state: State, work: dict) -> None:
+        """Stop, with the reason, when no male of the generation could be trained:
+        without one early curve there is nothing to select, mate or promote, and
+        every further generation would fail the same way (a wrong device, a broken
+        installation). The failures are recorded in the archive, and the run folder
+        keeps the generations before."""
+        if state.males and all(g.fitness.values[0] >= WORST for g in state.males) and state.failures:
+            reason = work.get("failure") or state.failures[-1]["reason"]
+            raise EvaluationError(f"every male of generation {state.generation} failed to train ({reason}); "
+                                  "the run stops here: fix the cause (see the reason) and start a new run")
 
     def note_failure(self, state: State, record):
         if record is None or record.status not in ("failed", "diverged"):
