@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from gpnas.cli.output import echo
 from gpnas.cli.options import backend_options, data_dir_option, device_options, make_backend
+from gpnas.cli.output import echo
 
 
 def _f(x, spec=".4f"):
@@ -54,7 +54,7 @@ def ablate_command(preset, overrides, generations, seeds, modes, budget_tokens, 
     budget = (f"{budget_tokens:,} tokens per run" if budget_tokens else
               f"the combined mode's spend over {generations} generations")
     echo(f"ablation {out}: preset {plan.preset.name}, seeds {', '.join(map(str, plan.seeds))}, "
-               f"modes {', '.join(plan.ordered_modes())}; budget: {budget}")
+         f"modes {', '.join(plan.ordered_modes())}; budget: {budget}")
 
     def on_run(event, mode, seed, info):
         name = f"{mode} s{seed}"
@@ -62,17 +62,18 @@ def ablate_command(preset, overrides, generations, seeds, modes, budget_tokens, 
             r = info["record"]
             best = r["best"] or {}
             echo(f"{name}: done in {_f(r['wall_seconds'], '.1f')} s: best final val loss "
-                       f"{_f(best.get('final_val_loss'))}, {r['compute']['tokens']:,} tokens in "
-                       f"{r['compute']['evaluations']} evaluations, {r['generations']} generations")
+                 f"{_f(best.get('final_val_loss'))}, {r['compute']['tokens']:,} tokens in "
+                 f"{r['compute']['evaluations']} evaluations, {r['generations']} generations")
         else:
             limit = info["budget_tokens"]
             echo(f"{name}: {event} ({'no budget: sets it' if limit is None else f'budget {limit:,} tokens'})"
-                       f"  {info['folder']}")
+                 f"  {info['folder']}")
 
     def on_generation(mode, seed, state, row):
         echo(f"  {mode} s{seed} gen {row['generation']:3d}  evaluated {row['evaluated']:2d}  "
-                   f"cache hits {row['cache_hits']:2d}  best true {_f(row['best_true'])}  "
-                   f"tokens {row['tokens']:,}")
+             f"cache hits {row['cache_hits']:2d}  best true {_f(row['best_true'])}  "
+             f"tokens {row['tokens']:,}" + (f"  FAILED {row['failed']}: {row['failure'][:120]}"
+                                                   if row.get("failed") else ""))
 
     try:
         with make_backend(backend, workers, address, threads) as map_fn:
@@ -80,7 +81,7 @@ def ablate_command(preset, overrides, generations, seeds, modes, budget_tokens, 
                                    on_run=on_run, on_generation=on_generation)
     except KeyboardInterrupt:
         echo("\ninterrupted; finished runs and generations are saved. Run the same command again "
-                   "to continue.", err=True)
+             "to continue.", err=True)
         sys.exit(130)
     modes_done = [m for m in ALL_MODES if m in plan.modes]  # table order
     tables = write_tables(records, modes_done, Path(out))

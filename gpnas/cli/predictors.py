@@ -89,16 +89,16 @@ def fit(curves_path, prefix_frac, generations, population, seed, holdout_task, o
     model = CurvePredictor(config).fit(curves, holdout=holdout)
     n_valid = len(model.validation_curves_)
     echo(f"fitted on {plural(len(model.train_curves_), 'curve')} ({len(model.train_curves_) - n_valid} evolved on, "
-               f"{n_valid} validation), held out {len(model.holdout_curves_)}; "
-               f"{model.n_evaluated_} distinct trees evaluated")
+         f"{n_valid} validation), held out {len(model.holdout_curves_)}; "
+         f"{model.n_evaluated_} distinct trees evaluated")
     echo("")
     echo(f"  {'cx':>3} {'train_fit':>9} {'valid_fit':>9} {'hold_err':>9} {'spearman':>8} {'regret':>9}"
-               "  formula (r; final = last + scale*clip(r, -1, 1))")
+         "  formula (r; final = last + scale*clip(r, -1, 1))")
     for i, row in enumerate(model.equations_):
         mark = "*" if i == model.best_index_ else " "
         echo(f"{mark} {row['complexity']:>3} {_fmt(row['train_error']):>9} {_fmt(row['valid_fitness']):>9} "
-                   f"{_fmt(row['holdout_error']):>9} "
-                   f"{_fmt(row['spearman']):>8} {_fmt(row['regret']):>9}  {row['formula']}")
+             f"{_fmt(row['holdout_error']):>9} "
+             f"{_fmt(row['spearman']):>8} {_fmt(row['regret']):>9}  {row['formula']}")
     if model.holdout_curves_:
         echo("")
         echo("held-out curves, mean over tasks:")

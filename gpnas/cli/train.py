@@ -97,9 +97,9 @@ def train_command(n_layer, n_head, n_embd, dropout, learning_rate, block_size, b
         n_params = count_params(config.model_config(dataset.vocab_size))
         hash_status = "verified" if dataset.hash_verified else "custom text"
         echo(f"gpnas train: n_layer {n_layer}, n_head {n_head}, n_embd {n_embd}, dropout {dropout}, "
-                   f"lr {learning_rate:g}, block {block_size}, batch {batch_size}, {max_iters} steps, seed {seed}")
+             f"lr {learning_rate:g}, block {block_size}, batch {batch_size}, {max_iters} steps, seed {seed}")
         echo(f"data {dataset.name} ({dataset.source}, {hash_status}), vocab {dataset.vocab_size}; "
-                   f"device {dev}, {threads} threads; {n_params:,} parameters")
+             f"device {dev}, {threads} threads; {n_params:,} parameters")
 
     with Progress(total=max_iters, label="training", unit="step") as bar:
         def on_step(step, loss):

@@ -22,9 +22,10 @@ from gpnas.search import females as fem
 NONDETERMINISTIC = ("timing", "cache")
 # inside otherwise deterministic records: measured durations and speeds, and the
 # closed-form texts (sympy simplifies under a time bound, so a busy machine may
-# stop earlier; the tree string beside each text is exact)
+# stop earlier; the tree string beside each text is exact), and whether the
+# reference came from the cache
 MACHINE_DEPENDENT = ("total_train_time_s", "avg_inference_tokens_per_s", "train_tokens_per_s", "train_seconds",
-                     "formula", "latex")
+                     "formula", "latex", "cached")
 TOP_FEMALES = 5
 
 
@@ -172,7 +173,8 @@ def formulas_markdown(summary: dict) -> str:
         return "\n".join(lines + ["This mode evolves no predictors.", ""])
     lines += ["Predicted final validation loss from the early prefix of a learning curve:",
               "`last` is the last early value, `scale` the curve's first value, and the other",
-              "names are the features documented in `gpnas/features.py`.", ""]
+              "names are the features documented in gpnas's README (Predictors) and",
+              "`gpnas/predict/features.py`.", ""]
     for rank, row in enumerate(summary["females"], 1):
         lines += [
             f"## {rank}. held-out error {row['holdout_error']}, Spearman {row['spearman']}, "

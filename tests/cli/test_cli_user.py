@@ -61,6 +61,19 @@ def test_on_a_terminal_the_bar_never_garbles_a_line(tmp_path, corpus):
     assert [line for line in lines if line][-1].startswith("see it again: gpnas show")
 
 
+def test_train_on_a_terminal_prints_clean_eval_lines(corpus):
+    code, raw = run_on_pty(["train", "--n-layer", "1", "--n-head", "1", "--n-embd", "16", "--block-size", "16",
+                            "--batch-size", "4", "--max-iters", "40", "--eval-interval", "10", "--eval-batches", "2",
+                            "--warmup-iters", "2", "--threads", "1", "--data-dir", str(corpus)])
+    assert code == 0, raw.decode(errors="replace")[-2000:]
+    assert b"training:" in raw
+    lines = screen_lines(raw)
+    assert not any("training:" in line for line in lines)
+    steps = [line for line in lines if line.startswith("step ")]
+    assert [line.split()[1] for line in steps] == ["0", "10", "20", "30", "40"]
+    assert all(re.fullmatch(r"step \d+  train \d\.\d{4}  val \d\.\d{4}", line) for line in steps)
+
+
 def test_under_a_pipe_there_is_no_bar_and_no_escape(finished):
     _, output = finished
     assert "\r" not in output and "\x1b" not in output and "generations:" not in output
