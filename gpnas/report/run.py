@@ -234,7 +234,7 @@ def plot_run(out: Path, engine, state, reference: dict | None = None) -> None:
         lo, hi = float(min(true.min(), predicted.min())), float(max(true.max(), predicted.max()))
         ax.plot([lo, hi], [lo, hi], color="0.5", lw=1, label="y = x (perfect prediction)")
         ax.text(0.04, 0.96, prediction_scores_text(predicted, true), transform=ax.transAxes, va="top")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
     else:
         ax.text(0.5, 0.5, "no male was promoted by a prediction", ha="center", transform=ax.transAxes)
     ax.set(xlabel="true final validation loss", ylabel="predicted final loss (male fitness)",
