@@ -61,7 +61,7 @@ def sign_flip_p(differences, max_exact: int = 16, samples: int = 100_000) -> flo
     d = np.asarray(differences, dtype=float)
     if d.size == 0:
         return None
-    if not np.any(d):  # every difference is 0: every sign pattern ties
+    if d.size == 1 or not np.any(d):  # one pair, or all 0: every sign pattern ties (scipy needs 2)
         return 1.0
     result = stats.permutation_test((d,), np.mean, permutation_type="samples", alternative="two-sided",
                                     n_resamples=math.inf if d.size <= max_exact else samples,

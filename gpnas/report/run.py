@@ -120,8 +120,9 @@ def summarize(engine, state, folder, wall_seconds: float, reference: dict | None
             "engine_fraction": _num(max(0.0, wall_seconds - evaluation) / wall_seconds, 4) if wall_seconds else None,
         },
         "cache": {
-            "trained": sum(r["evaluated"] for r in state.logbook),
-            "hits": sum(r["cache_hits"] for r in state.logbook),
+            # the reference counts where this call trained it: it is in the archive too
+            "trained": sum(r["evaluated"] for r in state.logbook) + int(bool(reference) and not reference["cached"]),
+            "hits": sum(r["cache_hits"] for r in state.logbook) + int(bool(reference) and reference["cached"]),
         },
     }
 

@@ -178,11 +178,15 @@ class Evolution:
 
     def full_task(self, g, state: State) -> EvalTask:
         """The full run of ``g``, resuming its early checkpoint when this run paid for it
-        (another run's checkpoint in a shared archive would make the full run look cheaper)."""
+        (another run's checkpoint in a shared archive would make the full run look cheaper).
+
+        It is charged at the freeze-thaw price (the steps beyond the early run) whether
+        or not the checkpoint is still on disk: where it was pruned, the worker trains
+        from step 0 to the same curve. So what a run is charged never depends on which
+        files were kept (a shared archive, --keep-checkpoints, an extended run)."""
         early_key = self.key(g, self.budget.early_iters)
         early = self.checkpoints_dir / f"{early_key}.pt"
-        resume = early_key in state.charged and early.exists()
-        return self.task(g, self.budget.full_iters, str(early) if resume else None)
+        return self.task(g, self.budget.full_iters, str(early) if early_key in state.charged else None)
 
     def evaluate(self, state: State, tasks: list[EvalTask]) -> dict:
         """Run the tasks whose results the archive lacks; archive and charge them.

@@ -199,7 +199,7 @@ def test_sign_flip_test_is_exact():
     assert sign_flip_p([1.0, 2.0, 4.0]) == pytest.approx(2 / 8)
     assert sign_flip_p([1.0, 2.0, -0.5]) == pytest.approx(4 / 8)  # patterns with |sum| >= 2.5
     assert sign_flip_p([]) is None
-    assert sign_flip_p([0.0, 0.0, 0.0]) == 1.0
+    assert sign_flip_p([0.0, 0.0, 0.0]) == 1.0 and sign_flip_p([0.4]) == 1.0
     # beyond max_exact: a seeded sample of sign patterns, close to the exact value
     d = [0.3, -0.1, 0.2, 0.25, 0.1, -0.05, 0.15, 0.2]
     assert sign_flip_p(d, max_exact=4, samples=20_000) == pytest.approx(sign_flip_p(d), abs=0.01)

@@ -112,15 +112,12 @@ def test_a_finished_run_continues_to_more_generations(tmp_path, micro, tiny_data
     more, _ = execute(open_run(run.folder.path, load_dataset), 3)
     assert deterministic_part(more) == deterministic_part(whole)
 
-    # without keep_checkpoints the end of the run deleted them: the same search, but a
-    # promotion in the added generation trains from step 0 and pays for it
+    # without keep_checkpoints the end of the run deleted them: a promotion whose checkpoint
+    # is gone trains from step 0 to the same curve, charged at the same freeze-thaw price
     run = start(tmp_path, "pruned", micro, tiny_dataset)
     execute(run, 2)
     pruned, _ = execute(open_run(run.folder.path, load_dataset), 3)
-    same = ("best_architecture", "hall_of_fame", "females", "failures")
-    assert {k: deterministic_part(pruned)[k] for k in same} == {k: deterministic_part(whole)[k] for k in same}
-    extra = pruned["compute"]["steps"] - whole["compute"]["steps"]
-    assert extra >= 0 and extra % micro.budget.early_iters == 0
+    assert deterministic_part(pruned) == deterministic_part(whole)
 
 
 def test_a_checkpoint_lives_only_while_its_male_may_be_promoted(tmp_path, micro, tiny_dataset):
