@@ -45,7 +45,9 @@ def _e(value) -> str:
 
 
 def _num(value, spec=".4f") -> str:
-    return "n/a" if value is None else html.escape(format(value, spec))
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "n/a" if value is None else _e(value)
+    return html.escape(format(value, spec))
 
 
 def _arch(a: dict) -> str:
@@ -90,22 +92,25 @@ def render_html(summary: dict, folder: Path) -> str:
     parts.append(f"<p>Compute charged: {_e(c.get('evaluations'))} evaluations, {_num(c.get('steps'), ',')} steps, "
                  f"{_num(c.get('tokens'), ',')} tokens, {_num(c.get('train_seconds'), '.1f')} s of training.</p>")
 
-    if summary.get("females"):
-        parts.append("<h2>Evolved predictor formulas</h2><p>Predicted final validation loss from the early "
-                     "prefix of a learning curve; scored on held-out completed curves.</p>")
-        parts.append("<table><tr><th>#</th><th>held-out error</th><th>Spearman</th><th>regret</th>"
-                     "<th>formula</th></tr>")
-        for rank, row in enumerate(summary["females"], 1):
+    rows = [*(summary.get("females") or []), *(summary.get("baselines") or {}).values()]
+    if rows:
+        chosen = summary.get("predictor") or {}
+        parts.append("<h2>Predictor formulas</h2><p>Predicted final validation loss from the early prefix of a "
+                     "learning curve. Ordered by the cross-validated objective that chose the predictor "
+                     "(<b>*</b> the chosen one); held-out columns on completed curves no female was fitted on.</p>")
+        if chosen.get("text"):
+            parts.append(f"<p>{_e(chosen['text'])}</p>")
+        parts.append("<table><tr><th></th><th>kind</th><th>cv Spearman</th><th>cv regret</th><th>held-out error</th>"
+                     "<th>Spearman</th><th>regret</th><th>formula</th></tr>")
+        rows.sort(key=lambda r: r["cv_objective"] if isinstance(r.get("cv_objective"), (int, float)) else 1e300)
+        for row in rows:
             svg = latex_svg(row.get("latex") or "")
             shown = (f"<div class='math'>{svg}</div>" if svg else "") + f"<code>{_e(row.get('formula'))}</code>"
-            parts.append(f"<tr><td>{rank}</td><td>{_num(row.get('holdout_error'))}</td>"
-                         f"<td>{_num(row.get('spearman'))}</td><td>{_num(row.get('regret'))}</td>"
-                         f"<td>{shown}</td></tr>")
+            parts.append(f"<tr><td>{'*' if row.get('chosen') else ''}</td><td>{_e(row.get('kind', 'tree'))}</td>"
+                         f"<td>{_num(row.get('cv_spearman'), '.3f')}</td><td>{_num(row.get('cv_regret'))}</td>"
+                         f"<td>{_num(row.get('holdout_error'))}</td><td>{_num(row.get('spearman'), '.3f')}</td>"
+                         f"<td>{_num(row.get('regret'))}</td><td>{shown}</td></tr>")
         parts.append("</table>")
-        if summary.get("baselines"):
-            parts.append("<p>Baselines on the same curves: " + "; ".join(
-                f"{_e(name)}: error {_num(b.get('error'))}, Spearman {_num(b.get('spearman'))}"
-                for name, b in summary["baselines"].items()) + ".</p>")
 
     parts.append("<h2>Plots</h2>")
     for name, caption in PLOTS:

@@ -86,7 +86,7 @@ class Evolution:
         self.snapshots, self.callbacks = snapshots, list(callbacks)
         self.max_tokens = max_tokens  # training tokens the run may charge; None: no limit
         self.keep_checkpoints = keep_checkpoints  # False: prune_checkpoints deletes what no promotion needs
-        self.pset = trees.make_pset()
+        self.pset = fem.make_pset()
         self.gp_config = trees.GPConfig(max_depth=self.ga.tree_max_depth, max_size=self.ga.tree_max_size,
                                      tournament_size=self.ga.female_tournament,
                                      parsimony_size=self.ga.parsimony_size)
@@ -97,7 +97,8 @@ class Evolution:
         self.eval_seconds = 0.0   # wall time inside the map: training and model evaluation
         self.derivatives = {}     # tree string -> sympy derivatives, reused across matings
         self.tokens_at = {}       # evaluation key -> compute.tokens just after it was charged
-        self.spread = {}          # full-run key -> spread of the top females' predictions
+        self.spread = {}          # full-run key -> spread of the chosen ensemble's predictions
+        self.choice = None        # the predictor chosen this generation (predict.CurvePredictor)
 
     # ----------------------------------------------------------------- the loop
     def run(self, generations: int) -> State:
@@ -329,14 +330,17 @@ class Evolution:
             return {}
         curves = [result_curve(records[i].result, records[i].arch, records[i].key, self.task_name,
                                horizon=self.full_evals) for i in usable]
-        top = fem.best(state.females, self.ga.top_females) if curve_set.curves else []
-        finals, columns = fem.predict_finals(top, curves, self.prefix_frac, self.pset)
-        # nothing completed yet to judge females by: fall back to the last value
-        predictions = finals.mean(axis=0) if top else np.array([c.values[-1] for c in curves])
-        # the top females' disagreement, a measure of the prediction's uncertainty
-        spread = finals.std(axis=0) if top else np.zeros(len(curves))
+        # the predictor the run reports: chosen by cross-validation among the females'
+        # front and the baselines; the last value until enough curves completed
+        model = fem.choose(state.females, curve_set, formulas=False)
+        _, columns = fem.predict_finals([], curves, self.prefix_frac, self.pset)
+        if model is not None:
+            predictions, spread = model.predict(curves, return_std=True)
+        else:
+            predictions, spread = np.array([c.values[-1] for c in curves]), np.zeros(len(curves))
         self.spread = {self.key(state.males[i], self.budget.full_iters): float(spread[j])
                        for j, i in enumerate(usable)}
+        self.choice = model
         rows = {}
         for j, i in enumerate(usable):
             p = float(predictions[j])
@@ -473,6 +477,10 @@ class Evolution:
             "female_train_error": best_female.fitness.values[0] if best_female is not None else None,
             "female_holdout_error": holdout_best,
             "best_formula": str(best_female) if best_female is not None else "",
+            "predictor": (self.choice.best_.tree or self.choice.best_.kind) if self.choice is not None else "last",
+            "cv_spearman": _rounded(self.choice.best_.cv.get("spearman")) if self.choice is not None else None,
+            "cv_spearman_last": (_rounded(next(c for c in self.choice.equations_ if c.kind == "last").cv["spearman"])
+                                 if self.choice is not None else None),
             "steps": state.compute.steps,
             "tokens": state.compute.tokens,
             "train_seconds": round(state.compute.train_seconds, 3),
@@ -506,3 +514,7 @@ class Evolution:
         for key in state.charged:
             if key not in keep:
                 (self.checkpoints_dir / f"{key}.pt").unlink(missing_ok=True)
+
+
+def _rounded(x, digits: int = 4):
+    return None if x is None or not math.isfinite(x) else round(float(x), digits)

@@ -32,11 +32,11 @@ import sympy
 from deap import tools
 
 from gpnas.predict import closedform, trees
+from gpnas.predict import fitness as fit
 from gpnas.search import females as fem
 from gpnas.search.males import GENES, cx_genome, decode, gene_span, hyperparameter_features, mut_genome, step_genome
 
 # gene -> the mother's terminals that move with it
-_LOG10 = math.log(10.0)
 
 
 @dataclass
@@ -63,10 +63,15 @@ class MatingContext:
 def hyperparameter_gradient(mother, row: dict, ctx: MatingContext) -> dict:
     """d(predicted final loss)/d(terminal) at the father's feature row, for
     every hyperparameter terminal the mother's formula uses."""
-    text = str(mother)
+    scaling = getattr(mother, "scaling", None)
+    text = f"{mother} {scaling.coef if scaling else ''}"
     if text not in ctx.derivatives:
-        expr = closedform.to_sympy(mother)
-        used = [s for s in expr.free_symbols if s.name in trees.HYPERPARAMETER_TERMINALS]
+        # her prediction is a0 + sum b_i gene_i (linear scaling), so differentiate that
+        genes = fit.genes(mother)
+        coef = scaling.coef[1:] if scaling is not None and len(scaling.coef) == len(genes) + 1 else [1.0] * len(genes)
+        expr = sum((sympy.Float(b) * closedform.to_sympy(g) for b, g in zip(coef, genes) if b), sympy.Integer(0))
+        hyper = set(trees.config_terminals(ctx.pset))
+        used = [s for s in expr.free_symbols if s.name in hyper]
         ctx.derivatives[text] = {s.name: sympy.diff(expr, s) for s in used}
     subs = {closedform.symbol(name): float(value) for name, value in row.items()}
     gradient = {}
@@ -80,18 +85,17 @@ def hyperparameter_gradient(mother, row: dict, ctx: MatingContext) -> dict:
 def gene_gradient(terminal_gradient: dict, arch: dict) -> dict:
     """Chain d(prediction)/d(terminal) to d(prediction)/d(gene), in gene units."""
     g = dict.fromkeys(GENES, 0.0)
-    g["log10_lr"] = terminal_gradient.get("log_lr", 0.0) * _LOG10
-    g["dropout"] = terminal_gradient.get("dropout", 0.0)
-    g["n_layer"] = terminal_gradient.get("n_layer", 0.0)
-    g["n_embd"] = terminal_gradient.get("log_n_embd", 0.0) / arch["n_embd"]
-    d_log_params = terminal_gradient.get("log_n_params", 0.0)
+    g["log10_lr"] = terminal_gradient.get("log10_learning_rate", 0.0)   # the gene is log10 lr
+    for gene in ("dropout", "n_layer", "n_head", "n_embd"):
+        g[gene] = terminal_gradient.get(gene, 0.0)
+    d_log_params = terminal_gradient.get("log10_n_params", 0.0)
     if d_log_params:
-        # d log n_params / d gene by a central difference of the exact count
+        # d log10 n_params / d gene by a central difference of the exact count
         for gene in ("n_layer", "n_embd"):
             lo, hi = dict(arch), dict(arch)
             lo[gene], hi[gene] = arch[gene] - 1, arch[gene] + 1
-            slope = (math.log(hyperparameter_features(hi)["n_params"])
-                     - math.log(hyperparameter_features(lo)["n_params"])) / 2.0
+            slope = (math.log10(hyperparameter_features(hi)["n_params"])
+                     - math.log10(hyperparameter_features(lo)["n_params"])) / 2.0
             g[gene] += d_log_params * slope
     return {gene: value for gene, value in g.items() if value != 0.0}
 
