@@ -10,11 +10,12 @@
     choice    <- K-fold cross-validation of every front tree and the baselines
                  (last value, last value + fitted offset, power law): each tree's
                  linear scaling is refitted without the fold it predicts
-    best_     <- the lowest cross-validated objective among the last value, the
-                 last value + offset (both rank as the last value does) and the
-                 candidates that rank better than the last value fold by fold
-                 (Spearman and regret, by more than a standard error); when no
-                 formula does, one of the first two is the predictor
+    best_     <- among the last value, the last value + offset (both rank as
+                 the last value does) and the candidates that rank better than
+                 the last value fold by fold (Spearman and regret, by more than a
+                 standard error): the simplest whose cross-validated objective is
+                 within one standard error of the lowest; when no formula ranks
+                 better, one of the first two is the predictor
     ensemble_ <- the chosen tree and up to two dissimilar runners-up; the
                  spread of their predictions is the uncertainty
 
@@ -66,7 +67,7 @@ class PredictorConfig:
     holdout_frac: float = 0.0    # of each task's curves, scored after fitting when fit() gets no holdout
     folds: int = 5
     ensemble: int = 3
-    nested: bool = True          # check the chosen formula by nested cross-validation
+    nested: bool = False         # also check the chosen formula by nested cross-validation (slower)
     nested_repeats: int = 2
     simplify_timeout_s: float = 2.0
     gp: trees.GPConfig = field(default_factory=lambda: trees.GPConfig(max_size=25, max_depth=6))
@@ -181,6 +182,17 @@ def ranks_better(cv: dict, bar: dict) -> bool:
     return float(diff.mean()) < -float(diff.std(ddof=1)) / math.sqrt(len(diff))
 
 
+def one_standard_error(candidates: list, eligible: list[int]) -> int:
+    """The simplest candidate whose cross-validated objective is within one standard
+    error (over the folds) of the lowest: the usual guard against choosing, among
+    many, the formula that fits the folds' noise best (Hastie et al., ESL 7.10)."""
+    best = min(eligible, key=lambda i: (candidates[i].cv["objective"], candidates[i].complexity))
+    folds = np.array([f["objective"] for f in candidates[best].cv["_folds"]])
+    se = float(folds.std(ddof=1) / math.sqrt(len(folds))) if len(folds) > 1 else 0.0
+    near = [i for i in eligible if candidates[i].cv["objective"] <= candidates[best].cv["objective"] + se]
+    return min(near, key=lambda i: (candidates[i].complexity, candidates[i].cv["objective"], i))
+
+
 def choose(candidates: list, ensemble_size: int) -> tuple[int, list[int], bool]:
     """(chosen index, ensemble indices, whether a formula beat the last value) — see the module doc."""
     last = next(i for i, c in enumerate(candidates) if c.kind == "last")
@@ -188,7 +200,7 @@ def choose(candidates: list, ensemble_size: int) -> tuple[int, list[int], bool]:
     same_order = {"last", "last+offset"}  # rank exactly as the last value does
     eligible = [i for i, c in enumerate(candidates)
                 if c.kind in same_order or ranks_better(c.cv, bar)]
-    chosen = min(eligible, key=lambda i: (candidates[i].cv["objective"], candidates[i].complexity, i))
+    chosen = one_standard_error(candidates, eligible)
     beat = candidates[chosen].kind not in same_order
     if candidates[chosen].kind != "tree":
         return chosen, [chosen], beat

@@ -68,8 +68,11 @@ def hyperparameter_gradient(mother, row: dict, ctx: MatingContext) -> dict:
     if text not in ctx.derivatives:
         # her prediction is a0 + sum b_i gene_i (linear scaling), so differentiate that
         genes = fit.genes(mother)
-        coef = scaling.coef[1:] if scaling is not None and len(scaling.coef) == len(genes) + 1 else [1.0] * len(genes)
-        expr = sum((sympy.Float(b) * closedform.to_sympy(g) for b, g in zip(coef, genes) if b), sympy.Integer(0))
+        if scaling is not None and len(scaling.coef) == len(genes) + 1:
+            expr = sum((sympy.Float(b) * closedform.to_sympy(g) for b, g in zip(scaling.coef[1:], genes) if b),
+                       sympy.Integer(0))
+        else:  # a hand-built mother, never scored: her tree as it is
+            expr = closedform.to_sympy(mother)
         hyper = set(trees.config_terminals(ctx.pset))
         used = [s for s in expr.free_symbols if s.name in hyper]
         ctx.derivatives[text] = {s.name: sympy.diff(expr, s) for s in used}

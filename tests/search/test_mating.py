@@ -8,7 +8,7 @@ import pytest
 
 from gpnas.config import load_preset
 from gpnas.predict import trees
-from gpnas.predict.features import FEATURE_NAMES
+from gpnas.search import females as fem
 from gpnas.search import mating
 from gpnas.search.males import decode, encode, hyperparameter_features
 
@@ -20,7 +20,7 @@ def space():
 
 @pytest.fixture
 def pset():
-    return trees.make_pset()
+    return fem.make_pset()
 
 
 def context(space, pset, *, females=(), predictions=None, targets=None, index=None, mutation=0.0, seed=0):
@@ -35,10 +35,10 @@ def context(space, pset, *, females=(), predictions=None, targets=None, index=No
 
 def father_row(arch):
     """A feature row for the father: neutral curve features, his hyperparameters."""
-    row = dict.fromkeys(FEATURE_NAMES, 0.5)
+    row = dict.fromkeys(fem.FEATURE_NAMES, 0.5)
     hp = hyperparameter_features(arch)
-    row.update(log_lr=np.log(hp["learning_rate"]), dropout=hp["dropout"], n_layer=hp["n_layer"],
-               log_n_embd=np.log(hp["n_embd"]), log_n_params=np.log(hp["n_params"]))
+    row.update({name: np.log10(hp[key]) if name.startswith("log10_") else hp[key]
+                for name, key in fem.CONFIG_KEYS.items()})
     return row
 
 
@@ -47,8 +47,8 @@ def male(space, **arch):
 
 
 def test_son_steps_down_the_mothers_learning_rate_gradient(space, pset):
-    # she predicts final loss = 2 + 0.5 * log_lr: a lower learning rate lowers it
-    mother = trees.parse_tree("add(2.0, mul(0.5, log_lr))", pset)
+    # she predicts final loss = 2 + 0.5 * log10 lr: a lower learning rate lowers it
+    mother = trees.parse_tree("add(2.0, mul(0.5, log10_learning_rate))", pset)
     father = male(space, n_layer=1, n_head=2, n_embd=16, dropout=0.05, learning_rate=5e-3)
     arch = decode(father, space)
     son, guided = mating.make_son(father, mother, father_row(arch), context(space, pset))
@@ -69,7 +69,7 @@ def test_son_follows_a_dropout_gradient_upwards(space, pset):
 
 
 def test_son_mutates_at_random_when_the_formula_uses_no_hyperparameter(space, pset):
-    mother = trees.parse_tree(f"mul(1.5, {FEATURE_NAMES[0]})", pset)
+    mother = trees.parse_tree(f"mul(1.5, {fem.FEATURE_NAMES[0]})", pset)
     father = male(space, n_layer=1, n_head=2, n_embd=16, dropout=0.05, learning_rate=5e-3)
     arch = decode(father, space)
     sons = set()
@@ -81,7 +81,7 @@ def test_son_mutates_at_random_when_the_formula_uses_no_hyperparameter(space, ps
 
 
 def test_daughter_is_crossed_with_the_female_that_predicted_the_father_best(space, pset, monkeypatch):
-    a, b, c = FEATURE_NAMES[:3]
+    a, b, c = fem.FEATURE_NAMES[:3]
     mother = trees.parse_tree(f"add({a}, {a})", pset)
     others = [trees.parse_tree(f"add({b}, {b})", pset), trees.parse_tree(f"add({c}, {c})", pset)]
     females = [mother, *others]
@@ -98,7 +98,7 @@ def test_daughter_is_crossed_with_the_female_that_predicted_the_father_best(spac
 
 
 def test_a_father_without_a_completed_curve_chooses_by_tournament(space, pset):
-    females = [trees.parse_tree(f"neg({name})", pset) for name in FEATURE_NAMES[:4]]
+    females = [trees.parse_tree(f"neg({name})", pset) for name in fem.FEATURE_NAMES[:4]]
     for i, f in enumerate(females):
         f.fitness.values = (float(i),)
     ctx = context(space, pset, females=females)
@@ -108,10 +108,10 @@ def test_a_father_without_a_completed_curve_chooses_by_tournament(space, pset):
 
 def test_the_gradient_is_evaluated_at_the_father(space, pset):
     # final loss = (log lr)^2: its slope 2 ln(lr) < 0 at any lr < 1, so descent raises lr
-    mother = trees.parse_tree("mul(log_lr, log_lr)", pset)
+    mother = trees.parse_tree("mul(log10_learning_rate, log10_learning_rate)", pset)
     father = male(space, n_layer=1, n_head=2, n_embd=16, dropout=0.05, learning_rate=2e-3)
     arch = decode(father, space)
     gradient = mating.hyperparameter_gradient(mother, father_row(arch), context(space, pset))
-    assert gradient == pytest.approx({"log_lr": 2 * np.log(2e-3)})
+    assert gradient == pytest.approx({"log10_learning_rate": 2 * np.log10(2e-3)})
     son, guided = mating.make_son(father, mother, father_row(arch), context(space, pset))
     assert guided and decode(son, space)["learning_rate"] > arch["learning_rate"]
