@@ -26,8 +26,8 @@ Four more families, each present only where the curves carry what it needs
   ``warmup_iters``: gpnas knows its own schedule): the fraction of the
   schedule done at the cut and the learning-rate multiplier there (linear
   warm-up, cosine decay to 1/10);
-- **cohort**: a curve's rank or robust z-score among the curves of the same
-  task passed in the same call (a search always sees many at once; fitting
+- **cohort**: a curve's rank among the curves of the same task passed in the
+  same call (a search always sees many at once; fitting
   and predicting both compute them on the call's curves);
 - **config**: every numeric key of ``Curve.config`` present in all curves,
   named by its key, as ``log10_<key>`` where its values are positive and span
@@ -240,12 +240,14 @@ def sched_lr(b):
 # ---- cohort (among the curves of the same task in this call) ----
 # computed in a second pass over all curves; their inputs are the named columns
 
-COHORT_OF = {"cohort_rank_last": ("rel_last_raw", "rank"), "cohort_z_last": ("rel_last_raw", "z"),
+# (a robust z-score of the last value was tried and dropped: its scale depends on the
+# cohort's spread, so a formula using it reordered a cohort tighter than the one it was
+# fitted on; ranks in [0, 1] do not have that failure)
+COHORT_OF = {"cohort_rank_last": ("rel_last_raw", "rank"),
              "cohort_rank_best": ("best_raw", "rank"), "cohort_rank_slope": ("slope_recent", "rank"),
              "cohort_rank_train": ("train_mean_raw", "rank")}
 for _name, _doc in {
         "cohort_rank_last": "cohort_rank_last = rank of v_k among its task's curves, in [0, 1] (0 = lowest loss).",
-        "cohort_z_last": "cohort_z_last = (v_k - median) / (1.4826 MAD) of its task's last values, clipped to +-10.",
         "cohort_rank_best": "cohort_rank_best = rank of min_i v_i among its task's curves, in [0, 1].",
         "cohort_rank_slope": "cohort_rank_slope = rank of slope_recent among its task's curves (0 = falling fastest).",
         "cohort_rank_train": "cohort_rank_train = rank of the mean training loss among its task's curves."}.items():

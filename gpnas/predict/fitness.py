@@ -213,6 +213,18 @@ def fit_scaling(G: np.ndarray, y: np.ndarray) -> Scaling:
     return Scaling((a0, *map(float, b)), lo, hi)
 
 
+def feature_ranges(columns: dict) -> dict:
+    """Each feature's [min, max] over the training curves."""
+    return {name: (float(np.min(v)), float(np.max(v))) for name, v in columns.items() if len(v)}
+
+
+def clip_columns(columns: dict, ranges: dict) -> dict:
+    """Features clipped to the ranges the formula was fitted on: a formula is never
+    extrapolated beyond what it has seen (a curve far outside the training curves
+    gets the prediction of the nearest one it resembles, not a runaway value)."""
+    return {name: np.clip(v, *ranges[name]) if name in ranges else v for name, v in columns.items()}
+
+
 # ---- the objective ----
 
 def _ranks(x: np.ndarray) -> np.ndarray:

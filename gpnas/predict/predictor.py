@@ -55,6 +55,7 @@ TARGET_RULE = ("final = last + scale * clip(a0 + sum_i b_i gene_i, lo, hi), last
                "genes = the terms joined by add/sub at the tree's root (see gpnas.predict.fitness)")
 OFFSET_TREE = "0.0"
 BASELINE_KINDS = ("last", "last+offset", "power_law")
+RANK_MARGIN_SE = 2.0
 
 
 @dataclass
@@ -172,14 +173,15 @@ def rank_score(cv: dict) -> float:
 
 def ranks_better(cv: dict, bar: dict) -> bool:
     """Whether a candidate ranks better than the bar (the last value) fold by fold:
-    its rank score is lower on average by more than one standard error of the
-    paired differences. A fold of a few curves gives a noisy Spearman, and the
+    its rank score is lower on average by more than RANK_MARGIN_SE standard errors
+    of the paired differences (the folds of repeated K-fold overlap, so their
+    standard error is optimistic; two of them are asked for). A fold of a few curves gives a noisy Spearman, and the
     best of many candidates on noisy folds looks better than it is."""
     diff = np.array([rank_score(a) - rank_score(b) for a, b in zip(cv["_folds"], bar["_folds"])])
     diff = diff[np.isfinite(diff)]
     if len(diff) < 2:
         return False
-    return float(diff.mean()) < -float(diff.std(ddof=1)) / math.sqrt(len(diff))
+    return float(diff.mean()) < -RANK_MARGIN_SE * float(diff.std(ddof=1)) / math.sqrt(len(diff))
 
 
 def one_standard_error(candidates: list, eligible: list[int]) -> int:
@@ -340,6 +342,7 @@ class CurvePredictor:
                 c.formula = closedform.as_text(self._sympy_r(c, None if chosen else 0.3))
         self.equations_ = candidates
         self.train_curves_ = problem.curves
+        self.ranges_ = fit.feature_ranges(problem.columns)
 
     def _holdout_scores(self, holdout) -> dict:
         out = {"gpnas": score_predictions(self.predict(holdout), holdout)["mean"]}
@@ -367,7 +370,7 @@ class CurvePredictor:
         Cohort features compare the curves passed in this call (same task)."""
         frac = self.config.prefix_frac if prefix_frac is None else prefix_frac
         curves = list(curves)
-        columns = feature_matrix(curves, frac, self.features_, self.config_keys_)
+        columns = fit.clip_columns(feature_matrix(curves, frac, self.features_, self.config_keys_), self.ranges_)
         members = self.ensemble_ if i is None else [i]
         preds = np.stack([self._finals(self.equations_[j], curves, columns, frac) for j in members])
         if not return_std:
@@ -412,7 +415,8 @@ class CurvePredictor:
     def python(self, i=None, name="predict_final") -> str:
         c = self.equations_[self.best_index_ if i is None else i]
         rng = (c.scaling.lo, c.scaling.hi) if c.scaling else None
-        return closedform.as_python(self.sympy(i, final=False), name, target="final", r_range=rng)
+        return closedform.as_python(self.sympy(i, final=False), name, target="final", r_range=rng,
+                                    input_ranges=self.ranges_)
 
     def describe_choice(self) -> str:
         """One line: what was chosen and why, for people."""
@@ -434,6 +438,7 @@ class CurvePredictor:
         return {"format": FORMAT, "version": VERSION, "features": list(self.features_),
                 "config_keys": dict(self.config_keys_), "left_out": list(self.left_out_),
                 "prefix": {"frac": self.config.prefix_frac, "rule": PREFIX_RULE}, "target": TARGET_RULE,
+                "ranges": {k: list(v) for k, v in self.ranges_.items()},
                 "best_index": self.best_index_, "ensemble": list(self.ensemble_),
                 "beats_last": bool(self.beats_last_), "equations": rows, "config": self.config.to_dict()}
 
@@ -478,6 +483,7 @@ class CurvePredictor:
             self.features_, self.config_keys_ = tuple(feats), {str(k): v for k, v in keys.items()}
             self.left_out_ = tuple(str(k) for k in d.get("left_out") or ())
             self.pset = trees.make_pset(self.features_)
+            self.ranges_ = _ranges(d.get("ranges") or {}, self.features_)
             self.equations_ = [_candidate(row, self.pset) for row in d["equations"]]
             self.best_index_ = _index(d["best_index"], len(self.equations_))
             self.ensemble_ = [_index(i, len(self.equations_)) for i in d.get("ensemble") or [self.best_index_]]
@@ -493,6 +499,17 @@ class CurvePredictor:
 
 def _finite(v):
     return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _ranges(d: dict, features) -> dict:
+    out = {}
+    for name, pair in d.items():
+        if name not in features or not (isinstance(pair, list) and len(pair) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
+                and pair[0] <= pair[1]):
+            raise ValueError(f"'ranges' of {name!r} must be [lo, hi] of a feature the predictor reads")
+        out[name] = (float(pair[0]), float(pair[1]))
+    return out
 
 
 def _index(i, n: int) -> int:

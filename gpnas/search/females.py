@@ -97,8 +97,9 @@ def score(females, curve_set: CurveSet, pset) -> tuple[np.ndarray, np.ndarray]:
     held = curve_set.held
     errors = np.full(len(females), np.nan)
     if held.m:
+        columns = fit.clip_columns(held.columns, fit.feature_ranges(curve_set.train.columns))
         for i, female in enumerate(females):
-            r = female.scaling.apply(fit.gene_matrix(female, pset, held.columns))
+            r = female.scaling.apply(fit.gene_matrix(female, pset, columns))
             errors[i] = float(np.mean(np.abs(held.last + held.scale * r - held.finals)))
     return predict_all(females, curve_set.train.columns, pset), errors
 
@@ -115,10 +116,11 @@ def predict_all(females, columns: dict, pset) -> np.ndarray:
     return out
 
 
-def predict_finals(females, curves: list[Curve], prefix_frac: float, pset) -> tuple[np.ndarray, dict]:
-    """(n_females, n_curves) predicted final losses of (prefix) curves, and the feature columns."""
+def predict_finals(females, curves: list[Curve], prefix_frac: float, pset, ranges=None) -> tuple[np.ndarray, dict]:
+    """(n_females, n_curves) predicted final losses of (prefix) curves, and the feature
+    columns; features clipped to ``ranges`` (the training curves') when given."""
     problem = fit.Problem.build(curves, prefix_frac, FEATURE_NAMES, CONFIG_KEYS)
-    r = predict_all(females, problem.columns, pset)
+    r = predict_all(females, fit.clip_columns(problem.columns, ranges or {}), pset)
     return problem.last + problem.scale * r, problem.columns
 
 
