@@ -81,7 +81,8 @@ def _interrupt(signum, frame):
 def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, keep_checkpoints, as_json,
             data_dir, device, threads, backend, workers, address):
     from gpnas.config import check_fits, largest_architecture, load_preset
-    from gpnas.jobs.run import check_unchanged, default_out, execute, new_run, open_run, resume_target
+    from gpnas.jobs.run import (check_unchanged, default_out, execute, new_run, open_run, record_target,
+                                resume_target)
     from gpnas.report.run import render_closing, render_summary
     from gpnas.train.data import load_dataset
     from gpnas.train.trainer import resolve_device
@@ -122,6 +123,8 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, ke
         with Progress(total=target, initial=max(done, 0), label="generations", unit="gen",
                       enabled=None if not as_json else False) as bar:
             def on_generation(state, row):
+                if resume and state.generation > done:  # a resumed generation is done: keep the new target
+                    record_target(run, target)
                 bar.line(_generation_line(state, row), err=as_json)
                 bar.update_to(state.generation)
 

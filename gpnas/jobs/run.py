@@ -102,14 +102,17 @@ def open_run(path, dataset_loader, data_dir=None) -> Run:
 
 
 def resume_target(run: Run, generations: int | None) -> int:
-    """The generations a resume runs to: ``generations`` when given (and then the
-    run's new target, so a later plain resume keeps it), else the run's own."""
-    if generations is None:
-        return run.target or DEFAULT_GENERATIONS
+    """The generations a resume runs to: ``generations`` when given, else the run's own."""
+    return (run.target or DEFAULT_GENERATIONS) if generations is None else generations
+
+
+def record_target(run: Run, generations: int) -> None:
+    """Make ``generations`` the run's target (run.json), so a later plain resume
+    keeps it. Called once the resumed run has finished a generation: a resume
+    that fails on a damaged file changes no file."""
     if generations != run.target and generations > run.done:
         write_json(run.folder.path / "run.json", {**run.folder.meta, "generations": generations})
         run.target = generations
-    return generations
 
 
 def check_unchanged(run: Run, preset, mode: str | None, seed: int | None) -> None:
