@@ -8,8 +8,9 @@ import math
 import click
 
 from gpnas.cli.output import echo, plural
-from gpnas.predict.curves import prefix_length, read_curves
+from gpnas.predict import closedform
 from gpnas.predict.baselines import score_baselines
+from gpnas.predict.curves import prefix_length, read_curves
 from gpnas.predict.predictor import CurvePredictor, PredictorConfig
 
 
@@ -118,7 +119,7 @@ def fit(curves_path, prefix_frac, generations, population, seed, holdout_task, o
     path = model.save(out_dir)
     echo("")
     if model.best_.kind != "power_law":
-        echo(f"chosen: final = {model.sympy()}")
+        echo(f"chosen: final = {closedform.as_text(model.sympy())}")
     echo(f"wrote {path}" + (" (+ .tex, .py)" if path.with_suffix(".py").exists() else ""))
 
 
