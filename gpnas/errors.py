@@ -20,3 +20,7 @@ class DataError(GpnasError):
 
 class FileFormatError(GpnasError):
     """A file (curves, predictor, run folder) that is malformed or unsafe to load."""
+
+
+class EvaluationError(GpnasError):
+    """Training failed in a way that stops a run (every male of a generation failed)."""

@@ -4,17 +4,21 @@ Commands are imported lazily, so ``gpnas predictors ...`` never pays for
 importing torch, and ``gpnas --help`` stays fast. Library errors
 (``GpnasError``) become one line on stderr and a non-zero exit: 2 for a bad
 configuration or option value, 1 for anything else the user can fix; so do
-OSErrors (a missing, unreadable or full file system), with the path.
+OSErrors (a missing, unreadable or full file system), with the path. Every
+message is made printable first (it may quote a file's strings), and a closed
+stdout (``gpnas show RUN | head``) ends the printing quietly, exit 0.
 
 The top of the import order: it may import every other part, and it is the
 only part that imports click or prints.
 """
 
 import importlib
+import sys
 
 import click
 
 from gpnas import __version__
+from gpnas.cli.output import is_broken_pipe, printable, silence_stdout
 from gpnas.errors import ConfigError, GpnasError
 
 # command name -> "module:attribute" of a click command or group
@@ -33,7 +37,7 @@ class UserError(click.ClickException):
     """A GpnasError on its way out: one line, the exit code of its kind."""
 
     def __init__(self, error: GpnasError):
-        super().__init__(str(error))
+        super().__init__(printable(error))
         self.exit_code = 2 if isinstance(error, ConfigError) else 1
 
 
@@ -58,10 +62,16 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except GpnasError as error:
             raise UserError(error) from None
+        except click.ClickException as error:
+            error.message = printable(error.message)
+            raise
         except OSError as error:  # a folder or file the environment refuses: one line, not a traceback
+            if is_broken_pipe(error):  # the reader went away (| head): stop printing, quietly
+                silence_stdout()
+                sys.exit(0)
             where = f"{error.filename}: " if error.filename else ""
-            raise click.ClickException(f"{where}{error.strerror or error}; check the path, its permissions "
-                                       "and the free space") from None
+            raise click.ClickException(printable(f"{where}{error.strerror or error}; check the path, its "
+                                                 "permissions and the free space")) from None
 
 
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS)

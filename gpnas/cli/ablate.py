@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from gpnas.cli.options import backend_options, data_dir_option, device_options, make_backend
+from gpnas.cli.output import echo
 
 
 def _f(x, spec=".4f"):
@@ -52,38 +53,39 @@ def ablate_command(preset, overrides, generations, seeds, modes, budget_tokens, 
     dataset = load_dataset(data_dir)
     budget = (f"{budget_tokens:,} tokens per run" if budget_tokens else
               f"the combined mode's spend over {generations} generations")
-    click.echo(f"ablation {out}: preset {plan.preset.name}, seeds {', '.join(map(str, plan.seeds))}, "
-               f"modes {', '.join(plan.ordered_modes())}; budget: {budget}")
+    echo(f"ablation {out}: preset {plan.preset.name}, seeds {', '.join(map(str, plan.seeds))}, "
+         f"modes {', '.join(plan.ordered_modes())}; budget: {budget}")
 
     def on_run(event, mode, seed, info):
         name = f"{mode} s{seed}"
         if event == "done":
             r = info["record"]
             best = r["best"] or {}
-            click.echo(f"{name}: done in {_f(r['wall_seconds'], '.1f')} s: best final val loss "
-                       f"{_f(best.get('final_val_loss'))}, {r['compute']['tokens']:,} tokens in "
-                       f"{r['compute']['evaluations']} evaluations, {r['generations']} generations")
+            echo(f"{name}: done in {_f(r['wall_seconds'], '.1f')} s: best final val loss "
+                 f"{_f(best.get('final_val_loss'))}, {r['compute']['tokens']:,} tokens in "
+                 f"{r['compute']['evaluations']} evaluations, {r['generations']} generations")
         else:
             limit = info["budget_tokens"]
-            click.echo(f"{name}: {event} ({'no budget: sets it' if limit is None else f'budget {limit:,} tokens'})"
-                       f"  {info['folder']}")
+            echo(f"{name}: {event} ({'no budget: sets it' if limit is None else f'budget {limit:,} tokens'})"
+                 f"  {info['folder']}")
 
     def on_generation(mode, seed, state, row):
-        click.echo(f"  {mode} s{seed} gen {row['generation']:3d}  evaluated {row['evaluated']:2d}  "
-                   f"cache hits {row['cache_hits']:2d}  best true {_f(row['best_true'])}  "
-                   f"tokens {row['tokens']:,}")
+        echo(f"  {mode} s{seed} gen {row['generation']:3d}  evaluated {row['evaluated']:2d}  "
+             f"cache hits {row['cache_hits']:2d}  best true {_f(row['best_true'])}  "
+             f"tokens {row['tokens']:,}" + (f"  FAILED {row['failed']}: {row['failure'][:120]}"
+                                                   if row.get("failed") else ""))
 
     try:
         with make_backend(backend, workers, address, threads) as map_fn:
             records = run_ablation(out, plan, dataset, load_dataset, map_fn=map_fn, device=device, threads=threads,
                                    on_run=on_run, on_generation=on_generation)
     except KeyboardInterrupt:
-        click.echo("\ninterrupted; finished runs and generations are saved. Run the same command again "
-                   "to continue.", err=True)
+        echo("\ninterrupted; finished runs and generations are saved. Run the same command again "
+             "to continue.", err=True)
         sys.exit(130)
     modes_done = [m for m in ALL_MODES if m in plan.modes]  # table order
     tables = write_tables(records, modes_done, Path(out))
     plots = write_plots(records, modes_done, Path(out) / "plots")
-    click.echo("")
-    click.echo(tables["markdown"])
-    click.echo("written: " + ", ".join(str(p) for p in [*tables["paths"], *plots]))
+    echo("")
+    echo(tables["markdown"])
+    echo("written: " + ", ".join(str(p) for p in [*tables["paths"], *plots]))

@@ -10,51 +10,64 @@ import threading
 import click
 
 from gpnas.cli.options import backend_options, data_dir_option, device_options, make_backend
+from gpnas.cli.output import Progress, echo
 from gpnas.search.engine import MODES
+
+DEFAULT_GENERATIONS = 20
 
 
 def _generation_line(state, row) -> str:
     def f(x, spec=".4f"):
         return "n/a" if x is None else format(x, spec)
 
-    return (f"gen {row['generation']:3d}  evaluated {row['evaluated']:2d}  cache hits {row['cache_hits']:2d}  "
+    line = (f"gen {row['generation']:3d}  evaluated {row['evaluated']:2d}  cache hits {row['cache_hits']:2d}  "
             f"best predicted {f(row['best_predicted'])}  best true {f(row['best_true'])}  "
             f"female held-out error {f(row['female_holdout_error'])}  "
             f"compute {row['steps']:,} steps {row['tokens']:,} tokens {row['train_seconds']:.1f} s")
+    if row.get("failed"):
+        reason = row.get("failure") or "unknown"
+        line += f"  FAILED {row['failed']}: {reason if len(reason) <= 120 else reason[:117] + '...'}"
+    return line
 
 
 @click.command("evolve")
-@click.option("--generations", type=int, default=20, show_default=True, help="Generations to run (in total, when resuming).")
+@click.option("--generations", type=click.IntRange(1), default=None,
+              help="Generations to run in total.  [default: 20; with --resume, the run's own target]")
 @click.option("--preset", default=None, help="Preset name (micro, cpu-small, shakespeare-char) or a TOML file.  [default: cpu-small]")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value, e.g. ga.n_males=6 (repeatable).")
 @click.option("--mode", type=click.Choice(list(MODES)), default=None, help="What evolves and how it breeds.  [default: combined]")
 @click.option("--seed", type=int, default=None, help="Run seed.  [default: the preset's]")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder.  [default: runs/<time>-<preset>-<mode>-s<seed>]")
-@click.option("--resume", type=click.Path(file_okay=False), default=None, help="Continue the run in this folder from its last finished generation.")
+@click.option("--resume", type=click.Path(file_okay=False), default=None,
+              help="Continue the run in this folder from its last finished generation, to its own target "
+                   "(or to --generations).")
 @click.option("--archive", type=click.Path(dir_okay=False), default=None, help="Share this SQLite archive (evaluation cache) across runs.")
+@click.option("--keep-checkpoints", is_flag=True,
+              help="Keep every training checkpoint (by default one lives only while its male may still be "
+                   "promoted, and none is left at the end).")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the text summary.")
 @data_dir_option
 @device_options
 @backend_options
-def evolve_command(generations, preset, overrides, mode, seed, out, resume, archive, as_json, data_dir,
-                   device, threads, backend, workers, address):
+def evolve_command(generations, preset, overrides, mode, seed, out, resume, archive, keep_checkpoints, as_json,
+                   data_dir, device, threads, backend, workers, address):
     """Co-evolve architectures and learning-curve predictors.
 
-    Prints one line per generation and, at the end, the best architecture with
-    its metrics, the top evolved predictor formulas beside the baselines, and
-    the compute spent. Interrupt with Ctrl-C (or SIGTERM) at any time and
-    continue with --resume RUN_DIR; a run killed outright continues the same way.
+    Prints one line per generation and, at the end, the best architecture
+    beside the preset's reference architecture, the top evolved predictor
+    formulas beside the baselines, the compute spent, where everything was
+    written and the commands to go on. Interrupt with Ctrl-C (or SIGTERM) at
+    any time and continue with --resume RUN_DIR; a run killed outright
+    continues the same way.
     """
-    if generations < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--generations")
     # A scheduler's SIGTERM (SLURM, Kubernetes, systemd) stops the run like Ctrl-C.
     main_thread = threading.current_thread() is threading.main_thread()  # signals only go there
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
-        _evolve(generations, preset, overrides, mode, seed, out, resume, archive, as_json, data_dir,
-                device, threads, backend, workers, address)
+        _evolve(generations, preset, overrides, mode, seed, out, resume, archive, keep_checkpoints, as_json,
+                data_dir, device, threads, backend, workers, address)
     except KeyboardInterrupt:  # before the run folder existed: nothing to continue
-        click.echo("\ninterrupted before the run started; nothing was saved", err=True)
+        echo("\ninterrupted before the run started; nothing was saved", err=True)
         sys.exit(130)
     finally:
         if main_thread:
@@ -65,19 +78,24 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, as_json, data_dir,
-            device, threads, backend, workers, address):
+def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, keep_checkpoints, as_json,
+            data_dir, device, threads, backend, workers, address):
     from gpnas.config import check_fits, largest_architecture, load_preset
-    from gpnas.jobs.run import check_unchanged, default_out, execute, new_run, open_run
-    from gpnas.report.run import render_summary
+    from gpnas.jobs.run import (check_unchanged, default_out, execute, new_run, open_run, record_target,
+                                resume_target)
+    from gpnas.report.run import render_closing, render_summary
     from gpnas.train.data import load_dataset
+    from gpnas.train.trainer import resolve_device
 
+    # every option is checked before anything is created: the device, the preset, the data, the backend
+    resolve_device(device)
     if resume:
         run = open_run(resume, load_dataset, data_dir)
         changed = load_preset(preset or run.preset.name, overrides) if (preset or overrides) else None
         if archive:
             raise click.UsageError("--archive cannot change on --resume; the run keeps its archive")
         check_unchanged(run, changed, mode, seed)
+        check_fits(largest_architecture(run.preset.space), run.preset.budget, device, workers or 1)
     else:
         resolved = load_preset(preset or "cpu-small", overrides)
         mode = mode or "combined"
@@ -86,40 +104,55 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, as
         # knowing the backend's concurrency)
         check_fits(largest_architecture(resolved.space), resolved.budget, device, workers or 1)
         dataset = load_dataset(data_dir)
-        run = new_run(out or default_out(resolved.name, mode, seed), resolved, mode, seed, dataset, archive)
-    click.echo(f"run folder: {run.folder.path}  (mode {run.mode}, preset {run.preset.name}, seed {run.seed})",
-               err=as_json)
+    with make_backend(backend, workers, address, threads) as map_fn:
+        if resume:
+            target = resume_target(run, generations)
+            done = run.done
+            if done >= target:
+                echo(f"{run.folder.path}: {done} generations are already done (asked for {target}); nothing to "
+                     f"run. Give --generations {done + 10} to go further.", err=as_json)
+            else:
+                echo(f"resuming {run.folder.path} at generation {done + 1} of {target}", err=as_json)
+        else:
+            target = generations or DEFAULT_GENERATIONS
+            run = new_run(out or default_out(resolved.name, mode, seed), resolved, mode, seed, dataset, archive,
+                          generations=target)
+            done = -1
+        echo(f"run folder: {run.folder.path}  (mode {run.mode}, preset {run.preset.name}, seed {run.seed})",
+             err=as_json)
+        with Progress(total=target, initial=max(done, 0), label="generations", unit="gen",
+                      enabled=None if not as_json else False) as bar:
+            def on_generation(state, row):
+                if resume and state.generation > done:  # a resumed generation is done: keep the new target
+                    record_target(run, target)
+                bar.line(_generation_line(state, row), err=as_json)
+                bar.update_to(state.generation)
 
-    bar = None
-    if sys.stderr.isatty() and not as_json:
-        bar = click.progressbar(length=generations, label="generations", file=sys.stderr)
-
-    def on_generation(state, row):
-        if bar is not None:
-            bar.update(state.generation - bar.pos)
-        click.echo(_generation_line(state, row), err=as_json)
-
-    try:
-        with make_backend(backend, workers, address, threads) as map_fn:
-            summary, _ = execute(run, generations, map_fn=map_fn, device=device, threads=threads,
-                                 callbacks=[on_generation])
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted; finished generations are saved. Continue with: "
-                   f"gpnas evolve --resume {run.folder.path} --generations {generations}", err=True)
-        sys.exit(130)
-    finally:
-        if bar is not None:
-            bar.render_finish()
-    click.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))
+            try:
+                summary, _ = execute(run, target, map_fn=map_fn, device=device, threads=threads,
+                                     callbacks=[on_generation], keep_checkpoints=keep_checkpoints)
+            except KeyboardInterrupt:
+                bar.close()
+                echo(f"\ninterrupted; finished generations are saved. Continue with: "
+                     f"gpnas evolve --resume {run.folder.path}", err=True)
+                sys.exit(130)
+    if as_json:
+        echo(json.dumps(summary, indent=2))
+        return
+    echo(render_summary(summary))
+    echo(render_closing(summary, run.folder.path, data_dir))
 
 
 @click.command("show")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json as it is.")
-def show_command(run_dir, as_json):
-    """Print the summary of a finished run again."""
+@click.option("--html", "as_html", is_flag=True,
+              help="Write RUN_DIR/report.html (one page, offline: summary, formulas, plots) and print its path.")
+def show_command(run_dir, as_json, as_html):
+    """Print the summary of a finished run again (or write its report.html)."""
     from gpnas.errors import FileFormatError
-    from gpnas.report.run import render_summary
+    from gpnas.report.html import write_html
+    from gpnas.report.run import render_closing, render_summary
     from gpnas.runs.folder import RunFolder, read_json
 
     folder = RunFolder.open(run_dir)
@@ -129,8 +162,13 @@ def show_command(run_dir, as_json):
                                    f"finish it with: gpnas evolve --resume {folder.path}")
     summary = read_json(path)
     try:
-        text = json.dumps(summary, indent=2) if as_json else render_summary(summary)
+        if as_html:
+            text = f"wrote {write_html(folder.path, summary)}"
+        elif as_json:
+            text = json.dumps(summary, indent=2)
+        else:
+            text = render_summary(summary) + "\n" + render_closing(summary, folder.path)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
         raise FileFormatError(f"{path}: not a gpnas summary ({type(error).__name__}: {error}); rewrite it with "
                               f"`gpnas evolve --resume {run_dir}`") from None
-    click.echo(text)
+    echo(text)

@@ -15,7 +15,7 @@ def data_dir_option(f):
 
 
 def device_options(f):
-    f = click.option("--threads", type=int, default=None,
+    f = click.option("--threads", type=click.IntRange(1), default=None,
                      help="torch threads per evaluation; results depend on it, not on the backend.  [default: 1]")(f)
     f = click.option("--device", default="auto", show_default=True,
                      help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N.")(f)
@@ -25,7 +25,7 @@ def device_options(f):
 def backend_options(f):
     f = click.option("--address", default=None,
                      help="Ray cluster to join: auto or HOST:PORT.  [default: start a local Ray]")(f)
-    f = click.option("--workers", type=int, default=None,
+    f = click.option("--workers", type=click.IntRange(1), default=None,
                      help="Parallel evaluations.  [default: chosen for this machine]")(f)
     f = click.option("--backend", type=click.Choice(["auto", "serial", "process", "ray"]), default="auto",
                      show_default=True, help="Where male evaluations run.")(f)

@@ -7,9 +7,10 @@ import math
 
 import click
 
+from gpnas.cli.output import echo, plural
 from gpnas.predict import closedform
 from gpnas.predict.baselines import score_baselines
-from gpnas.predict.curves import read_curves
+from gpnas.predict.curves import prefix_length, read_curves
 from gpnas.predict.predictor import CurvePredictor, PredictorConfig
 
 
@@ -29,11 +30,29 @@ def _scores_table(rows: dict) -> list[str]:
     return lines
 
 
+def check_complete(curves, path, frac: float) -> None:
+    """Fitting and scoring need a final value beyond the prefix seen: a curve of n
+    values whose prefix (k = max(4, ceil(frac n)) values) is the whole curve would
+    be scored as if the prefix held its target."""
+    for number, curve in enumerate(curves, 1):
+        n, k = len(curve.values), prefix_length(curve.n, frac)
+        if curve.horizon is not None and curve.horizon > n:
+            raise click.UsageError(f"{path}: curve {number} ({curve.task} {curve.config_id}) is a prefix "
+                                   f"({n} of {curve.horizon} values); fitting and scoring need complete curves: "
+                                   "drop it, or use 'predictors predict' for it")
+        if n <= k:
+            raise click.UsageError(f"{path}: curve {number} ({curve.task} {curve.config_id}) has "
+                                   f"{plural(n, 'value')} and a predictor reads the first {k}, so the final value "
+                                   "it should predict would be among them; give curves longer than their prefix "
+                                   "(more than 4 values, --prefix-frac below 1) or drop this one")
+
+
 prefix_option = click.option("--prefix-frac", type=click.FloatRange(0, 1, min_open=True),
                              default=None, help="Fraction of each curve seen (k = max(4, ceil(frac*n))). "
                              "Default: 0.2 for fit, the predictor's own for predict/eval.")
 curves_option = click.option("--curves", "curves_path", required=True, type=click.Path(dir_okay=False),
-                             help="JSON Lines curve file (format: docs/curves.md in the gpnas repository).")
+                             help="JSON Lines file, one curve per line: {\"values\": [...]} plus optional x, task, config_id, "
+                                  "metric, higher_is_better, config, horizon (README: Predictors).")
 predictor_option = click.option("--predictor", "predictor_path", required=True, type=click.Path(),
                                 help="Folder written by 'predictors fit', or its predictor.json.")
 
@@ -57,6 +76,7 @@ def predictors():
 def fit(curves_path, prefix_frac, generations, population, seed, holdout_task, out_dir):
     """Evolve predictors on complete curves; print the equations and the baselines."""
     curves = read_curves(curves_path)
+    check_complete(curves, curves_path, prefix_frac or 0.2)
     config = PredictorConfig(prefix_frac=prefix_frac or 0.2, population=population,
                              generations=generations, seed=seed)
     holdout = None
@@ -70,37 +90,37 @@ def fit(curves_path, prefix_frac, generations, population, seed, holdout_task, o
         curves = [c for c in curves if c.task not in holdout_task]
     model = CurvePredictor(config).fit(curves, holdout=holdout or [])
     n = len(model.train_curves_)
-    click.echo(f"fitted on {n} curve{'s' if n != 1 else ''} of {len({c.task for c in model.train_curves_})} "
+    echo(f"fitted on {n} curve{'s' if n != 1 else ''} of {len({c.task for c in model.train_curves_})} "
                f"task(s); {model.n_evaluated_} distinct trees evaluated; {len(model.features_)} features")
     if model.left_out_:
-        click.echo(f"config keys not in every curve, left out: {', '.join(model.left_out_)}")
-    click.echo("")
-    click.echo(f"  {'kind':<11} {'cx':>3} {'cv_obj':>7} {'cv_err':>7} {'cv_rho':>7} {'cv_regret':>9}"
+        echo(f"config keys not in every curve, left out: {', '.join(model.left_out_)}")
+    echo("")
+    echo(f"  {'kind':<11} {'cx':>3} {'cv_obj':>7} {'cv_err':>7} {'cv_rho':>7} {'cv_regret':>9}"
                "  formula (final = last + scale * clip(r, lo, hi))")
     order = sorted(range(len(model.equations_)), key=lambda i: model.equations_[i].cv["objective"])
     for i in order:
         c = model.equations_[i]
         mark = "*" if i == model.best_index_ else ("+" if i in model.ensemble_ else " ")
         cv = c.cv
-        click.echo(f"{mark} {c.kind:<11} {c.complexity:>3} {_fmt(cv['objective']):>7} {_fmt(cv['error']):>7} "
+        echo(f"{mark} {c.kind:<11} {c.complexity:>3} {_fmt(cv['objective']):>7} {_fmt(cv['error']):>7} "
                    f"{_fmt(cv['spearman'], 3):>7} {_fmt(cv['regret']):>9}  {c.formula or _BASELINE_TEXT[c.kind]}")
-    click.echo("")
-    click.echo(model.describe_choice())
+    echo("")
+    echo(model.describe_choice())
     if model.nested_:
         nested = model.nested_
-        click.echo(f"nested cross-validation of the whole fit ({nested['folds']} folds): Spearman "
+        echo(f"nested cross-validation of the whole fit ({nested['folds']} folds): Spearman "
                    f"{nested['procedure']['spearman']:.3f} vs last value {nested['last']['spearman']:.3f}; "
                    + ("kept" if nested["better"] else "not better: the last value is used"))
     if model.holdout_scores_:
-        click.echo("")
-        click.echo(f"held-out tasks ({', '.join(holdout_task)}), mean over tasks:")
+        echo("")
+        echo(f"held-out tasks ({', '.join(holdout_task)}), mean over tasks:")
         for line in _scores_table({k: {"mean": v} for k, v in model.holdout_scores_.items()}):
-            click.echo("  " + line)
+            echo("  " + line)
     path = model.save(out_dir)
-    click.echo("")
+    echo("")
     if model.best_.kind != "power_law":
-        click.echo(f"chosen: final = {closedform.as_text(model.sympy())}")
-    click.echo(f"wrote {path}" + (" (+ .tex, .py)" if path.with_suffix(".py").exists() else ""))
+        echo(f"chosen: final = {closedform.as_text(model.sympy())}")
+    echo(f"wrote {path}" + (" (+ .tex, .py)" if path.with_suffix(".py").exists() else ""))
 
 
 _BASELINE_TEXT = {"last": "last", "last+offset": "last + scale * offset", "power_law": "power law c + a t^-alpha"}
@@ -115,7 +135,7 @@ def predict(predictor_path, curves_path, prefix_frac):
     model = CurvePredictor.load(predictor_path)
     curves = read_curves(curves_path)
     for c, p in zip(curves, model.predict(curves, prefix_frac=prefix_frac)):
-        click.echo(json.dumps({"task": c.task, "config_id": c.config_id, "prediction": float(p)}))
+        echo(json.dumps({"task": c.task, "config_id": c.config_id, "prediction": float(p)}))
 
 
 @predictors.command(name="eval")
@@ -128,16 +148,17 @@ def eval_command(predictor_path, curves_path, prefix_frac, as_json):
     model = CurvePredictor.load(predictor_path)
     curves = read_curves(curves_path)
     frac = prefix_frac or model.config.prefix_frac
+    check_complete(curves, curves_path, frac)
     rows = {"gpnas": model.score(curves, prefix_frac=frac), **score_baselines(curves, frac)}
     if as_json:
-        click.echo(json.dumps({"prefix_frac": frac, "curves": curves_path, "scores": rows}, indent=1))
+        echo(json.dumps({"prefix_frac": frac, "curves": curves_path, "scores": rows}, indent=1))
         return
     for task in rows["gpnas"]["per_task"]:
         n = rows["gpnas"]["per_task"][task]["n"]
-        click.echo(f"{task} ({n} curve{'s' if n != 1 else ''})")
+        echo(f"{task} ({n} curve{'s' if n != 1 else ''})")
         per = {name: {"mean": s["per_task"][task]} for name, s in rows.items()}
         for line in _scores_table(per):
-            click.echo("  " + line)
-    click.echo("mean over tasks")
+            echo("  " + line)
+    echo("mean over tasks")
     for line in _scores_table(rows):
-        click.echo("  " + line)
+        echo("  " + line)

@@ -6,14 +6,13 @@ library errors (ConfigError, DataError) reach the group, which prints one line.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import sys
 from pathlib import Path
 
 import click
 
+from gpnas.cli.output import Progress, echo
 from gpnas.config import check_fits
 from gpnas.train.data import cache_dir, load_dataset
 from gpnas.train.model import count_params
@@ -43,7 +42,7 @@ def data_command(data_dir):
         ("prepared", str(cache_dir() / "prepared" / dataset.sha256)),
     ]
     for key, value in rows:
-        click.echo(f"{key:<10}{value}")
+        echo(f"{key:<10}{value}")
 
 
 @click.command("train")
@@ -97,26 +96,20 @@ def train_command(n_layer, n_head, n_embd, dropout, learning_rate, block_size, b
     if not as_json:
         n_params = count_params(config.model_config(dataset.vocab_size))
         hash_status = "verified" if dataset.hash_verified else "custom text"
-        click.echo(f"gpnas train: n_layer {n_layer}, n_head {n_head}, n_embd {n_embd}, dropout {dropout}, "
-                   f"lr {learning_rate:g}, block {block_size}, batch {batch_size}, {max_iters} steps, seed {seed}")
-        click.echo(f"data {dataset.name} ({dataset.source}, {hash_status}), vocab {dataset.vocab_size}; "
-                   f"device {dev}, {threads} threads; {n_params:,} parameters")
+        echo(f"gpnas train: n_layer {n_layer}, n_head {n_head}, n_embd {n_embd}, dropout {dropout}, "
+             f"lr {learning_rate:g}, block {block_size}, batch {batch_size}, {max_iters} steps, seed {seed}")
+        echo(f"data {dataset.name} ({dataset.source}, {hash_status}), vocab {dataset.vocab_size}; "
+             f"device {dev}, {threads} threads; {n_params:,} parameters")
 
-    bar = click.progressbar(length=max_iters, label="training", file=sys.stderr) \
-        if sys.stderr.isatty() else None
+    with Progress(total=max_iters, label="training", unit="step") as bar:
+        def on_step(step, loss):
+            bar.update_to(step + 1)
 
-    def on_step(step, loss):
-        if bar is not None:
-            bar.update(1)
+        def on_curve(curve):
+            if not as_json:
+                bar.line(f"step {curve.eval_steps[-1]}  train {curve.eval_train_loss[-1]:.4f}  "
+                         f"val {curve.val_loss[-1]:.4f}")
 
-    def on_curve(curve):
-        if as_json:
-            return
-        if bar is not None:
-            click.echo("\r\033[K", nl=False, err=True)  # clear the bar's line; it redraws on its next update
-        click.echo(f"step {curve.eval_steps[-1]}  train {curve.eval_train_loss[-1]:.4f}  val {curve.val_loss[-1]:.4f}")
-
-    with bar if bar is not None else contextlib.nullcontext():
         result = train(config, dataset, seed=seed, device=str(dev), threads=threads,
                        on_step=on_step, on_curve=on_curve, sample=sample)
 
@@ -138,7 +131,7 @@ def train_command(n_layer, n_head, n_embd, dropout, learning_rate, block_size, b
         }
         # a run diverged at its first evaluation has no losses: null, not NaN (which is not JSON)
         record = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
-        click.echo(json.dumps(record, allow_nan=False))
+        echo(json.dumps(record, allow_nan=False))
         return
     _echo_metrics(result)
 
@@ -146,13 +139,13 @@ def train_command(n_layer, n_head, n_embd, dropout, learning_rate, block_size, b
 def _echo_metrics(result) -> None:
     curve = result.curve
     if not curve.val_loss:
-        click.echo("diverged: the loss was NaN or inf at the first evaluation, before any training step")
+        echo("diverged: the loss was NaN or inf at the first evaluation, before any training step")
         return
     best_step = curve.eval_steps[curve.val_loss.index(result.best_val_loss)]
     inference = (f"{result.avg_inference_tokens_per_s:,.1f}" if result.avg_inference_tokens_per_s is not None
                  else "not measured")
     if curve.diverged:
-        click.echo(f"diverged: the loss became NaN or inf after step {curve.steps_done}; the run stopped there")
+        echo(f"diverged: the loss became NaN or inf after step {curve.steps_done}; the run stopped there")
     rows = [
         ("final train loss", f"{result.final_train_loss:.4f}  (step {curve.eval_steps[-1]})"),
         ("best val loss", f"{result.best_val_loss:.4f}  (step {best_step})"),
@@ -162,8 +155,8 @@ def _echo_metrics(result) -> None:
         ("parameters", f"{result.n_params:,}"),
     ]
     for key, value in rows:
-        click.echo(f"{key:<20}{value}")
+        echo(f"{key:<20}{value}")
     if result.sample is not None:
-        click.echo("sample:")
-        click.echo(result.sample)
+        echo("sample:")
+        echo(result.sample)
 

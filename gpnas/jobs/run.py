@@ -9,7 +9,7 @@ import contextlib
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -17,10 +17,14 @@ from gpnas.config import check_fits, eval_time_limit, largest_architecture, pres
 from gpnas.errors import ConfigError, FileFormatError
 from gpnas.report.run import summarize, write_report
 from gpnas.runs.archive import Archive, archive_knows_run
-from gpnas.runs.folder import ARCHIVE_NAME, RunFolder, is_inside
+from gpnas.runs.folder import ARCHIVE_NAME, RunFolder, is_inside, write_json
 from gpnas.runs.worker import Evaluator
 from gpnas.search.engine import MODES, Evolution
+from gpnas.search.males import encode, train_config_dict
 from gpnas.search.methods import METHODS
+from gpnas.train.trainer import TrainConfig
+
+DEFAULT_GENERATIONS = 20  # the target of a run that recorded none (made before targets were recorded)
 
 
 @dataclass
@@ -30,14 +34,22 @@ class Run:
     mode: str
     seed: int
     dataset: object
+    target: int | None = None  # generations the run was asked for (run.json "generations")
+
+    @property
+    def done(self) -> int:
+        """Generations finished so far (the newest snapshot's number; -1 before generation 0)."""
+        paths = self.folder.snapshot_paths()
+        return int(paths[-1].stem.split("_")[1]) if paths else -1
 
 
 def default_out(preset_name: str, mode: str, seed: int, root: Path = Path("runs")) -> Path:
     return root / f"{datetime.now():%Y%m%d-%H%M%S}-{preset_name}-{mode}-s{seed}"
 
 
-def new_run(out, preset, mode: str, seed: int, dataset, archive_path=None) -> Run:
-    """Create the run folder and record what the run is.
+def new_run(out, preset, mode: str, seed: int, dataset, archive_path=None, generations: int | None = None) -> Run:
+    """Create the run folder and record what the run is (and, given, its target:
+    the generations a plain ``--resume`` continues to).
 
     ``archive_path`` is the archive the user named (``--archive``); without it the
     archive lives in the folder. One named outside the folder is recorded as such
@@ -66,8 +78,9 @@ def new_run(out, preset, mode: str, seed: int, dataset, archive_path=None) -> Ru
                  "sha256": dataset.sha256},
         **where,
         "created": datetime.now().isoformat(timespec="seconds"),
+        **({"generations": generations} if generations is not None else {}),
     })
-    return Run(folder, preset, mode, seed, dataset)
+    return Run(folder, preset, mode, seed, dataset, generations)
 
 
 def open_run(path, dataset_loader, data_dir=None) -> Run:
@@ -88,6 +101,9 @@ def open_run(path, dataset_loader, data_dir=None) -> Run:
         raise FileFormatError(f"{where}: no preset recorded; the file is damaged or not from gpnas")
     if not (isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("dir", "sha256"))):
         raise FileFormatError(f"{where}: 'data' must hold the text's dir and sha256; the file is damaged")
+    target = meta.get("generations")
+    if target is not None and (not isinstance(target, int) or isinstance(target, bool) or target < 1):
+        raise FileFormatError(f"{where}: 'generations' must be a whole number of at least 1; the file is damaged")
     check_archive(folder)
     try:
         preset = preset_from_dict(meta["preset"])
@@ -98,7 +114,21 @@ def open_run(path, dataset_loader, data_dir=None) -> Run:
         raise ConfigError(f"the data at {dataset.text_path} is not the data run {path} used "
                           f"(sha256 {dataset.sha256[:12]} != {data['sha256'][:12]}); "
                           "point --data-dir at the original text")
-    return Run(folder, preset, meta["mode"], meta["seed"], dataset)
+    return Run(folder, preset, meta["mode"], meta["seed"], dataset, target)
+
+
+def resume_target(run: Run, generations: int | None) -> int:
+    """The generations a resume runs to: ``generations`` when given, else the run's own."""
+    return (run.target or DEFAULT_GENERATIONS) if generations is None else generations
+
+
+def record_target(run: Run, generations: int) -> None:
+    """Make ``generations`` the run's target (run.json), so a later plain resume
+    keeps it. Called once the resumed run has finished a generation: a resume
+    that fails on a damaged file changes no file."""
+    if generations != run.target and generations > run.done:
+        write_json(run.folder.path / "run.json", {**run.folder.meta, "generations": generations})
+        run.target = generations
 
 
 def check_archive(folder: RunFolder) -> None:
@@ -144,8 +174,15 @@ def _diff(a, b, prefix=""):
 
 
 def execute(run: Run, generations: int, map_fn=None, device: str = "auto", threads=None,
-            callbacks=(), max_tokens: int | None = None) -> tuple[dict, object]:
-    """Run (or continue) to ``generations`` and write the report; returns (summary, state)."""
+            callbacks=(), max_tokens: int | None = None, keep_checkpoints: bool = False,
+            reference: bool = True) -> tuple[dict, object]:
+    """Run (or continue) to ``generations`` and write the report; returns (summary, state).
+
+    At the end, the preset's reference architecture is trained the same way
+    (full budget, the run's seed; cached in the archive like any evaluation,
+    reported beside the best and not charged to the run's compute), and every
+    checkpoint the run made is deleted unless ``keep_checkpoints``.
+    """
     if generations < 1:
         raise ConfigError(f"--generations must be at least 1, got {generations}")
     concurrent = 1 if getattr(map_fn, "backend", "") == "ray" else getattr(map_fn, "workers", 1)
@@ -153,10 +190,12 @@ def execute(run: Run, generations: int, map_fn=None, device: str = "auto", threa
     started = time.perf_counter()
     check_archive(run.folder)  # again: the folder may have changed since it was opened
     with run.folder.hold():
-        return _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, started)
+        return _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, started,
+                        keep_checkpoints, reference)
 
 
-def _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, started):
+def _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, started, keep_checkpoints,
+             reference):
     run.folder.remove_temporary_files()
     remove_stale_checkpoint_files(run.folder.checkpoints_dir)
     archive = Archive(run.folder.archive_path)
@@ -167,14 +206,46 @@ def _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, s
             data_sha256=run.dataset.sha256, archive=archive, checkpoints_dir=run.folder.checkpoints_dir,
             evaluate=Evaluator(map_fn, dataset_dir, time_limit=eval_time_limit(run.preset, device)),
             seed=run.seed, task_name=run.dataset.name, device=device, threads=threads,
-            snapshots=run.folder, callbacks=callbacks, max_tokens=max_tokens,
+            snapshots=run.folder, callbacks=callbacks, max_tokens=max_tokens, keep_checkpoints=keep_checkpoints,
         )
         state = engine.run(generations)
-        summary = summarize(engine, state, run.folder, time.perf_counter() - started)
+        engine.prune_checkpoints(state, final=True)
+        ref = train_reference(engine) if reference and run.mode != "baseline" else None
+        summary = summarize(engine, state, run.folder, time.perf_counter() - started, reference=ref)
+        if summary["best_architecture"]:  # every field of its training, for `gpnas train` and nanoGPT
+            summary["best_train_config"] = asdict(TrainConfig(**train_config_dict(
+                summary["best_architecture"]["arch"], engine.budget)))
         write_report(run.folder, summary, engine, state)
     finally:
         archive.close()
     return summary, state
+
+
+def train_reference(engine) -> dict:
+    """The preset's reference architecture trained as the run trains its males
+    (full budget, the run's seed and data), from the archive when it is there.
+
+    Not charged to the run: its compute is reported beside it, so modes and
+    methods stay comparable at equal compute (the ``baseline`` method is this
+    evaluation, charged).
+    """
+    genome = encode(engine.preset.reference.as_dict(), engine.space)
+    task = engine.task(genome, engine.budget.full_iters)
+    cached = engine.archive.get(task.key) is not None
+    if not cached:
+        (result,) = engine.evaluate_tasks([task])
+        engine.archive_result(task, result)
+    record = engine.archive.get(task.key)
+    out = {"key": task.key, "arch": engine.arch(genome), "cached": cached, "charged": False}
+    if record is None or record.status != "complete":
+        reason = getattr(record, "failure", None) or (record.status if record else "not evaluated")
+        return {**out, "final_val_loss": None, "failure": reason}
+    result = record.result
+    steps = len(result["curve"]["train_loss"])
+    return {**out, "final_val_loss": float(result["curve"]["val_loss"][-1]),
+            **{m: result.get(m) for m in ("best_val_loss", "final_train_loss", "total_train_time_s",
+                                          "avg_inference_tokens_per_s", "n_params")},
+            "steps": steps, "tokens": steps * engine.tokens_per_step}
 
 
 def remove_stale_checkpoint_files(folder: Path) -> None:

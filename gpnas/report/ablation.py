@@ -2,25 +2,24 @@
 test of each mode against combined, the table (markdown and CSV) and plots.
 
 Everything here is a pure function of the run records in results.json
-(``gpnas.jobs.ablation.make_record``); numpy only. Intervals are 95 % Student t
-intervals of the mean over seeds; the paired test is an exact sign-flip
-permutation test of the per-seed differences (two-sided). With K seeds its
-smallest possible p-value is 2 / 2^K (0.0625 for 5 seeds): five seeds can show
-a consistent direction, never 'significance' at 0.05 on their own.
+(``gpnas.jobs.ablation.make_record``); the statistics are scipy's. Intervals
+are 95 % Student t intervals of the mean over seeds (``scipy.stats.t``); the
+paired test is scipy's exact sign-flip permutation test of the per-seed
+differences (``permutation_test``, two-sided). With K seeds its smallest
+possible p-value is 2 / 2^K (0.0625 for 5 seeds): five seeds can show a
+consistent direction, never 'significance' at 0.05 on their own. Bands in the
+plots are drawn from 3 seeds on; fewer show the mean line alone.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
+from scipy import stats
 
 REFERENCE_MODE = "combined"
-# Student t 0.975 quantiles for 1..30 degrees of freedom (two-sided 95 %)
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042)
+MIN_SEEDS_FOR_BAND = 3  # a 95 % band from two seeds is mostly the t quantile (12.7): not drawn
 # (key, column title, digits) of the per-run metrics the table summarises
 METRICS = (
     ("final_val_loss", "best true final val loss", 4),
@@ -33,8 +32,8 @@ METRICS = (
 
 
 def t_quantile(df: int) -> float:
-    """Student t 0.975 quantile; beyond the table 1.96 + 2.5/df (within 0.002)."""
-    return T975[df - 1] if df <= len(T975) else 1.96 + 2.5 / df
+    """Student t 0.975 quantile (two-sided 95 %)."""
+    return float(stats.t.ppf(0.975, df))
 
 
 def mean_ci(values) -> tuple[float | None, float | None, float | None]:
@@ -45,26 +44,29 @@ def mean_ci(values) -> tuple[float | None, float | None, float | None]:
     mean = float(x.mean())
     if x.size < 2:
         return mean, None, None
-    half = t_quantile(x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
-    return mean, mean - half, mean + half
+    if np.ptp(x) == 0:  # scipy gives NaN for a zero-width interval
+        return mean, mean, mean
+    low, high = stats.t.interval(0.95, x.size - 1, loc=mean, scale=stats.sem(x))
+    return mean, float(low), float(high)
 
 
 def sign_flip_p(differences, max_exact: int = 16, samples: int = 100_000) -> float | None:
     """Two-sided p-value of the paired sign-flip permutation test for mean difference 0.
 
     Under the null each per-seed difference is as likely negative as positive;
-    the p-value is the share of the 2^n sign patterns whose |mean| is at least
-    the observed one. Exact up to ``max_exact`` pairs, else a seeded sample.
+    ``scipy.stats.permutation_test`` with one sample and ``permutation_type=
+    'samples'`` flips signs: exact (all 2^n patterns) up to ``max_exact`` pairs,
+    else ``samples`` seeded random patterns.
     """
     d = np.asarray(differences, dtype=float)
     if d.size == 0:
         return None
-    if d.size <= max_exact:
-        signs = np.array(list(itertools.product((1.0, -1.0), repeat=d.size)))
-    else:
-        signs = np.random.default_rng(0).choice((1.0, -1.0), size=(samples, d.size))
-    means = np.abs(signs @ d) / d.size
-    return float(np.mean(means >= abs(d.mean()) - 1e-12))
+    if d.size == 1 or not np.any(d):  # one pair, or all 0: every sign pattern ties (scipy needs 2)
+        return 1.0
+    result = stats.permutation_test((d,), np.mean, permutation_type="samples", alternative="two-sided",
+                                    n_resamples=math.inf if d.size <= max_exact else samples,
+                                    random_state=np.random.default_rng(0))
+    return float(min(1.0, result.pvalue))
 
 
 def tokens_to_reach(completions, target: float | None) -> float | None:
@@ -205,11 +207,13 @@ def plot_best_so_far(records, modes, path) -> None:
         mean = curves.mean(axis=0)  # NaN until every seed has a completed evaluation
         color = f"C{i % 10}"
         ax.plot(grid, mean, color=color, label=mode)
-        if len(mine) > 1:
+        if len(mine) >= MIN_SEEDS_FOR_BAND:
             half = t_quantile(len(mine) - 1) * np.std(curves, axis=0, ddof=1) / math.sqrt(len(mine))
             ax.fill_between(grid, mean - half, mean + half, color=color, alpha=0.15, where=full)
+    seeds = sorted({len([r for r in records if r["mode"] == m]) for m in modes} - {0})
+    band = "95 % t band" if seeds and min(seeds) >= MIN_SEEDS_FOR_BAND else f"band from {MIN_SEEDS_FOR_BAND} seeds on"
     ax.set(xlabel="training tokens charged", ylabel="best true final val loss so far",
-           title="Best architecture found against compute (mean over seeds, 95 % band)")
+           title=f"Best architecture found against compute (mean over seeds, {band})")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -255,10 +259,13 @@ def plot_predicted_vs_true(records, path, modes=("female", "combined")) -> None:
             ax.scatter(pairs[:, 0], pairs[:, 1], s=14, alpha=0.7)
             lo, hi = float(pairs.min()), float(pairs.max())
             ax.plot([lo, hi], [lo, hi], color="0.5", lw=1)
-            if len(pairs) > 2:
-                ranks = np.argsort(np.argsort(pairs, axis=0), axis=0)
-                rho = np.corrcoef(ranks[:, 0], ranks[:, 1])[0, 1]
-                ax.text(0.04, 0.92, f"Spearman {rho:.2f}, n={len(pairs)}", transform=ax.transAxes)
+            ax.lines[-1].set_label("y = x (perfect prediction)")
+            ax.legend(fontsize=8, loc="lower right")
+            mae = float(np.mean(np.abs(pairs[:, 1] - pairs[:, 0])))
+            text = f"mean abs error {mae:.4f}, n={len(pairs)}"
+            if len(pairs) > 2 and np.ptp(pairs[:, 0]) > 0 and np.ptp(pairs[:, 1]) > 0:
+                text += f"\nSpearman {stats.spearmanr(pairs[:, 0], pairs[:, 1]).statistic:.2f}"
+            ax.text(0.04, 0.92, text, transform=ax.transAxes, va="top")
         ax.set(xlabel="true final val loss", ylabel="predicted final val loss", title=mode)
     fig.suptitle("Predicted vs true final loss of promoted males (all seeds)")
     fig.tight_layout()

@@ -22,9 +22,10 @@ from gpnas.search import females as fem
 NONDETERMINISTIC = ("timing", "cache")
 # inside otherwise deterministic records: measured durations and speeds, and the
 # closed-form texts (sympy simplifies under a time bound, so a busy machine may
-# stop earlier; the tree string beside each text is exact)
+# stop earlier; the tree string beside each text is exact), and whether the
+# reference came from the cache
 MACHINE_DEPENDENT = ("total_train_time_s", "avg_inference_tokens_per_s", "train_tokens_per_s", "train_seconds",
-                     "formula", "latex")
+                     "formula", "latex", "cached")
 TOP_FEMALES = 5
 
 
@@ -81,8 +82,9 @@ def uses_hyperparameters(tree) -> bool:
     return any(getattr(node, "value", None) in names for node in tree)
 
 
-def summarize(engine, state, folder, wall_seconds: float) -> dict:
-    """Everything the user is told at the end of a run, as data."""
+def summarize(engine, state, folder, wall_seconds: float, reference: dict | None = None) -> dict:
+    """Everything the user is told at the end of a run, as data. ``reference``:
+    the preset's reference architecture trained the same way (jobs.run.train_reference)."""
     formulas, baselines, chosen = female_table(engine, state)
     stats = state.mating_stats
     sons = stats["guided"] + stats["random"]
@@ -96,6 +98,7 @@ def summarize(engine, state, folder, wall_seconds: float) -> dict:
         "generations": state.generation,
         "budget_exhausted": state.exhausted,
         "best_architecture": state.hall_of_fame[0] if state.hall_of_fame else None,
+        "reference": reference,
         "hall_of_fame": state.hall_of_fame[:5],
         "females": formulas,
         "baselines": baselines,
@@ -112,8 +115,9 @@ def summarize(engine, state, folder, wall_seconds: float) -> dict:
             "engine_fraction": _num(max(0.0, wall_seconds - evaluation) / wall_seconds, 4) if wall_seconds else None,
         },
         "cache": {
-            "trained": sum(r["evaluated"] for r in state.logbook),
-            "hits": sum(r["cache_hits"] for r in state.logbook),
+            # the reference counts where this call trained it: it is in the archive too
+            "trained": sum(r["evaluated"] for r in state.logbook) + int(bool(reference) and not reference["cached"]),
+            "hits": sum(r["cache_hits"] for r in state.logbook) + int(bool(reference) and reference["cached"]),
         },
     }
 
@@ -132,14 +136,22 @@ def deterministic_part(summary: dict) -> dict:
 
 
 def write_report(folder, summary: dict, engine, state) -> None:
-    """summary.json, formulas.md, predictor.json (best female) and plots."""
+    """summary.json, formulas.md, predictor.json (best female), best_config.py
+    (nanoGPT), plots and report.html."""
+    from gpnas.report.handoff import nanogpt_config
+    from gpnas.report.html import write_html
+
     path = Path(folder.path)
     write_json(path / "summary.json", summary)
     write_atomic(path / "formulas.md", formulas_markdown(summary))
     model = getattr(engine, "chosen_predictor", None)
     if model is not None:  # the predictor file `gpnas predictors predict` reads, with .tex and .py
         model.save(path / "predictor.json")
-    plot_run(path / "plots", engine, state)
+    if summary.get("best_train_config"):
+        write_atomic(path / "best_config.py", nanogpt_config(summary["best_train_config"], path.name,
+                                                             engine.task_name))
+    plot_run(path / "plots", engine, state, summary.get("reference"))
+    write_html(path, summary)
 
 
 def formulas_markdown(summary: dict) -> str:
@@ -166,43 +178,74 @@ def formulas_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_run(out: Path, engine, state) -> None:
-    """Learning curves of the promoted males, and predicted against true final loss."""
+def arch_label(arch: dict) -> str:
+    return (f"n_layer={arch['n_layer']} n_head={arch['n_head']} n_embd={arch['n_embd']} "
+            f"dropout={float(arch['dropout']):.3g} lr={float(arch['learning_rate']):.3g}")
+
+
+def plot_run(out: Path, engine, state, reference: dict | None = None) -> None:
+    """Learning curves of the promoted males (the best and the reference named in
+    the legend), and predicted against true final loss (y = x, Spearman, error)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    best = state.hall_of_fame[0]["key"] if state.hall_of_fame else None
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    best = state.hall_of_fame[0] if state.hall_of_fame else None
+    others = False
     for promotion in state.promotions:
         record = engine.archive.get(promotion["key"])
+        if record is None or record.result is None or (best and promotion["key"] == best["key"]):
+            continue
+        curve = record.result["curve"]
+        ax.plot(curve["eval_steps"], curve["val_loss"], color="0.65", lw=0.8, zorder=1,
+                label=None if others else "other fully trained males")
+        others = True
+    for entry, color, style, name in ((reference, "k", "--", "reference (preset)"), (best, "C3", "-", "best")):
+        record = engine.archive.get(entry["key"]) if entry and entry.get("final_val_loss") is not None else None
         if record is None or record.result is None:
             continue
         curve = record.result["curve"]
-        is_best = promotion["key"] == best
-        ax.plot(curve["eval_steps"], curve["val_loss"], color="C3" if is_best else "0.6",
-                lw=2 if is_best else 0.8, zorder=3 if is_best else 1)
-    ax.axvline(engine.budget.early_iters, color="C0", ls="--", lw=1, label="early budget")
-    ax.set(xlabel="training step", ylabel="validation loss", title="Promoted males (best in red)")
-    ax.legend()
+        ax.plot(curve["eval_steps"], curve["val_loss"], color=color, ls=style, lw=2, zorder=3,
+                label=f"{name}: {arch_label(entry['arch'])}, final {entry['final_val_loss']:.4f}")
+    ax.axvline(engine.budget.early_iters, color="C0", ls=":", lw=1, label="early budget (males' score)")
+    ax.set(xlabel="training step", ylabel="validation loss", title="Fully trained males")
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
 
     pairs = [(p["predicted"], p["true"]) for p in state.promotions if p["predicted"] is not None]
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
     if pairs:
         predicted, true = np.array(pairs).T
-        ax.scatter(true, predicted, s=18)
+        ax.scatter(true, predicted, s=18, label=f"promoted males (n={len(pairs)})")
         lo, hi = float(min(true.min(), predicted.min())), float(max(true.max(), predicted.max()))
-        ax.plot([lo, hi], [lo, hi], color="0.5", lw=1)
-    ax.set(xlabel="true final validation loss", ylabel="predicted (male fitness)",
+        ax.plot([lo, hi], [lo, hi], color="0.5", lw=1, label="y = x (perfect prediction)")
+        ax.text(0.04, 0.96, prediction_scores_text(predicted, true), transform=ax.transAxes, va="top")
+        ax.legend(fontsize=8, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no male was promoted by a prediction", ha="center", transform=ax.transAxes)
+    ax.set(xlabel="true final validation loss", ylabel="predicted final loss (male fitness)",
            title="Predicted vs true, promoted males")
     fig.tight_layout()
     fig.savefig(out / "predicted_vs_true.png", dpi=110)
     plt.close(fig)
+
+
+def prediction_scores_text(predicted, true) -> str:
+    """Spearman (with its p-value, from 3 points) and mean absolute error of predictions."""
+    from scipy import stats
+
+    predicted, true = np.asarray(predicted, float), np.asarray(true, float)
+    mae = float(np.mean(np.abs(predicted - true)))
+    if len(true) < 3 or np.ptp(true) == 0 or np.ptp(predicted) == 0:
+        return f"mean abs error {mae:.4f}\nSpearman n/a (n={len(true)})"
+    rho, p = stats.spearmanr(predicted, true)
+    shown = "p<0.001" if p < 0.001 else f"p={p:.2g}"
+    return f"mean abs error {mae:.4f}\nSpearman {rho:.2f} ({shown}, n={len(true)})"
 
 
 def render_summary(summary: dict) -> str:
@@ -224,6 +267,22 @@ def render_summary(summary: dict) -> str:
         ]
     else:
         lines.append("best architecture: none completed yet")
+    ref = summary.get("reference")
+    if ref:
+        a = ref["arch"]
+        how = "from the archive" if ref.get("cached") else "trained at the end of the run"
+        if ref.get("final_val_loss") is None:
+            lines.append(f"reference architecture (the preset's): failed: {ref.get('failure')}")
+        else:
+            vs = ""
+            if best:
+                diff = best["final_val_loss"] - ref["final_val_loss"]
+                vs = f"; the best is {abs(diff):.4f} {'lower' if diff < 0 else 'higher'}"
+            lines.append(f"reference architecture: n_layer={a['n_layer']} n_head={a['n_head']} n_embd={a['n_embd']} "
+                         f"dropout={a['dropout']} learning_rate={a['learning_rate']:.4g}")
+            lines.append(f"  final val loss {ref['final_val_loss']:.4f}   params {ref['n_params']:,}{vs}")
+            lines.append(f"  (the preset's [reference], trained like every male: same budget and seed; {how}, "
+                         f"{ref['tokens']:,} tokens not charged to the run)")
     if summary.get("predictor"):
         lines.append(f"predictor {summary['predictor']['text']}")
         lines.append("  by cross-validated objective (cv Spearman | cv regret || held-out error | Spearman | regret):")
@@ -245,8 +304,38 @@ def render_summary(summary: dict) -> str:
     lines.append(f"wall time {_fmt(t['wall_seconds'], '.1f')} s, of which engine overhead "
                  f"{_fmt(t['engine_seconds'], '.1f')} s ({_fmt((t['engine_fraction'] or 0) * 100, '.1f')} %); "
                  f"cache hits {summary['cache']['hits']}")
-    for failure in summary["failures"]:
-        lines.append(f"failed: {failure['arch']}: {failure['reason']}")
+    failures = summary["failures"]
+    if failures:
+        reasons = {}
+        for failure in failures:
+            reasons.setdefault(failure["reason"], []).append(failure)
+        lines.append(f"failed evaluations: {len(failures)} (they score worst and are never promoted)")
+        for reason, group in sorted(reasons.items(), key=lambda kv: -len(kv[1])):
+            lines.append(f"  {len(group)} x {reason}")
+    return "\n".join(lines)
+
+
+def render_closing(summary: dict, folder, data_dir: str | None = None, next_generations: int | None = None) -> str:
+    """The last lines of a run: where everything went and how to go on."""
+    from gpnas.report.handoff import train_command
+
+    path = Path(folder)
+    names = [n for n in ("summary.json", "report.html", "formulas.md", "predictor.json", "best_config.py",
+                         "hall_of_fame.json", "logbook.csv", "plots/curves.png", "plots/predicted_vs_true.png")
+             if (path / n).exists()]
+    lines = [f"written to {path}/: {', '.join(names)}",
+             "  archive.sqlite holds every evaluation and its learning curve (the cache); snapshots/ the state "
+             "after each generation"]
+    if (path / "report.html").exists():
+        lines.append(f"  open {path / 'report.html'} in a browser: summary, formulas and plots on one page")
+    if summary.get("best_train_config"):
+        lines.append("train the best architecture as the run did, and see what it writes:")
+        lines.append("  " + train_command(summary["best_train_config"], summary["seed"], data_dir))
+        if (path / "best_config.py").exists():
+            lines.append(f"  with nanoGPT: python train.py {path / 'best_config.py'}")
+    more = next_generations or summary["generations"] + 10
+    lines.append(f"continue the search: gpnas evolve --resume {path} --generations {more}")
+    lines.append(f"see it again: gpnas show {path}   (--html rewrites report.html, --json prints summary.json)")
     return "\n".join(lines)
 
 

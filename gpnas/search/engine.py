@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpnas.errors import FileFormatError
+from gpnas.errors import EvaluationError, FileFormatError
 from gpnas.predict import trees
 from gpnas.runs.archive import EvaluationRecord, evaluation_key
 from gpnas.runs.worker import EvalTask, Evaluator, result_curve
@@ -42,6 +42,14 @@ from gpnas.search.males import SPACE_GENE, decode, early_score, sample_genome, t
 from gpnas.search.state import State, state_from_dict, state_to_dict
 
 WORST = fem.WORST
+
+
+def add_work(work: dict, more: dict) -> None:
+    """Add one ``evaluate`` call's counts to a generation's (the first failure reason kept)."""
+    work["evaluated"] += more["evaluated"]
+    work["cache_hits"] += more["cache_hits"]
+    work["failed"] = work.get("failed", 0) + more.get("failed", 0)
+    work["failure"] = work.get("failure") or more.get("failure", "")
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,7 @@ class Evolution:
     def __init__(self, preset, mode: str, dataset_dir: str, data_sha256: str, archive, checkpoints_dir,
                  map_fn=None, seed: int = 0, task_name: str = "shakespeare_char",
                  device: str = "auto", threads: int | None = None, snapshots=None, callbacks=(),
-                 max_tokens: int | None = None, evaluate=None):
+                 max_tokens: int | None = None, evaluate=None, keep_checkpoints: bool = False):
         self.preset, self.mode = preset, mode if isinstance(mode, Mode) else MODES[mode]
         self.space, self.budget, self.ga = preset.space, preset.budget, preset.ga
         self.dataset_dir, self.data_sha256, self.task_name = dataset_dir, data_sha256, task_name
@@ -77,6 +85,7 @@ class Evolution:
         self.seed, self.device, self.threads = seed, device, threads
         self.snapshots, self.callbacks = snapshots, list(callbacks)
         self.max_tokens = max_tokens  # training tokens the run may charge; None: no limit
+        self.keep_checkpoints = keep_checkpoints  # False: prune_checkpoints deletes what no promotion needs
         self.pset = fem.make_pset()
         self.gp_config = trees.GPConfig(max_depth=self.ga.tree_max_depth, max_size=self.ga.tree_max_size,
                                      tournament_size=self.ga.female_tournament,
@@ -101,7 +110,11 @@ class Evolution:
         else:  # a kill right after the snapshot left the files derived from it behind
             data, where = latest
             state = state_from_dict(data, self.pset, where)
+            for row in state.logbook:  # logbooks written before failures were counted
+                row.setdefault("failed", 0)
+                row.setdefault("failure", "")
             self.snapshots.save_derived(state.hall_of_fame, state.logbook)
+            self.prune_checkpoints(state)
         rng = random.Random()
         rng.setstate(state.rng_state)
         while state.generation < generations and not state.exhausted:
@@ -118,6 +131,7 @@ class Evolution:
         curve_set = self.completed_curves(state)
         holdout = self.evolve_females(state, curve_set, rng)                # (2)
         rows = self.assign_male_fitness(state, curve_set)                   # (3)
+        self.check_any_trained(state, work)
         promoted = self.promote(state, rng, work)                           # (4)
         curve_set = self.completed_curves(state)
         if self.mode.females:
@@ -165,30 +179,39 @@ class Evolution:
 
     def full_task(self, g, state: State) -> EvalTask:
         """The full run of ``g``, resuming its early checkpoint when this run paid for it
-        (another run's checkpoint in a shared archive would make the full run look cheaper)."""
+        (another run's checkpoint in a shared archive would make the full run look cheaper).
+
+        It is charged at the freeze-thaw price (the steps beyond the early run) whether
+        or not the checkpoint is still on disk: where it was pruned, the worker trains
+        from step 0 to the same curve. So what a run is charged never depends on which
+        files were kept (a shared archive, --keep-checkpoints, an extended run)."""
         early_key = self.key(g, self.budget.early_iters)
         early = self.checkpoints_dir / f"{early_key}.pt"
-        resume = early_key in state.charged and early.exists()
-        return self.task(g, self.budget.full_iters, str(early) if resume else None)
+        return self.task(g, self.budget.full_iters, str(early) if early_key in state.charged else None)
 
     def evaluate(self, state: State, tasks: list[EvalTask]) -> dict:
         """Run the tasks whose results the archive lacks; archive and charge them.
 
-        Returns {"evaluated": trained now, "cache_hits": found in the archive}.
+        Returns {"evaluated": trained now, "cache_hits": found in the archive,
+        "failed": how many of those trained now failed, "failure": the first one's reason}.
         """
         unique = self.affordable(state, list({t.key: t for t in tasks}.values()))
         todo = [t for t in unique if self.archive.get(t.key) is None]
         started = time.perf_counter()
         results = self.evaluate_tasks(todo)
         self.eval_seconds += time.perf_counter() - started
+        failures = []
         for task, result in zip(todo, results):
             self.archive_result(task, result)
+            if not isinstance(result, dict):
+                failures.append(result.reason)
         for task in unique:
             if task.key not in state.charged:
                 state.charged[task.key] = None
                 self.charge(state, task)
                 self.tokens_at[task.key] = state.compute.tokens
-        return {"evaluated": len(todo), "cache_hits": len(unique) - len(todo)}
+        return {"evaluated": len(todo), "cache_hits": len(unique) - len(todo), "failed": len(failures),
+                "failure": failures[0] if failures else ""}
 
     def affordable(self, state: State, tasks: list[EvalTask]) -> list[EvalTask]:
         """The tasks that fit in what is left of the token budget, in order.
@@ -325,6 +348,17 @@ class Evolution:
             rows[i] = {name: float(col[j]) for name, col in columns.items()}
         return rows
 
+    def check_any_trained(self, state: State, work: dict) -> None:
+        """Stop, with the reason, when no male of the generation could be trained:
+        without one early curve there is nothing to select, mate or promote, and
+        every further generation would fail the same way (a wrong device, a broken
+        installation). The failures are recorded in the archive, and the run folder
+        keeps the generations before."""
+        if state.males and all(g.fitness.values[0] >= WORST for g in state.males) and state.failures:
+            reason = work.get("failure") or state.failures[-1]["reason"]
+            raise EvaluationError(f"every male of generation {state.generation} failed to train ({reason}); "
+                                  "the run stops here: fix the cause (see the reason) and start a new run")
+
     def note_failure(self, state: State, record):
         if record is None or record.status not in ("failed", "diverged"):
             return
@@ -347,8 +381,7 @@ class Evolution:
         if self.ga.calibration and rest:
             chosen.append(rest[rng.randrange(len(rest))])
         more = self.evaluate(state, [self.full_task(state.males[i], state) for i in chosen])
-        work["evaluated"] += more["evaluated"]
-        work["cache_hits"] += more["cache_hits"]
+        add_work(work, more)
         for i in chosen:
             self.record_complete(state, state.males[i], predicted=state.males[i].fitness.values[0])
         return chosen
@@ -436,6 +469,8 @@ class Evolution:
             "generation": state.generation,
             "evaluated": work["evaluated"],
             "cache_hits": work["cache_hits"],
+            "failed": work.get("failed", 0),
+            "failure": work.get("failure", ""),
             "promoted": len(promoted),
             "best_predicted": min(fitnesses) if fitnesses and min(fitnesses) < WORST else None,
             "best_true": state.hall_of_fame[0]["final_val_loss"] if state.hall_of_fame else None,
@@ -452,12 +487,33 @@ class Evolution:
         }
 
     def finish_generation(self, state: State, row: dict):
-        """Append the log line, snapshot the state, tell the callbacks."""
+        """Append the log line, snapshot the state, prune checkpoints, tell the callbacks."""
         state.logbook.append(row)
         if self.snapshots:
             self.snapshots.save(state_to_dict(state), state.hall_of_fame, state.logbook)
+        self.prune_checkpoints(state)  # after the snapshot: a resume never misses a file it needs
         for callback in self.callbacks:
             callback(state, row)
+
+    # ---------------------------------------------------------- checkpoints
+    def promotable(self, state: State) -> set:
+        """Early keys whose checkpoints a later promotion may resume: the males of the
+        population (the one the next generation trains) not yet trained fully."""
+        return {self.key(g, self.budget.early_iters) for g in state.males
+                if self.key(g, self.budget.full_iters) not in state.charged}
+
+    def prune_checkpoints(self, state: State, final: bool = False) -> None:
+        """Delete this run's checkpoints that no promotion can resume any more: a
+        checkpoint lives while its male is in the population and not yet promoted
+        (after a promotion, or when he leaves the population, it goes); at the end
+        of the run (``final``) all go. Only keys this run charged are touched, so a
+        shared archive's other runs keep theirs. ``keep_checkpoints`` keeps all."""
+        if self.keep_checkpoints:
+            return
+        keep = set() if final else self.promotable(state)
+        for key in state.charged:
+            if key not in keep:
+                (self.checkpoints_dir / f"{key}.pt").unlink(missing_ok=True)
 
 
 def _rounded(x, digits: int = 4):

@@ -34,7 +34,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from gpnas.search.engine import WORST, Evolution, Mode, State
+from gpnas.search.engine import WORST, Evolution, Mode, State, add_work
 from gpnas.search.males import encode, mut_genome, sample_genome
 
 ETA = 3  # successive halving keeps the best 1/ETA of each rung (Hyperband's default)
@@ -130,14 +130,13 @@ class Method(Evolution):
 
     @staticmethod
     def no_work() -> dict:
-        return {"evaluated": 0, "cache_hits": 0}
+        return {"evaluated": 0, "cache_hits": 0, "failed": 0, "failure": ""}
 
     def train_fully(self, state: State, genomes: list, work: dict) -> list:
         """Train the genomes from scratch to the full budget (as far as the budget
         allows); returns the ones that completed. Adds to ``work``."""
         more = self.evaluate(state, [self.task(g, self.budget.full_iters) for g in genomes])
-        work["evaluated"] += more["evaluated"]
-        work["cache_hits"] += more["cache_hits"]
+        add_work(work, more)
         done = []
         for g in genomes:
             before = len(state.promotions)
@@ -222,8 +221,7 @@ class SuccessiveHalving(Method):
         def losses_at(members, rung):
             tasks = [self.rung_task(genomes[i], rung) for i in members]
             more = self.evaluate(state, tasks)
-            work["evaluated"] += more["evaluated"]
-            work["cache_hits"] += more["cache_hits"]
+            add_work(work, more)
             return [self.rung_loss(state, t.key) for t in tasks]
 
         ladder = successive_halving(len(genomes), len(self.rungs), losses_at, self.config.eta)

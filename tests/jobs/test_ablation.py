@@ -185,11 +185,12 @@ def test_a_changed_ablation_is_refused(ablation):
 
 def test_mean_and_t_interval():
     mean, lo, hi = mean_ci([1.0, 2.0, 3.0, 4.0, 5.0])
-    half = 2.776 * math.sqrt(2.5) / math.sqrt(5)
+    half = 2.7764451 * math.sqrt(2.5) / math.sqrt(5)  # t(0.975, 4) from any table
     assert mean == 3.0 and lo == pytest.approx(3.0 - half) and hi == pytest.approx(3.0 + half)
     assert mean_ci([2.0]) == (2.0, None, None)
     assert mean_ci([None, math.nan]) == (None, None, None)
-    assert t_quantile(4) == 2.776 and t_quantile(1000) == pytest.approx(1.96, abs=0.005)
+    assert t_quantile(4) == pytest.approx(2.7764451) and t_quantile(1000) == pytest.approx(1.9623391)
+    assert mean_ci([3.0, 3.0, 3.0]) == (3.0, 3.0, 3.0)  # zero spread: a zero-width interval, not NaN
 
 
 def test_sign_flip_test_is_exact():
@@ -199,6 +200,10 @@ def test_sign_flip_test_is_exact():
     assert sign_flip_p([1.0, 2.0, 4.0]) == pytest.approx(2 / 8)
     assert sign_flip_p([1.0, 2.0, -0.5]) == pytest.approx(4 / 8)  # patterns with |sum| >= 2.5
     assert sign_flip_p([]) is None
+    assert sign_flip_p([0.0, 0.0, 0.0]) == 1.0 and sign_flip_p([0.4]) == 1.0
+    # beyond max_exact: a seeded sample of sign patterns, close to the exact value
+    d = [0.3, -0.1, 0.2, 0.25, 0.1, -0.05, 0.15, 0.2]
+    assert sign_flip_p(d, max_exact=4, samples=20_000) == pytest.approx(sign_flip_p(d), abs=0.01)
 
 
 def test_compute_to_reach_a_loss_and_best_so_far():

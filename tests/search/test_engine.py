@@ -3,6 +3,7 @@ and writes a complete run folder, the cache prevents retraining, a resumed run
 ends where an uninterrupted one does, and seeds behave."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -110,9 +111,49 @@ def test_resume_after_a_kill_mid_generation_equals_an_uninterrupted_run(tmp_path
 def test_a_finished_run_continues_to_more_generations(tmp_path, micro, tiny_dataset):
     whole, _ = execute(start(tmp_path, "whole", micro, tiny_dataset), 3)
     run = start(tmp_path, "steps", micro, tiny_dataset)
-    execute(run, 2)
+    execute(run, 2, keep_checkpoints=True)
     more, _ = execute(open_run(run.folder.path, load_dataset), 3)
     assert deterministic_part(more) == deterministic_part(whole)
+
+    # without keep_checkpoints the end of the run deleted them: a promotion whose checkpoint
+    # is gone trains from step 0 to the same curve, charged at the same freeze-thaw price
+    run = start(tmp_path, "pruned", micro, tiny_dataset)
+    execute(run, 2)
+    pruned, _ = execute(open_run(run.folder.path, load_dataset), 3)
+    assert deterministic_part(pruned) == deterministic_part(whole)
+
+
+def test_a_checkpoint_lives_only_while_its_male_may_be_promoted(tmp_path, micro, tiny_dataset):
+    from gpnas.search.males import decode
+
+    run = start(tmp_path, "pruning", micro, tiny_dataset)
+    archive = Archive(run.folder.archive_path)
+    on_disk, resumed = [], []
+
+    def spying_map(fn, items):  # what is on disk whenever the engine trains
+        on_disk.append(len(list(run.folder.checkpoints_dir.glob("*.pt"))))
+        for task, _ in items:
+            if task.resume_from:  # a promotion resumes its early checkpoint: it must still be there
+                assert Path(task.resume_from).exists()
+                resumed.append(task.key)
+        return [fn(item) for item in items]
+
+    def after_generation(state, row):  # what is left: early states of males that may still be promoted
+        population = [decode(g, micro.space) for g in state.males]
+        for path in run.folder.checkpoints_dir.glob("*.pt"):
+            record = archive.get(path.stem)
+            assert record.status == "early" and path.stem in state.charged
+            assert any(all(record.arch[k] == arch[k] for k in ("n_layer", "n_head", "n_embd")) for arch in population)
+
+    execute_run(run, 3, threads=1, map_fn=spying_map, callbacks=[after_generation])
+    archive.close()
+    assert resumed, "promotions resume from early checkpoints"
+    assert 0 < max(on_disk) <= micro.ga.n_males  # at most one per male of the population
+    assert list(run.folder.checkpoints_dir.glob("*.pt")) == []  # none is left at the end
+
+    kept = start(tmp_path, "kept", micro, tiny_dataset)
+    execute(kept, 3, keep_checkpoints=True)
+    assert len(list(kept.folder.checkpoints_dir.glob("*.pt"))) > micro.ga.n_males
 
 
 def test_summary_json_is_strict_json(tmp_path, micro, tiny_dataset):
