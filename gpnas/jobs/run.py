@@ -107,18 +107,19 @@ def _diff(a, b, prefix=""):
 
 
 def execute(run: Run, generations: int, map_fn=None, device: str = "auto", threads=None,
-            callbacks=(), max_tokens: int | None = None) -> tuple[dict, object]:
-    """Run (or continue) to ``generations`` and write the report; returns (summary, state)."""
+            callbacks=(), max_flops: int | None = None) -> tuple[dict, object]:
+    """Run (or continue) to ``generations`` and write the report; returns (summary, state).
+    ``max_flops``: the training FLOPs the run may charge (None: no limit)."""
     if generations < 1:
         raise ConfigError(f"--generations must be at least 1, got {generations}")
     concurrent = 1 if getattr(map_fn, "backend", "") == "ray" else getattr(map_fn, "workers", 1)
     check_fits(largest_architecture(run.preset.space), run.preset.budget, device, concurrent)
     started = time.perf_counter()
     with run.folder.hold():
-        return _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, started)
+        return _execute(run, generations, map_fn, device, threads, callbacks, max_flops, started)
 
 
-def _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, started):
+def _execute(run, generations, map_fn, device, threads, callbacks, max_flops, started):
     run.folder.remove_temporary_files()
     remove_stale_checkpoint_files(run.folder.checkpoints_dir)
     archive = Archive(run.folder.archive_path)
@@ -128,7 +129,8 @@ def _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, s
             run.preset, run.mode, dataset_dir=dataset_dir,
             data_sha256=run.dataset.sha256, archive=archive, checkpoints_dir=run.folder.checkpoints_dir,
             evaluate=Evaluator(map_fn, dataset_dir), seed=run.seed, task_name=run.dataset.name, device=device, threads=threads,
-            snapshots=run.folder, callbacks=callbacks, max_tokens=max_tokens,
+            snapshots=run.folder, callbacks=callbacks, max_flops=max_flops,
+            vocab_size=run.dataset.vocab_size,
         )
         state = engine.run(generations)
         summary = summarize(engine, state, run.folder, time.perf_counter() - started)
