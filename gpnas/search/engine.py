@@ -29,8 +29,9 @@ steps in within-gender); they differ in the operator alone.
 Compute is counted in training FLOPs (``config.training_flops_per_step``);
 a budget (``max_flops``) is never overspent, and a failed evaluation is
 charged the steps it was given (the worker reports no progress when it
-raises, so what it spent is bounded by what it was asked to do). Everything random draws
-from one ``random.Random`` whose state is part of every snapshot, so a resumed
+raises, so what it spent is bounded by what it was asked to do).
+
+Everything random draws from one ``random.Random`` whose state is part of every snapshot, so a resumed
 run ends exactly where an uninterrupted one does. Evaluations go through the
 ``map`` the engine was given; it never knows what runs them.
 """
