@@ -2,6 +2,10 @@
 
     python3 experiments/bench_predictors.py [--curves FILE] [--n-curves 500] [--trees 2000]
 
+Scored: the whole fitness of one tree as the GP computes it (genes compiled,
+linear scaling by least squares, the objective with per-task Spearman and
+regret).
+
 Vectorised: ``trees.compile_tree`` builds a numpy closure once per tree and
 applies it to whole feature columns. Per-row: DEAP's usual ``gp.compile``
 (a lambda over scalars) called once per curve, measured twice: with the
@@ -27,9 +31,10 @@ from deap import gp as deap_gp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
+from gpnas.predict import fitness as fit  # noqa: E402
 from gpnas.predict import trees  # noqa: E402
 from gpnas.predict.curves import Curve, read_curves  # noqa: E402
-from gpnas.predict.features import FEATURE_NAMES, feature_matrix  # noqa: E402
+from gpnas.predict.features import CURVE_FEATURES, feature_matrix  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared beside the main checkout, or beside the worktrees' folder
@@ -105,7 +110,7 @@ def main(argv=None):
                   for _ in range(args.n_curves)]
         source = f"synthetic power laws ({len(curves)} curves)"
     X = feature_matrix(curves, 0.2)
-    names = list(FEATURE_NAMES)
+    names = list(CURVE_FEATURES)
     pset = trees.make_pset(names)
     spset = scalar_pset(names)
     r = random.Random(args.seed)
@@ -116,11 +121,14 @@ def main(argv=None):
     vec, n_vec = rate(lambda t: trees.compile_tree(t, pset)(X), population, args.seconds)
     row_np, n_np = rate(lambda t: trees.compile_tree_rows(t, pset)(X), population, args.seconds)
     row_math, n_math = rate(lambda t: per_row_math(t, spset, X, names), population, args.seconds)
+    problem = fit.Problem.build(curves, 0.2, names)
+    scored, n_scored = rate(lambda t: fit.score_tree(t, pset, problem), population, args.seconds)
 
     print(f"curves: {source}; trees: ramped half-and-half of depth {args.min_depth}-{args.max_depth}, mean size {mean_size:.1f} nodes")
     print(f"machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
           f"numpy {np.__version__}")
     print(f"vectorised (compile_tree, numpy closure):  {vec:10.0f} trees/s  ({n_vec} trees)")
+    print(f"scored (genes + linear scaling + objective): {scored:8.0f} trees/s  ({n_scored} trees)")
     print(f"per-row DEAP gp.compile, math primitives:  {row_math:10.0f} trees/s  ({n_math} trees)")
     print(f"per-row DEAP gp.compile, numpy primitives: {row_np:10.0f} trees/s  ({n_np} trees)")
     print(f"speed-up over the faster per-row: {vec / max(row_math, row_np):.1f}x; "

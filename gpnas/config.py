@@ -534,7 +534,7 @@ def estimate_memory_bytes(arch: Mapping, budget: BudgetConfig, vocab_size: int =
 
 
 def hyperparameter_features(arch: Mapping, vocab_size: int = 65) -> dict[str, float]:
-    """The male's hyperparameters as the predictor sees them (keys of curves.HYPERPARAMETERS).
+    """The male's hyperparameters as the predictor sees them (a curve's config: search.females reads these keys).
 
     n_params is nanoGPT's non-embedding count (see non_embedding_params).
     """
@@ -542,6 +542,7 @@ def hyperparameter_features(arch: Mapping, vocab_size: int = 65) -> dict[str, fl
         "learning_rate": float(arch["learning_rate"]),
         "dropout": float(arch["dropout"]),
         "n_layer": float(arch["n_layer"]),
+        "n_head": float(arch["n_head"]),
         "n_embd": float(arch["n_embd"]),
         "n_params": float(non_embedding_params(int(arch["n_layer"]), int(arch["n_embd"]), vocab_size)),
     }

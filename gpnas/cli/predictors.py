@@ -8,7 +8,8 @@ import math
 import click
 
 from gpnas.predict.curves import read_curves
-from gpnas.predict.predictor import CurvePredictor, PredictorConfig, score_baselines
+from gpnas.predict.baselines import score_baselines
+from gpnas.predict.predictor import CurvePredictor, PredictorConfig
 
 
 def _fmt(v, digits=4):
@@ -45,11 +46,11 @@ def predictors():
 @curves_option
 @prefix_option
 @click.option("--generations", type=click.IntRange(0), default=30, show_default=True)
-@click.option("--population", type=click.IntRange(4), default=300, show_default=True)
+@click.option("--population", type=click.IntRange(4), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--holdout-task", multiple=True, metavar="NAME",
-              help="Keep this task's curves out of fitting (repeatable). Without it, "
-                   "20%% of each task's curves are held out.")
+              help="Keep this task's curves out of fitting and score the predictor on them (repeatable). "
+                   "The choice itself is made by cross-validation on the fitted curves.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for predictor.json, predictor.tex, predictor.py.")
 def fit(curves_path, prefix_frac, generations, population, seed, holdout_task, out_dir):
@@ -66,29 +67,42 @@ def fit(curves_path, prefix_frac, generations, population, seed, holdout_task, o
                                    f"tasks: {', '.join(sorted(tasks))}")
         holdout = [c for c in curves if c.task in holdout_task]
         curves = [c for c in curves if c.task not in holdout_task]
-    model = CurvePredictor(config).fit(curves, holdout=holdout)
-    n_valid = len(model.validation_curves_)
-    click.echo(f"fitted on {len(model.train_curves_)} curves ({len(model.train_curves_) - n_valid} evolved on, "
-               f"{n_valid} validation), held out {len(model.holdout_curves_)}; "
-               f"{model.n_evaluated_} distinct trees evaluated")
+    model = CurvePredictor(config).fit(curves, holdout=holdout or [])
+    n = len(model.train_curves_)
+    click.echo(f"fitted on {n} curve{'s' if n != 1 else ''} of {len({c.task for c in model.train_curves_})} "
+               f"task(s); {model.n_evaluated_} distinct trees evaluated; {len(model.features_)} features")
+    if model.left_out_:
+        click.echo(f"config keys not in every curve, left out: {', '.join(model.left_out_)}")
     click.echo("")
-    click.echo(f"  {'cx':>3} {'train_fit':>9} {'valid_fit':>9} {'hold_err':>9} {'spearman':>8} {'regret':>9}"
-               "  formula (r; final = last + scale*clip(r, -1, 1))")
-    for i, row in enumerate(model.equations_):
-        mark = "*" if i == model.best_index_ else " "
-        click.echo(f"{mark} {row['complexity']:>3} {_fmt(row['train_error']):>9} {_fmt(row['valid_fitness']):>9} "
-                   f"{_fmt(row['holdout_error']):>9} "
-                   f"{_fmt(row['spearman']):>8} {_fmt(row['regret']):>9}  {row['formula']}")
-    if model.holdout_curves_:
+    click.echo(f"  {'kind':<11} {'cx':>3} {'cv_obj':>7} {'cv_err':>7} {'cv_rho':>7} {'cv_regret':>9}"
+               "  formula (final = last + scale * clip(r, lo, hi))")
+    order = sorted(range(len(model.equations_)), key=lambda i: model.equations_[i].cv["objective"])
+    for i in order:
+        c = model.equations_[i]
+        mark = "*" if i == model.best_index_ else ("+" if i in model.ensemble_ else " ")
+        cv = c.cv
+        click.echo(f"{mark} {c.kind:<11} {c.complexity:>3} {_fmt(cv['objective']):>7} {_fmt(cv['error']):>7} "
+                   f"{_fmt(cv['spearman'], 3):>7} {_fmt(cv['regret']):>9}  {c.formula or _BASELINE_TEXT[c.kind]}")
+    click.echo("")
+    click.echo(model.describe_choice())
+    if model.nested_:
+        nested = model.nested_
+        click.echo(f"nested cross-validation of the whole fit ({nested['folds']} folds): Spearman "
+                   f"{nested['procedure']['spearman']:.3f} vs last value {nested['last']['spearman']:.3f}; "
+                   + ("kept" if nested["better"] else "not better: the last value is used"))
+    if model.holdout_scores_:
         click.echo("")
-        click.echo("held-out curves, mean over tasks:")
-        rows = {"evolved": model.score(model.holdout_curves_), **model.baselines_}
-        for line in _scores_table(rows):
+        click.echo(f"held-out tasks ({', '.join(holdout_task)}), mean over tasks:")
+        for line in _scores_table({k: {"mean": v} for k, v in model.holdout_scores_.items()}):
             click.echo("  " + line)
     path = model.save(out_dir)
     click.echo("")
-    click.echo(f"best: final = {model.sympy()}")
-    click.echo(f"wrote {path} (+ .tex, .py)")
+    if model.best_.kind != "power_law":
+        click.echo(f"chosen: final = {model.sympy()}")
+    click.echo(f"wrote {path}" + (" (+ .tex, .py)" if path.with_suffix(".py").exists() else ""))
+
+
+_BASELINE_TEXT = {"last": "last", "last+offset": "last + scale * offset", "power_law": "power law c + a t^-alpha"}
 
 
 @predictors.command()
@@ -113,12 +127,13 @@ def eval_command(predictor_path, curves_path, prefix_frac, as_json):
     model = CurvePredictor.load(predictor_path)
     curves = read_curves(curves_path)
     frac = prefix_frac or model.config.prefix_frac
-    rows = {"evolved": model.score(curves, prefix_frac=frac), **score_baselines(curves, frac)}
+    rows = {"gpnas": model.score(curves, prefix_frac=frac), **score_baselines(curves, frac)}
     if as_json:
         click.echo(json.dumps({"prefix_frac": frac, "curves": curves_path, "scores": rows}, indent=1))
         return
-    for task in rows["evolved"]["per_task"]:
-        click.echo(f"{task} ({rows['evolved']['per_task'][task]['n']} curves)")
+    for task in rows["gpnas"]["per_task"]:
+        n = rows["gpnas"]["per_task"][task]["n"]
+        click.echo(f"{task} ({n} curve{'s' if n != 1 else ''})")
         per = {name: {"mean": s["per_task"][task]} for name, s in rows.items()}
         for line in _scores_table(per):
             click.echo("  " + line)

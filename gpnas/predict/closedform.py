@@ -156,21 +156,27 @@ def as_latex(expr) -> str:
     return sympy.latex(round_constants(expr))
 
 
-def as_python(expr, name: str = "predict", target: str = "raw", r_bound: float | None = None) -> str:
+def as_python(expr, name: str = "predict", target: str = "raw", r_range: tuple | None = None,
+              input_ranges: dict | None = None) -> str:
     """A self-contained Python function (numpy only) computing ``expr`` at full precision.
 
     Arguments are the features the expression uses, in alphabetical order;
     with ``target="final"`` two more, ``last`` and ``scale``, and it returns
-    ``last + scale * r`` (features.to_final), r clipped to +-r_bound when given.
+    ``last + scale * r`` (features.to_final), r clipped to ``r_range = (lo, hi)`` when given,
+    and each feature first clipped to its ``input_ranges`` entry (the training range).
     """
     names = sorted(s.name for s in expr.free_symbols)
     args = names + (["last", "scale"] if target == "final" else [])
     body = NumPyPrinter().doprint(expr)
     doc = "Evolved by gpnas; features as documented in gpnas.predict.features."
     lines = ["import functools  # numpy's printer folds Min/Max with functools.reduce", "import numpy", "", "", f"def {name}({', '.join(args)}):", f'    """{doc}"""']
+    for arg in names:
+        if input_ranges and arg in input_ranges:
+            lo, hi = input_ranges[arg]
+            lines.append(f"    {arg} = numpy.clip({arg}, {float(lo)!r}, {float(hi)!r})  # the range it was fitted on")
     lines += ['    with numpy.errstate(all="ignore"):  # protected ops evaluate both branches',
               f"        r = {body}"]
-    if r_bound is not None:
-        lines += [f"    r = numpy.clip(r, {-float(r_bound)!r}, {float(r_bound)!r})"]
+    if r_range is not None:
+        lines += [f"    r = numpy.clip(r, {float(r_range[0])!r}, {float(r_range[1])!r})"]
     lines += ["    return last + scale * r" if target == "final" else "    return r"]
     return "\n".join(lines) + "\n"

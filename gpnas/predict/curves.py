@@ -36,9 +36,8 @@ import numpy as np
 
 from gpnas.errors import DataError, FileFormatError
 
-# keys of Curve.config that features read (see features.py for the transforms)
-HYPERPARAMETERS = ("learning_rate", "dropout", "n_layer", "n_embd", "n_params")
 MIN_PREFIX = 4
+MAX_CONFIG_KEYS = 200
 
 
 def prefix_length(n: int, frac: float) -> int:
@@ -60,11 +59,13 @@ class Curve:
     horizon: int | None = None  # evaluations in the complete curve; None: values is complete
     config: Mapping[str, float] = field(default_factory=dict)
     metric: str = "val_loss"
+    train_values: np.ndarray | None = None  # training loss at the same evaluations, where recorded
 
     def __post_init__(self):
         object.__setattr__(self, "values", np.asarray(self.values, dtype=np.float64).reshape(-1))
-        if self.x is not None:
-            object.__setattr__(self, "x", np.asarray(self.x, dtype=np.float64).reshape(-1))
+        for name in ("x", "train_values"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float64).reshape(-1))
         if len(self.values) == 0:
             raise DataError("a curve needs at least one value")
 
@@ -89,12 +90,14 @@ class Curve:
             values=self.values[:k], task=self.task, config_id=self.config_id,
             x=None if self.x is None else self.x[:k], horizon=self.n,
             config=dict(self.config), metric=self.metric,
+            train_values=None if self.train_values is None else self.train_values[:k],
         )
 
 
 def curve_from_learning_curve(curve: Mapping, *, task: str = "", config_id: str = "",
                               config: Mapping[str, float] | None = None) -> Curve:
-    """The trainer's ``LearningCurve.to_dict()`` as a validation-loss Curve.
+    """The trainer's ``LearningCurve.to_dict()`` as a validation-loss Curve, with the
+    training loss on the fixed training batches at the same evaluations.
 
     The horizon is the number of evaluations the complete run will have: the
     trainer evaluates at 0, eval_interval, 2 * eval_interval, ... and at the
@@ -109,9 +112,11 @@ def curve_from_learning_curve(curve: Mapping, *, task: str = "", config_id: str 
         interval = steps[1] - steps[0]
         planned = list(range(steps[0], max_iters, interval))
         horizon = max(len(values), len(planned) + (1 if planned[-1] != max_iters else 0))
+    train = [float(v) for v in curve.get("eval_train_loss") or []]
     return Curve(values=np.array(values), task=task, config_id=config_id,
                  x=np.array(steps, dtype=np.float64), horizon=horizon,
-                 config=dict(config or {}), metric="val_loss")
+                 config=dict(config or {}), metric="val_loss",
+                 train_values=np.array(train) if len(train) == len(values) else None)
 
 
 def _number_list(value, what: str) -> list[float]:
@@ -139,11 +144,17 @@ def curve_from_dict(d) -> Curve:
         raise ValueError("'higher_is_better' must be true or false")
     if higher:
         values = [1.0 - v for v in values]  # accuracy -> error rate
-    x = None
+    x = train = None
     if d.get("x") is not None:
         x = _number_list(d["x"], "x")
         if len(x) != len(values):
             raise ValueError(f"'x' has {len(x)} entries but 'values' has {len(values)}")
+    if d.get("train_values") is not None:
+        train = _number_list(d["train_values"], "train_values")
+        if len(train) != len(values):
+            raise ValueError(f"'train_values' has {len(train)} entries but 'values' has {len(values)}")
+        if higher:
+            train = [1.0 - v for v in train]
     horizon = d.get("horizon")
     if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int)
                                 or horizon < len(values)):
@@ -151,20 +162,20 @@ def curve_from_dict(d) -> Curve:
     config = d.get("config") or {}
     if not isinstance(config, dict):
         raise ValueError("'config' must be an object of hyperparameters")
-    clean = {}
-    for key in HYPERPARAMETERS:
-        if key in config:
-            v = config[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"'config.{key}' must be a finite number")
-            clean[key] = float(v)
+    if len(config) > MAX_CONFIG_KEYS:
+        raise ValueError(f"'config' has {len(config)} keys; at most {MAX_CONFIG_KEYS} are read")
+    # every finite number is a hyperparameter a predictor may read; other values
+    # (strings, lists, booleans) are kept out: features need numbers
+    clean = {str(key): float(v) for key, v in config.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
     for key in ("task", "config_id", "metric"):
         if key in d and not isinstance(d[key], (str, int)):
             raise ValueError(f"'{key}' must be a string")
     return Curve(values=np.array(values), task=str(d.get("task", "")),
                  config_id=str(d.get("config_id", "")),
                  x=None if x is None else np.array(x), horizon=horizon, config=clean,
-                 metric=str(d.get("metric", "val_loss")))
+                 metric=str(d.get("metric", "val_loss")),
+                 train_values=None if train is None else np.array(train))
 
 
 def read_curves(path) -> list[Curve]:
@@ -216,6 +227,8 @@ def curve_to_dict(curve: Curve) -> dict:
         d["horizon"] = int(curve.horizon)
     if curve.config:
         d["config"] = {k: float(v) for k, v in curve.config.items()}
+    if curve.train_values is not None:
+        d["train_values"] = [float(v) for v in curve.train_values]
     return d
 
 

@@ -1,6 +1,6 @@
 """Named, documented features of a learning-curve prefix, and the scale-free target.
 
-A curve is seen through its prefix v_1..v_k (``curves.prefix_length``), the
+A curve is seen through its prefix v_1..v_k (``curves.prefix_length``); the
 horizon n is known. Before anything else the prefix is *sanitised*: NaN and
 +inf become +1e18 (a diverged run is a blow-up), -inf becomes -1e18, and
 values are clipped to +-1e18. Curve features are then computed on
@@ -11,35 +11,52 @@ values are clipped to +-1e18. Curve features are then computed on
 so they are *scale-free*: a binary classifier at 0.69 and a language model at
 3.3 that fall by the same fraction look alike, and a 1e18 blow-up is a bounded
 1000. Time is the evaluation index t = 1..k; slopes are in log-step space
-(least squares of R on ln t). Cohort features compare a curve with the other
-curves of the same task passed in the same call (a search always sees many
-curves at once); a curve alone in its task gets the neutral values (rank 0.5,
-z 0). Hyperparameter features come from ``Curve.config``; a curve without them
-gets the neutral values of the default small GPT (lr 1e-3, dropout 0,
-4 layers, n_embd 128, 12 * 4 * 128**2 parameters) so they carry no signal.
+(least squares of R on ln t). At k = 4 (the shortest prefix) no curve feature
+is constant or a copy of another: values inside the prefix are read at
+positions 1/3 and 2/3 of the way (R_2 and R_3 at k = 4).
 
-The predictors' target is scale-free too: the tree predicts
+Four more families, each present only where the curves carry what it needs
+(``available``):
 
-    r = (final - last) / s,   so   final = last + s * r
+- **training loss** (``Curve.train_values``): the mean training loss over the
+  prefix (TSE, the sum of training losses, which ranks runs better than early
+  validation loss; a mean so it does not grow with k) and the
+  train-validation gap at the cut, both in units of s;
+- **schedule** (``x`` and the config keys ``max_iters`` and
+  ``warmup_iters``: gpnas knows its own schedule): the fraction of the
+  schedule done at the cut and the learning-rate multiplier there (linear
+  warm-up, cosine decay to 1/10);
+- **cohort**: a curve's rank among the curves of the same task passed in the
+  same call (a search always sees many at once; fitting
+  and predicting both compute them on the call's curves);
+- **config**: every numeric key of ``Curve.config`` present in all curves,
+  named by its key, as ``log10_<key>`` where its values are positive and span
+  a decade or more.
 
-(``targets`` / ``to_final``). A tree that outputs 0 *is* the last-value
-baseline; evolution only has to learn the correction, in the curve's own units.
-Every column ``feature_matrix`` returns is finite.
+The predictors' target is scale-free too: r = (final - last) / S, so
+final = last + S * r (``targets`` / ``to_final``), where S is the median s
+of the curve's task in the call (``prefix_anchors``). Every column
+``feature_matrix`` returns is finite.
 """
 
 from __future__ import annotations
 
+import keyword
+import math
+import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from gpnas.errors import DataError
 from gpnas.predict.curves import Curve, prefix_length
 
 BIG = 1e18        # stand-in for a blown-up or diverged loss
 REL_CLIP = 1e3    # bound on scale-free values
-NEUTRAL = {"learning_rate": 1e-3, "dropout": 0.0, "n_layer": 4.0, "n_embd": 128.0,
-           "n_params": 12.0 * 4 * 128 ** 2}
+LOG_PREFIX = "log10_"
+SCHEDULE_KEYS = ("max_iters", "warmup_iters")
+MIN_LR_RATIO = 0.1  # the trainer's cosine decay ends at lr / 10
 
 
 @dataclass(frozen=True)
@@ -47,27 +64,29 @@ class Feature:
     name: str
     func: Callable[["_Batch"], np.ndarray]
     formula: str   # the docstring's first line: name = formula
+    needs: str     # "curve", "train", "schedule" or "cohort"
 
 
 FEATURES: dict[str, Feature] = {}
 
 
-def _feature(func):
-    FEATURES[func.__name__] = Feature(func.__name__, func, func.__doc__.strip().splitlines()[0])
-    return func
+def _feature(needs: str):
+    def register(func):
+        FEATURES[func.__name__] = Feature(func.__name__, func, func.__doc__.strip().splitlines()[0], needs)
+        return func
+    return register
 
 
 @dataclass
 class _Batch:
     """Curves with the same prefix length k, as arrays (m curves)."""
+    V: np.ndarray        # (m, k) sanitised prefix values
     R: np.ndarray        # (m, k) scale-free prefix values
     n: np.ndarray        # (m,) horizons
-    first: np.ndarray    # (m,) sanitised first value
-    last: np.ndarray     # (m,) sanitised last prefix value
     scale: np.ndarray    # (m,) s
-    config: dict         # hyperparameter name -> (m,) values
-    tasks: list          # (m,) task names
-    cohort: dict | None = None  # set for the cohort pass: name -> (m,) column
+    T: np.ndarray | None = None       # (m, k) training losses, scale-free like R
+    x_cut: np.ndarray | None = None   # (m,) step of the last prefix evaluation
+    config: dict = field(default_factory=dict)
 
     @property
     def k(self) -> int:
@@ -98,73 +117,72 @@ def _slope(R: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
 
 def _at(R: np.ndarray, q: float) -> np.ndarray:
-    return R[:, int(round(q * (R.shape[1] - 1)))]
+    """R at fractional position q of the prefix (0 = first, 1 = last), linearly interpolated."""
+    pos = q * (R.shape[1] - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, R.shape[1] - 1)
+    w = pos - lo
+    return (1 - w) * R[:, lo] + w * R[:, hi]
 
 
 # ---- curve features (scale-free, units of s) ----
 
-@_feature
+@_feature("curve")
 def rel_last(b):
     """rel_last = (v_k - v_1) / s: how far the curve has fallen by the end of the prefix."""
     return b.R[:, -1]
 
 
-@_feature
+@_feature("curve")
 def rel_best(b):
     """rel_best = (min_i v_i - v_1) / s: best value so far."""
     return b.R.min(axis=1)
 
 
-@_feature
+@_feature("curve")
 def rel_smooth(b):
     """rel_smooth = mean of R over the last m = max(2, round(k / 5)) values: a less noisy last value."""
     m = min(b.k, max(2, int(round(b.k / 5))))
     return b.R[:, -m:].mean(axis=1)
 
 
-@_feature
-def rel_p25(b):
-    """rel_p25 = R at index round(0.25 (k-1)): value a quarter into the prefix."""
-    return _at(b.R, 0.25)
+@_feature("curve")
+def rel_third(b):
+    """rel_third = R a third of the way through the prefix (interpolated; R_2 at k = 4)."""
+    return _at(b.R, 1 / 3)
 
 
-@_feature
-def rel_p50(b):
-    """rel_p50 = R at index round(0.5 (k-1)): value half-way through the prefix."""
-    return _at(b.R, 0.5)
+@_feature("curve")
+def rel_two_thirds(b):
+    """rel_two_thirds = R two thirds of the way through the prefix (interpolated; R_3 at k = 4)."""
+    return _at(b.R, 2 / 3)
 
 
-@_feature
-def rel_p75(b):
-    """rel_p75 = R at index round(0.75 (k-1)): value three quarters into the prefix."""
-    return _at(b.R, 0.75)
-
-
-@_feature
+@_feature("curve")
 def gap_best(b):
     """gap_best = (v_k - min_i v_i) / s >= 0: how far the last value sits above the best."""
     return b.R[:, -1] - b.R.min(axis=1)
 
 
-@_feature
+@_feature("curve")
 def slope_all(b):
     """slope_all = least-squares slope of R on ln t over the whole prefix."""
     return _slope(b.R, 0, b.k)
 
 
-@_feature
+@_feature("curve")
 def slope_recent(b):
     """slope_recent = slope of R on ln t over the second half of the prefix (t > k/2)."""
     return _slope(b.R, b.k // 2, b.k)
 
 
-@_feature
+@_feature("curve")
 def curvature(b):
     """curvature = slope_recent - slope over the first half: > 0 when progress slows down."""
     return _slope(b.R, b.k // 2, b.k) - _slope(b.R, 0, (b.k + 1) // 2)
 
 
-@_feature
+@_feature("curve")
 def rate_recent(b):
     """rate_recent = (R_k - R_{k-m}) / m, m = max(1, k // 4): recent change per evaluation."""
     if b.k < 2:
@@ -173,7 +191,7 @@ def rate_recent(b):
     return (b.R[:, -1] - b.R[:, -1 - m]) / m
 
 
-@_feature
+@_feature("curve")
 def noise(b):
     """noise = median |d_i - median d| over the second half's steps d_i = R_{i+1} - R_i."""
     d = np.diff(b.R[:, b.k // 2 - 1 if b.k >= 2 else 0:], axis=1)
@@ -182,32 +200,86 @@ def noise(b):
     return np.median(np.abs(d - np.median(d, axis=1, keepdims=True)), axis=1)
 
 
-@_feature
+@_feature("curve")
 def log_horizon(b):
     """log_horizon = ln(n / k): how far the prediction reaches beyond the prefix."""
     return np.log(b.n / b.k)
 
 
-@_feature
-def log_last_ratio(b):
-    """log_last_ratio = ln((|v_k| + 1e-12) / (|v_1| + 1e-12)), clipped to +-50: relative fall, log scale."""
-    r = np.log((np.abs(b.last) + 1e-12) / (np.abs(b.first) + 1e-12))
-    return np.clip(r, -50.0, 50.0)
+# ---- training loss (Curve.train_values; units of s, relative to v_1 like R) ----
+
+@_feature("train")
+def train_mean(b):
+    """train_mean = mean_i (u_i - v_1) / s over the prefix's training losses u_i (TSE / k)."""
+    return b.T.mean(axis=1)
 
 
-# ---- cohort features (among the curves of the same task in this call) ----
+@_feature("train")
+def train_gap(b):
+    """train_gap = (v_k - u_k) / s: validation minus training loss at the cut (overfitting > 0)."""
+    return b.R[:, -1] - b.T[:, -1]
+
+
+# ---- schedule (x and config max_iters, warmup_iters) ----
+
+@_feature("schedule")
+def sched_done(b):
+    """sched_done = x_k / max_iters: the fraction of the learning-rate schedule done at the cut."""
+    return b.x_cut / np.maximum(b.config["max_iters"], 1.0)
+
+
+@_feature("schedule")
+def sched_lr(b):
+    """sched_lr = lr(x_k) / peak lr: linear warm-up, then cosine decay to 1/10 (the trainer's schedule)."""
+    warm, total, step = b.config["warmup_iters"], np.maximum(b.config["max_iters"], 1.0), b.x_cut
+    progress = np.clip((step - warm) / np.maximum(total - warm, 1.0), 0.0, 1.0)
+    decay = MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + np.cos(math.pi * progress))
+    return np.where(step < warm, (step + 1) / np.maximum(warm + 1, 1.0), decay)
+
+
+# ---- cohort (among the curves of the same task in this call) ----
+# computed in a second pass over all curves; their inputs are the named columns
+
+# (a robust z-score of the last value was tried and dropped: its scale depends on the
+# cohort's spread, so a formula using it reordered a cohort tighter than the one it was
+# fitted on; ranks in [0, 1] do not have that failure)
+COHORT_OF = {"cohort_rank_last": ("rel_last_raw", "rank"),
+             "cohort_rank_best": ("best_raw", "rank"), "cohort_rank_slope": ("slope_recent", "rank"),
+             "cohort_rank_train": ("train_mean_raw", "rank")}
+for _name, _doc in {
+        "cohort_rank_last": "cohort_rank_last = rank of v_k among its task's curves, in [0, 1] (0 = lowest loss).",
+        "cohort_rank_best": "cohort_rank_best = rank of min_i v_i among its task's curves, in [0, 1].",
+        "cohort_rank_slope": "cohort_rank_slope = rank of slope_recent among its task's curves (0 = falling fastest).",
+        "cohort_rank_train": "cohort_rank_train = rank of the mean training loss among its task's curves."}.items():
+    FEATURES[_name] = Feature(_name, None, _doc, "cohort")
+
+CURVE_FEATURES = tuple(n for n, f in FEATURES.items() if f.needs == "curve")
+FEATURE_NAMES = tuple(FEATURES)  # the fixed (non-config) features
+
+
+def rankdata(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..m with ties given their average rank (as scipy.stats.rankdata)."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    starts = np.r_[0, np.flatnonzero(xs[1:] != xs[:-1]) + 1]   # runs of equal values
+    ends = np.r_[starts[1:], len(xs)]
+    avg = (starts + ends + 1) / 2.0  # 1-based average position of each run
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat(avg, ends - starts)
+    return ranks
+
 
 def _rank01(x: np.ndarray) -> np.ndarray:
-    """Average ranks scaled to [0, 1] (0 = lowest); 0.5 for a single value."""
     if len(x) == 1:
         return np.array([0.5])
     return (rankdata(x) - 1.0) / (len(x) - 1.0)
 
 
-def _cohort(b, column: np.ndarray, how: str) -> np.ndarray:
+def _cohort(tasks: Sequence[str], column: np.ndarray, how: str) -> np.ndarray:
     out = np.empty(len(column))
     groups: dict[str, list[int]] = {}
-    for i, t in enumerate(b.tasks):
+    for i, t in enumerate(tasks):
         groups.setdefault(t, []).append(i)
     for ix in groups.values():
         x = column[ix]
@@ -220,83 +292,79 @@ def _cohort(b, column: np.ndarray, how: str) -> np.ndarray:
     return out
 
 
-@_feature
-def cohort_rank_last(b):
-    """cohort_rank_last = rank of v_k among its task's curves, in [0, 1] (0 = lowest loss)."""
-    return _cohort(b, b.last, "rank")
+# ---- config features: named by their key ----
+
+def config_name(key: str, log: bool) -> str:
+    """The terminal name of a config key: an identifier, ``log10_`` first when log-scaled."""
+    name = re.sub(r"\W", "_", key)
+    if not name or name[0].isdigit() or keyword.iskeyword(name):
+        name = "cfg_" + name
+    if name in FEATURES:
+        name = "cfg_" + name
+    return (LOG_PREFIX + name) if log else name
 
 
-@_feature
-def cohort_z_last(b):
-    """cohort_z_last = (v_k - median) / (1.4826 MAD) of its task's last values, clipped to +-10."""
-    return _cohort(b, b.last, "z")
+@dataclass(frozen=True)
+class Available:
+    """What ``available`` found: feature names to use and the config keys it left out."""
+
+    names: tuple[str, ...]
+    config_keys: dict          # feature name -> config key it reads
+    left_out: tuple[str, ...]  # config keys not numeric in every curve
+    constant: tuple[str, ...]  # features with one value over these curves (no information)
 
 
-@_feature
-def cohort_rank_best(b):
-    """cohort_rank_best = rank of min_i v_i among its task's curves, in [0, 1]."""
-    return _cohort(b, b.cohort["best"], "rank")
+def config_columns(keys_by_name: dict, curves: Sequence[Curve]) -> dict[str, np.ndarray]:
+    """The config feature columns; DataError naming the first key a curve lacks."""
+    out = {}
+    for name, key in keys_by_name.items():
+        values = np.empty(len(curves))
+        for i, c in enumerate(curves):
+            if key not in c.config:
+                raise DataError(f"curve {c.task}/{c.config_id or i} has no config key {key!r}, "
+                                f"which the predictor reads; give every curve {key!r} or refit without it")
+            values[i] = float(c.config[key])
+        if name.startswith(LOG_PREFIX) and key != name:
+            values = np.log10(np.maximum(values, 1e-300))
+        out[name] = values
+    return out
 
 
-@_feature
-def cohort_rank_slope(b):
-    """cohort_rank_slope = rank of slope_recent among its task's curves, in [0, 1] (0 = falling fastest)."""
-    return _cohort(b, b.cohort["slope_raw"], "rank")
-
-
-# ---- hyperparameters (from Curve.config; neutral defaults documented above) ----
-
-@_feature
-def log_lr(b):
-    """log_lr = ln(learning_rate)  (default ln 1e-3)."""
-    return np.log(b.config["learning_rate"])
-
-
-@_feature
-def dropout(b):
-    """dropout = dropout probability  (default 0)."""
-    return b.config["dropout"]
-
-
-@_feature
-def n_layer(b):
-    """n_layer = number of transformer blocks  (default 4)."""
-    return b.config["n_layer"]
-
-
-@_feature
-def log_n_embd(b):
-    """log_n_embd = ln(n_embd)  (default ln 128)."""
-    return np.log(b.config["n_embd"])
-
-
-@_feature
-def log_n_params(b):
-    """log_n_params = ln(parameter count)  (default ln(12 * 4 * 128**2))."""
-    return np.log(b.config["n_params"])
-
-
-COHORT = ("cohort_rank_last", "cohort_z_last", "cohort_rank_best", "cohort_rank_slope")
-HYPERPARAMETER_FEATURES = ("log_lr", "dropout", "n_layer", "log_n_embd", "log_n_params")
-FEATURE_NAMES = tuple(FEATURES)
-
-
-def rankdata(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..m with ties given their average rank (as scipy.stats.rankdata)."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    # boundaries of runs of equal values
-    starts = np.r_[0, np.flatnonzero(xs[1:] != xs[:-1]) + 1]
-    ends = np.r_[starts[1:], len(xs)]
-    avg = (starts + ends + 1) / 2.0  # 1-based average position of each run
-    ranks = np.empty(len(x))
-    ranks[order] = np.repeat(avg, ends - starts)
-    return ranks
+def available(curves: Sequence[Curve], prefix_frac: float, drop_constant: bool = True) -> Available:
+    """The features these curves support: curve features always; training-loss,
+    schedule and cohort features where every curve carries what they need;
+    config keys numeric in every curve (``log10_`` when positive over a decade
+    or more). Features constant over the curves are left out when asked."""
+    curves = list(curves)
+    has_train = bool(curves) and all(c.train_values is not None for c in curves)
+    has_schedule = bool(curves) and all(c.x is not None and all(k in c.config for k in SCHEDULE_KEYS)
+                                        for c in curves)
+    names = [n for n, f in FEATURES.items()
+             if f.needs == "curve" or (f.needs == "train" and has_train)
+             or (f.needs == "schedule" and has_schedule)
+             or (f.needs == "cohort" and (n != "cohort_rank_train" or has_train))]
+    keys = sorted({k for c in curves for k in c.config})
+    common = [k for k in keys if all(k in c.config for c in curves)]
+    left_out = tuple(k for k in keys if k not in common)
+    config_keys = {}
+    for key in common:
+        if key in SCHEDULE_KEYS and has_schedule:
+            continue  # read by the schedule features
+        v = np.array([c.config[key] for c in curves], dtype=np.float64)
+        log = bool(np.all(v > 0) and v.max() >= 10 * v.min())
+        config_keys[config_name(key, log)] = key
+    names += list(config_keys)
+    constant = ()
+    if drop_constant and curves:
+        cols = feature_matrix(curves, prefix_frac, names, config_keys)
+        constant = tuple(n for n in names if np.ptp(cols[n]) <= 1e-12)
+        names = [n for n in names if n not in constant]
+        config_keys = {n: k for n, k in config_keys.items() if n in names}
+    return Available(tuple(names), config_keys, left_out, constant)
 
 
 def _prefixes(curves: Sequence[Curve], prefix_frac: float):
-    """Sanitised prefix values, per curve, with horizons."""
+    """Sanitised prefix values per curve, with horizons."""
     out = []
     for c in curves:
         k = min(len(c.values), prefix_length(c.n, prefix_frac))
@@ -305,9 +373,23 @@ def _prefixes(curves: Sequence[Curve], prefix_frac: float):
 
 
 def prefix_anchors(curves: Sequence[Curve], prefix_frac: float) -> tuple[np.ndarray, np.ndarray]:
-    """(last, s) per curve: the sanitised last prefix value and the curve's scale."""
+    """(last, S) per curve: the sanitised last prefix value, and the target's scale S,
+    the median of the curve scales s among the curves of its task in this call.
+
+    One scale per task keeps ``last + S * r`` order-preserving: a correction
+    shared by every curve (an offset) moves them all alike instead of
+    reordering curves that started at different values.
+    """
     pre = _prefixes(curves, prefix_frac)
-    return (np.array([v[-1] for v, _ in pre]), np.array([_scale(v) for v, _ in pre]))
+    last = np.array([v[-1] for v, _ in pre])
+    own = np.array([_scale(v) for v, _ in pre])
+    scale = np.empty(len(pre))
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(curves):
+        groups.setdefault(c.task, []).append(i)
+    for ix in groups.values():
+        scale[ix] = float(np.median(own[ix]))
+    return last, scale
 
 
 def targets(curves: Sequence[Curve], prefix_frac: float) -> np.ndarray:
@@ -319,59 +401,83 @@ def targets(curves: Sequence[Curve], prefix_frac: float) -> np.ndarray:
 
 
 def to_final(r: np.ndarray, last: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Predicted final values from tree outputs r: last + s * r."""
+    """Predicted final values from scale-free outputs r: last + s * r."""
     return last + scale * np.asarray(r, dtype=np.float64)
 
 
-def feature_matrix(curves: Sequence[Curve], prefix_frac: float,
-                   names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """One finite float64 column per feature (all of FEATURES unless ``names``), one row per curve.
+def feature_matrix(curves: Sequence[Curve], prefix_frac: float, names: Sequence[str] | None = None,
+                   config_keys: dict | None = None) -> dict[str, np.ndarray]:
+    """One finite float64 column per named feature, one row per curve.
 
-    Each curve is seen through its first prefix_length(curve.n, prefix_frac)
-    values, or all of them if it has fewer (an early run's prefix).
+    ``names`` defaults to the curve features; a name that is no fixed feature is
+    a config feature (``config_keys`` maps it to its key; by default the name
+    itself, or the name without ``log10_`` for a log-scaled key). Each curve is
+    seen through its first prefix_length(curve.n, prefix_frac) values, or all of
+    them if it has fewer (an early run's prefix). A curve lacking what a
+    feature reads is a DataError naming it.
     """
+    names = CURVE_FEATURES if names is None else tuple(names)
+    keys = dict(config_keys or {})
+    for nm in names:
+        if nm not in FEATURES and nm not in keys:
+            keys[nm] = nm[len(LOG_PREFIX):] if nm.startswith(LOG_PREFIX) else nm
     with np.errstate(all="ignore"):  # hostile values must not flood the terminal; columns are cleaned below
-        return _feature_matrix(curves, prefix_frac, FEATURE_NAMES if names is None else tuple(names))
+        return _feature_matrix(list(curves), prefix_frac, names, keys)
 
 
-def _feature_matrix(curves, prefix_frac, names):
-    unknown = [nm for nm in names if nm not in FEATURES]
-    if unknown:
-        raise KeyError(f"unknown features {unknown}; known: {', '.join(FEATURE_NAMES)}")
+def _feature_matrix(curves, prefix_frac, names, keys):
     m = len(curves)
-    cols = {nm: np.zeros(m) for nm in names}
+    fixed = [nm for nm in names if nm in FEATURES]
+    needs = {FEATURES[nm].needs for nm in fixed} | {FEATURES[COHORT_OF[nm][0]].needs
+                                                    for nm in fixed if nm in COHORT_OF
+                                                    and COHORT_OF[nm][0] in FEATURES}
+    if "cohort_rank_train" in names:
+        needs.add("train")
+    for need, what in (("train", "train_values"), ("schedule", "x and config max_iters, warmup_iters")):
+        if need in needs:
+            lacking = [c for c in curves if (c.train_values is None if need == "train" else
+                       (c.x is None or not all(k in c.config for k in SCHEDULE_KEYS)))]
+            if lacking:
+                c = lacking[0]
+                raise DataError(f"curve {c.task}/{c.config_id} has no {what}, which the predictor reads "
+                                f"({', '.join(nm for nm in fixed if FEATURES[nm].needs == need) or 'cohort'}); "
+                                "give every curve that or refit without it")
+    cols = {nm: np.zeros(m) for nm in fixed}
+    raw = {"rel_last_raw": np.zeros(m), "best_raw": np.zeros(m), "slope_recent": np.zeros(m),
+           "train_mean_raw": np.zeros(m)}
     pre = _prefixes(curves, prefix_frac)
-    last = np.array([v[-1] for v, _ in pre])
-    best = np.array([v.min() for v, _ in pre])
-    slope_raw = np.zeros(m)
-    config = {}
-    for key, default in NEUTRAL.items():
-        vals = np.array([float(c.config.get(key, default)) for c in curves])
-        if key in ("learning_rate", "n_embd", "n_params"):
-            vals = np.where(vals > 0, vals, default)  # logs of them must exist
-        config[key] = vals
+    raw["rel_last_raw"] = np.array([v[-1] for v, _ in pre])
+    raw["best_raw"] = np.array([v.min() for v, _ in pre])
     by_k: dict[int, list[int]] = {}
     for i, (v, _) in enumerate(pre):
         by_k.setdefault(len(v), []).append(i)
+    schedule = "schedule" in needs
     for k, ix in by_k.items():
         ix = np.array(ix)
         V = np.stack([pre[i][0] for i in ix])
         s = np.array([_scale(pre[i][0]) for i in ix])
         first = V[:, 0]
         R = np.clip((V - first[:, None]) / s[:, None], -REL_CLIP, REL_CLIP)
-        b = _Batch(R=R, n=np.array([pre[i][1] for i in ix], dtype=np.float64), first=first, last=V[:, -1],
-                   scale=s, config={key: val[ix] for key, val in config.items()},
-                   tasks=[curves[i].task for i in ix])
-        slope_raw[ix] = _slope(R, k // 2, k)
-        for nm in names:
-            if nm not in COHORT:
+        T = None
+        if "train" in needs:
+            U = np.stack([sanitise(curves[i].train_values[:k]) for i in ix])
+            T = np.clip((U - first[:, None]) / s[:, None], -REL_CLIP, REL_CLIP)
+            raw["train_mean_raw"][ix] = U.mean(axis=1)
+        b = _Batch(V=V, R=R, n=np.array([pre[i][1] for i in ix], dtype=np.float64), scale=s, T=T,
+                   x_cut=np.array([curves[i].x[k - 1] for i in ix]) if schedule else None,
+                   config={key: np.array([float(curves[i].config[key]) for i in ix]) for key in SCHEDULE_KEYS}
+                   if schedule else {})
+        raw["slope_recent"][ix] = _slope(R, k // 2, k)
+        for nm in fixed:
+            if FEATURES[nm].needs != "cohort":
                 cols[nm][ix] = FEATURES[nm].func(b)
-    if any(nm in COHORT for nm in names):
-        whole = _Batch(R=np.zeros((m, 1)), n=np.ones(m), first=np.zeros(m), last=last, scale=np.ones(m), config={},
-                       tasks=[c.task for c in curves], cohort={"best": best, "slope_raw": slope_raw})
-        for nm in names:
-            if nm in COHORT:
-                cols[nm] = FEATURES[nm].func(whole)
+    tasks = [c.task for c in curves]
+    for nm in fixed:
+        if FEATURES[nm].needs == "cohort":
+            source, how = COHORT_OF[nm]
+            cols[nm] = _cohort(tasks, raw[source], how)
+    config = {nm: keys[nm] for nm in names if nm not in FEATURES}
+    cols.update(config_columns(config, curves))
     for nm in names:  # belt and braces: every column finite
         cols[nm] = np.nan_to_num(cols[nm], nan=0.0, posinf=REL_CLIP, neginf=-REL_CLIP)
-    return cols
+    return {nm: cols[nm] for nm in names}

@@ -1,34 +1,36 @@
-"""Evolved learning-curve predictors as an estimator, their scores, and the baselines.
+"""Evolved learning-curve predictors as an estimator (PySR style), chosen so they do no harm.
 
-``CurvePredictor(config).fit(curves)`` evolves female trees that read a curve's
-prefix features and predict its scale-free correction r (features.py):
+``CurvePredictor(config).fit(curves)``:
 
-    predicted final = last + s * tree(features)
+    features  <- those the curves support (features.available), constant ones dropped
+    problem   <- the curves seen through their prefix (fitness.Problem)
+    population <- one tree per feature and the constant, then random trees
+    repeat generations: population <- evolution.generation(...)   (linear scaling + objective)
+    front     <- the best tree of each size (complexity/objective Pareto front)
+    choice    <- K-fold cross-validation of every front tree and the baselines
+                 (last value, last value + fitted offset, power law): each tree's
+                 linear scaling is refitted without the fold it predicts
+    best_     <- among the last value, the last value + offset (both rank as
+                 the last value does) and the candidates that rank better than
+                 the last value fold by fold (Spearman and regret, by more than a
+                 standard error): the simplest whose cross-validated objective is
+                 within one standard error of the lowest; when no formula ranks
+                 better, one of the first two is the predictor
+    ensemble_ <- the chosen tree and up to two dissimilar runners-up; the
+                 spread of their predictions is the uncertainty
 
-so a tree of 0 is the last-value baseline, and the error is measured in the
-curve's own units. The tree's output is bounded to |r| <= 1 (``R_BOUND``): no
-prediction moves further from the last value than the curve's first value.
-
-The robust error (``fitness_error``) is the mean *capped* absolute error,
-mean(min(|r_hat - r|, 0.1)): a unit is the curve's first value, so a
-blown-up curve (r of 1e6) costs at most 0.1, as much as a prediction 10 %
-of the initial loss off, and cannot dominate; unlike the median it still
-counts every curve (with a median, the flat never-learning curves that make
-up most of a real search would decide alone). The fitness used in ``fit``
-(``Objective``) adds rank quality, because a search uses predictions to rank
-curves. Selection is a double tournament on that fitness and then on tree
-size (parsimony).
-
-Scores (``score_predictions``) are per task and then averaged over tasks:
-mean and median absolute error of the final value, Spearman rank correlation
-between predicted and true finals, and regret: the true final of the curve
-the predictor ranks best minus the best true final in the task.
+The tree search is run once on all curves and the cross-validation refits only
+the linear coefficients, so the cross-validated figures of evolved trees are
+somewhat optimistic; the choice is still made on predictions of curves each
+scaling has not seen, which is what protects against constant corrections and
+overfitted formulas.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -36,232 +38,72 @@ from pathlib import Path
 import numpy as np
 import sympy
 
-from gpnas.errors import ConfigError, FileFormatError
+from gpnas.errors import ConfigError, DataError, FileFormatError
 from gpnas.predict import closedform, trees
-from gpnas.predict.curves import group_by_task, prefix_length
-from gpnas.predict.features import FEATURE_NAMES, feature_matrix, prefix_anchors, rankdata, sanitise, targets, to_final
+from gpnas.predict import evolution as evo
+from gpnas.predict import fitness as fit
+from gpnas.predict.baselines import BASELINES, predict_last, predict_power_law, score_predictions
+from gpnas.predict.curves import group_by_task
+from gpnas.predict.features import available, feature_matrix, prefix_anchors
 
-ERROR_CAP = 0.1
-R_BOUND = 1.0
 FORMAT = "gpnas-female-predictor"
+VERSION = 2
+MIN_CURVES = 8
 PREFIX_RULE = ("a curve of n evaluations is seen through its first k = max(4, ceil(frac * n)) "
                "values (capped at n); time is the evaluation index 1..k; the target is the final value")
-TARGET_RULE = "final = last + scale * tree, last = v_k, scale = |v_1| (see gpnas.predict.features)"
-# physically motivated starting points: last value, best so far, log-linear extrapolation
-SEED_TREES = ("0.0", "neg(gap_best)", "mul(slope_recent, log_horizon)")
-BASELINE_TREE = "0.0"  # r = 0: the last-value baseline
+TARGET_RULE = ("final = last + scale * clip(a0 + sum_i b_i gene_i, lo, hi), last = v_k, scale = |v_1|, "
+               "genes = the terms joined by add/sub at the tree's root (see gpnas.predict.fitness)")
+OFFSET_TREE = "0.0"
+BASELINE_KINDS = ("last", "last+offset", "power_law")
+RANK_MARGIN_SE = 2.0
 
-
-def fitness_error(tree_predictions, targets, cap: float = ERROR_CAP) -> float:
-    """Mean capped absolute error, mean(min(|p - t|, cap)), in the curve's own units (see module doc)."""
-    err = np.abs(np.asarray(tree_predictions, dtype=np.float64) - np.asarray(targets, dtype=np.float64))
-    return float(np.mean(np.minimum(np.nan_to_num(err, nan=cap), cap)))
-
-
-class Objective:
-    """The female fitness on a fixed set of curves (lower is better).
-
-        fitness = fitness_error(r_hat, r)
-                + rank_weight * (1 - mean_task Spearman(pred, true finals)
-                                 + worst_weight * max_task max(0, Spearman_last - Spearman))
-
-    The error alone rewards getting values right; a search uses predictions to
-    *rank* curves, and last value is a strong ranker that small, noisy
-    corrections easily spoil, so the rank term keeps a correction only where
-    it reorders curves for the better. The worst-task term charges a formula
-    for the task where it ranks worse than the last value: a correction must
-    help across tasks, not on average over them, which is what carries to
-    unseen tasks. Tasks with fewer than 3 curves or constant finals are left
-    out of the rank terms.
-    """
-
-    def __init__(self, curves, prefix_frac, cap=ERROR_CAP, rank_weight=0.0, worst_weight=0.0,
-                 r_bound=None):
-        self.y = targets(curves, prefix_frac)
-        self.last, self.scale = prefix_anchors(curves, prefix_frac)
-        self.cap, self.rank_weight, self.r_bound = cap, rank_weight, r_bound
-        self.worst_weight = worst_weight
-        final = sanitise(np.array([c.values[-1] for c in curves]))
-        self.groups = []
-        for ix in group_by_task(curves).values():
-            if len(ix) >= 3:
-                r = rankdata(final[ix])
-                r -= r.mean()
-                norm = math.sqrt(float(r @ r))
-                if norm > 0:
-                    self.groups.append((ix, r / norm))
-        # each task's Spearman of the last-value baseline (r = 0): the bar per task
-        self.base = [self._spearman(self.last[ix], truth) for ix, truth in self.groups]
-
-    @staticmethod
-    def _spearman(p, truth):
-        r = rankdata(p)
-        r -= r.mean()
-        norm = math.sqrt(float(r @ r))
-        return float(r @ truth) / norm if norm > 0 else 0.0
-
-    def __call__(self, r_hat) -> float:
-        if self.r_bound is not None:
-            r_hat = np.clip(r_hat, -self.r_bound, self.r_bound)
-        err = fitness_error(r_hat, self.y, self.cap)
-        if not self.rank_weight or not self.groups:
-            return err
-        pred = self.last + self.scale * r_hat
-        total = worst = 0.0
-        for (ix, truth), base in zip(self.groups, self.base):
-            sp = self._spearman(pred[ix], truth)
-            total += sp
-            worst = max(worst, base - sp)
-        return err + self.rank_weight * (1.0 - total / len(self.groups) + self.worst_weight * worst)
-
-
-def tree_finals(tree, pset, curves, prefix_frac, r_bound=R_BOUND) -> np.ndarray:
-    """Predicted final values of ``curves`` by one female tree (what the engine ranks males by)."""
-    names = list(pset.arguments)
-    r = trees.compile_tree(tree, pset)(feature_matrix(curves, prefix_frac, names))
-    if r_bound is not None:
-        r = np.clip(r, -r_bound, r_bound)
-    last, scale = prefix_anchors(curves, prefix_frac)
-    return to_final(r, last, scale)
-
-
-def spearman(a, b) -> float:
-    """Spearman rank correlation (average ranks for ties); 0 where either side is constant."""
-    ra, rb = rankdata(a), rankdata(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = math.sqrt(float(ra @ ra) * float(rb @ rb))
-    return float(ra @ rb / den) if den > 0 else 0.0
-
-
-def score_predictions(pred, curves) -> dict:
-    """Per task and averaged over tasks: mae, median_ae, spearman, regret of predicted finals."""
-    pred = sanitise(np.asarray(pred, dtype=np.float64))
-    final = sanitise(np.array([c.values[-1] for c in curves]))
-    per_task = {}
-    for task, ix in group_by_task(curves).items():
-        p, f = pred[ix], final[ix]
-        with np.errstate(all="ignore"):
-            err = np.abs(p - f)
-        per_task[task] = {"n": int(len(ix)), "mae": float(np.mean(err)),
-                          "median_ae": float(np.median(err)), "spearman": spearman(p, f),
-                          "regret": float(f[int(np.argmin(p))] - f.min())}
-    keys = ("mae", "median_ae", "spearman", "regret")
-    mean = {k: float(np.mean([s[k] for s in per_task.values()])) for k in keys}
-    return {"per_task": per_task, "mean": mean}
-
-
-# ---- baselines ----
-
-def predict_last(curves, prefix_frac):
-    """Last observed value of the prefix."""
-    return prefix_anchors(curves, prefix_frac)[0]
-
-
-def predict_best(curves, prefix_frac):
-    """Best (lowest) value so far in the prefix."""
-    return np.array([sanitise(c.values[:min(len(c.values), prefix_length(c.n, prefix_frac))]).min()
-                     for c in curves])
-
-
-ALPHAS = np.concatenate([np.linspace(0.05, 1.0, 20), np.linspace(1.1, 3.0, 20)])
-
-
-def predict_power_law(curves, prefix_frac):
-    """c + a * t**(-alpha) fitted to the prefix (t = 1..k), extrapolated to t = n.
-
-    Least squares for c and a at each alpha of a grid (0.05..3), the best alpha
-    kept. Falls back to the last value when the prefix has < 3 points, the
-    fit is not finite, or the extrapolation leaves [lo, hi] (a runaway fit),
-    hi = max(first, last), lo = min - (hi - min) of the prefix.
-    """
-    out = predict_last(curves, prefix_frac).copy()
-    by_k: dict[int, list[int]] = {}
-    for i, c in enumerate(curves):
-        by_k.setdefault(min(len(c.values), prefix_length(c.n, prefix_frac)), []).append(i)
-    for k, ix in by_k.items():
-        if k < 3:
-            continue
-        ix = np.array(ix)
-        V = np.stack([sanitise(curves[i].values[:k]) for i in ix])              # (m, k)
-        n = np.array([curves[i].n for i in ix], dtype=np.float64)
-        t = np.arange(1, k + 1, dtype=np.float64)
-        Z = t[None, :] ** -ALPHAS[:, None]                                     # (A, k)
-        Zc = Z - Z.mean(axis=1, keepdims=True)
-        Vc = V - V.mean(axis=1, keepdims=True)
-        with np.errstate(all="ignore"):
-            a = (Vc @ Zc.T) / (Zc ** 2).sum(axis=1)[None, :]                  # (m, A)
-            c = V.mean(axis=1, keepdims=True) - a * Z.mean(axis=1)[None, :]
-            resid = V[:, None, :] - c[:, :, None] - a[:, :, None] * Z[None, :, :]
-            sse = np.nansum(resid ** 2, axis=2)
-            j = np.argmin(np.where(np.isfinite(sse), sse, np.inf), axis=1)
-            rows = np.arange(len(ix))
-            pred = c[rows, j] + a[rows, j] * n ** -ALPHAS[j]
-        hi = np.maximum(V[:, 0], V[:, -1])   # a single spike must not widen the range
-        lo = V.min(axis=1) - (hi - V.min(axis=1))
-        ok = np.isfinite(pred) & (pred >= lo) & (pred <= hi)
-        out[ix[ok]] = pred[ok]
-    return out
-
-
-BASELINES = {"last": predict_last, "best": predict_best, "power_law": predict_power_law}
-
-
-def score_baselines(curves, prefix_frac) -> dict:
-    return {name: score_predictions(f(curves, prefix_frac), curves) for name, f in BASELINES.items()}
-
-
-# ---- the estimator ----
 
 @dataclass
 class PredictorConfig:
     prefix_frac: float = 0.2
-    population: int = 300
+    population: int = 200
     generations: int = 30
     seed: int = 0
-    elites: int = 5
-    holdout_frac: float = 0.2    # of each task's curves, when fit() gets no holdout
-    validation_frac: float = 0.2  # of the training tasks, kept out of evolution to choose the equation
+    elites: int = 4
+    holdout_frac: float = 0.0    # of each task's curves, scored after fitting when fit() gets no holdout
+    folds: int = 5
+    ensemble: int = 3
+    nested: bool = False         # also check the chosen formula by nested cross-validation (slower)
+    nested_repeats: int = 2
     simplify_timeout_s: float = 2.0
-    error_cap: float = ERROR_CAP
-    rank_weight: float = 1.0
-    r_bound: float | None = R_BOUND
-    worst_weight: float = 1.0
-    features: tuple = FEATURE_NAMES
-    gp: trees.GPConfig = field(default_factory=trees.GPConfig)
+    gp: trees.GPConfig = field(default_factory=lambda: trees.GPConfig(max_size=25, max_depth=6))
 
     def validate(self):
         if not 0 < self.prefix_frac <= 1:
             raise ConfigError(f"prefix fraction {self.prefix_frac} must be in (0, 1]; try 0.2")
         if self.population < 4 or self.generations < 0:
             raise ConfigError("population must be >= 4 and generations >= 0")
-        if not 0 <= self.holdout_frac < 1 or not 0 <= self.validation_frac < 1:
-            raise ConfigError("holdout and validation fractions must be in [0, 1)")
+        if not 0 <= self.holdout_frac < 1:
+            raise ConfigError("the holdout fraction must be in [0, 1)")
+        if self.folds < 2:
+            raise ConfigError("cross-validation needs at least 2 folds")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["features"] = list(self.features)
-        return d
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PredictorConfig":
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known and k != "gp"}
-        if "features" in kw:
-            kw["features"] = tuple(str(x) for x in kw["features"])
         g = d.get("gp") or {}
         gp_known = {f.name for f in fields(trees.GPConfig)}
         return cls(**kw, gp=trees.GPConfig(**{k: v for k, v in g.items() if k in gp_known}))
 
 
-def _split_tasks(curves, frac, rng: random.Random):
-    """Whole tasks (round(frac * tasks), at least 1) apart when there are >= 3 tasks, else _split."""
-    tasks = sorted({c.task for c in curves})
-    if frac <= 0:
-        return list(curves), []
-    if len(tasks) < 3:
-        return _split(curves, frac, rng)
-    chosen = set(rng.sample(tasks, max(1, int(round(frac * len(tasks))))))
-    return [c for c in curves if c.task not in chosen], [c for c in curves if c.task in chosen]
+def check_fittable(curves) -> None:
+    """At least MIN_CURVES completed curves and at least 2 per task, else one line saying so."""
+    if len(curves) < MIN_CURVES:
+        raise DataError(f"{len(curves)} completed curve{'s' if len(curves) != 1 else ''} to fit on; "
+                        f"a predictor needs at least {MIN_CURVES}")
+    for task, ix in group_by_task(curves).items():
+        if len(ix) < 2:
+            raise DataError(f"task {task!r} has 1 curve; every task needs at least 2 "
+                            "(curves are ranked against the others of their task)")
 
 
 def _split(curves, frac, rng: random.Random):
@@ -276,224 +118,343 @@ def _split(curves, frac, rng: random.Random):
     return [curves[i] for i in sorted(train)], [curves[i] for i in sorted(hold)]
 
 
-class CurvePredictor:
-    """Evolve, score and export female predictors (an estimator, PySR style).
+def seed_trees(pset) -> list:
+    """The constant (last value + offset) and one tree per terminal (one-variable regressions)."""
+    return [trees.parse_tree(text, pset) for text in (OFFSET_TREE, *pset.arguments)]
 
-    Fitted attributes: ``equations_`` (list of dicts: tree, complexity,
-    train_error (fitness on the evolution curves), valid_fitness (on the
-    validation tasks), holdout_error, spearman, regret (on the held-out
-    curves), formula; the last-value baseline r = 0 first, then one row per
-    size on the fitness/size Pareto front), ``best_`` (the row chosen on the
-    validation tasks, see ``fit``), ``baselines_`` (baseline scores on the
-    held-out curves), ``history_`` (best training fitness per generation).
+
+@dataclass
+class Candidate:
+    """A row of the equations table: a baseline or an evolved tree, with its CV scores."""
+
+    kind: str                      # "tree" or one of BASELINE_KINDS
+    tree: str | None = None
+    complexity: int = 1
+    train_fitness: float = math.nan
+    cv: dict = field(default_factory=dict)   # objective, error, spearman, regret (out of fold)
+    scaling: fit.Scaling | None = None       # fitted on all training curves (trees, last+offset)
+    formula: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.formula or self.tree or self.kind
+
+
+def cross_validate(candidates: list, pset, problem: fit.Problem, k: int, seed: int, prefix_frac: float,
+                   repeats: int = 3) -> None:
+    """Cross-validated objective, error, Spearman and regret of every candidate (in place):
+    ``repeats`` times K folds, scored within each fold (``fitness.cv_parts``)."""
+    k = max(2, min(k, problem.m // 8))  # folds of at least 8 curves: a Spearman needs some
+    splits = [f for r in range(repeats) for f in fit.folds(problem, k, seed + r)]
+    offset = trees.parse_tree(OFFSET_TREE, pset)
+    for c in candidates:
+        if c.kind == "last":
+            c.cv = fit.cv_parts(None, problem, splits, fixed=problem.last)
+            c.cv["_pred"] = problem.last
+            continue
+        if c.kind == "power_law":
+            pred = predict_power_law(problem.curves, prefix_frac)
+            c.cv = fit.cv_parts(None, problem, splits, fixed=pred)
+            c.cv["_pred"] = pred
+            continue
+        tree = offset if c.kind == "last+offset" else trees.parse_tree(c.tree, pset)
+        G = fit.gene_matrix(tree, pset, problem.columns)
+        c.scaling = fit.fit_scaling(G, problem.y)
+        c.cv = fit.cv_parts(G, problem, splits)
+        c.cv["_pred"] = problem.last + problem.scale * c.scaling.apply(G)
+
+
+def rank_score(cv: dict) -> float:
+    """The ranking part of the objective (lower is better); NaN ranks count as the worst."""
+    if math.isnan(cv.get("spearman", math.nan)):
+        return math.inf
+    return fit.RANK_WEIGHT * (1 - cv["spearman"]) + fit.REGRET_WEIGHT * min(cv["regret"], 1.0)
+
+
+def ranks_better(cv: dict, bar: dict) -> bool:
+    """Whether a candidate ranks better than the bar (the last value) fold by fold:
+    its rank score is lower on average by more than RANK_MARGIN_SE standard errors
+    of the paired differences (the folds of repeated K-fold overlap, so their
+    standard error is optimistic; two of them are asked for). A fold of a few curves gives a noisy Spearman, and the
+    best of many candidates on noisy folds looks better than it is."""
+    diff = np.array([rank_score(a) - rank_score(b) for a, b in zip(cv["_folds"], bar["_folds"])])
+    diff = diff[np.isfinite(diff)]
+    if len(diff) < 2:
+        return False
+    return float(diff.mean()) < -RANK_MARGIN_SE * float(diff.std(ddof=1)) / math.sqrt(len(diff))
+
+
+def one_standard_error(candidates: list, eligible: list[int]) -> int:
+    """The simplest candidate whose cross-validated objective is within one standard
+    error (over the folds) of the lowest: the usual guard against choosing, among
+    many, the formula that fits the folds' noise best (Hastie et al., ESL 7.10)."""
+    best = min(eligible, key=lambda i: (candidates[i].cv["objective"], candidates[i].complexity))
+    folds = np.array([f["objective"] for f in candidates[best].cv["_folds"]])
+    se = float(folds.std(ddof=1) / math.sqrt(len(folds))) if len(folds) > 1 else 0.0
+    near = [i for i in eligible if candidates[i].cv["objective"] <= candidates[best].cv["objective"] + se]
+    return min(near, key=lambda i: (candidates[i].complexity, candidates[i].cv["objective"], i))
+
+
+def choose(candidates: list, ensemble_size: int) -> tuple[int, list[int], bool]:
+    """(chosen index, ensemble indices, whether a formula beat the last value) — see the module doc."""
+    last = next(i for i, c in enumerate(candidates) if c.kind == "last")
+    bar = candidates[last].cv
+    same_order = {"last", "last+offset"}  # rank exactly as the last value does
+    eligible = [i for i, c in enumerate(candidates)
+                if c.kind in same_order or ranks_better(c.cv, bar)]
+    chosen = one_standard_error(candidates, eligible)
+    beat = candidates[chosen].kind not in same_order
+    if candidates[chosen].kind != "tree":
+        return chosen, [chosen], beat
+    members = [chosen]
+    for i in sorted((i for i in eligible if candidates[i].kind == "tree" and i != chosen),
+                    key=lambda i: candidates[i].cv["objective"]):
+        if len(members) >= ensemble_size:
+            break
+        p = candidates[i].cv["_pred"]
+        if all(abs(np.corrcoef(p, candidates[j].cv["_pred"])[0, 1]) < 0.995 for j in members):
+            members.append(i)
+    return chosen, members, beat
+
+
+class CurvePredictor:
+    """Evolve, choose, apply and export learning-curve predictors.
+
+    Fitted attributes: ``features_`` (terminal names), ``config_keys_`` (config
+    feature -> key), ``left_out_`` (config keys not in every curve),
+    ``equations_`` (``Candidate`` rows: the baselines, then the Pareto front by
+    size, each with cross-validated scores), ``best_index_`` / ``best_`` (the
+    choice), ``ensemble_`` (indices), ``beats_last_`` (whether a formula ranked
+    better than the last value in cross-validation), ``holdout_scores_``
+    (scores on held-out curves, when there are any), ``history_`` (best
+    training objective per generation).
     """
 
     def __init__(self, config: PredictorConfig | None = None, **overrides):
         self.config = config or PredictorConfig(**overrides)
         self.config.validate()
-        self.pset = trees.make_pset(self.config.features)
-        self.features_ = tuple(self.config.features)
 
     # -- fitting --
     def fit(self, curves, holdout=None) -> "CurvePredictor":
-        """Evolve on ``curves``; score on ``holdout`` (default: a per-task split of ``curves``).
-
-        A ``validation_frac`` of the training tasks is kept out of evolution;
-        the equation reported as ``best_`` is the simplest whose fitness on
-        those tasks is within 0.001 of the lowest, among the Pareto front and
-        the last-value baseline (r = 0). So the predictor departs from the last
-        value only where unseen tasks confirm that it helps.
-
-        Pseudocode of the loop:
-            population = seed trees + ramped half-and-half trees
-            evaluate(population)
-            repeat generations times:
-                offspring = select(population, P - elites) by double tournament
-                crossover pairs with p_cx, mutate each with p_mut
-                evaluate(offspring with invalid fitness)
-                population = elites + offspring; record the best of each size
-        """
         cfg = self.config
         rng = random.Random(cfg.seed)
-        curves = list(curves)
+        curves = [c for c in curves]
         if holdout is None:
-            curves, holdout = _split(curves, cfg.holdout_frac, rng)
-        if not curves:
-            raise ConfigError("no training curves left; hold out fewer tasks or add curves")
-        self.train_curves_, self.holdout_curves_ = curves, list(holdout)
-        # the equation is chosen on training tasks evolution never saw
-        curves, self.validation_curves_ = _split_tasks(curves, cfg.validation_frac, rng)
-        X = feature_matrix(curves, cfg.prefix_frac, cfg.features)
-        # a feature constant over the training curves (a hyperparameter nobody
-        # varied) would only act as a disguised constant that means something
-        # else on other curves: leave it out of the primitive set
-        self.features_ = tuple(n for n in cfg.features if np.ptp(X[n]) > 0) or tuple(cfg.features[:1])
+            curves, holdout = _split(curves, cfg.holdout_frac, rng) if cfg.holdout_frac else (curves, [])
+        check_fittable(curves)
+        found = available(curves, cfg.prefix_frac)
+        self.features_, self.config_keys_, self.left_out_ = found.names, found.config_keys, found.left_out
         self.pset = trees.make_pset(self.features_)
-        objective = Objective(curves, cfg.prefix_frac, cfg.error_cap, cfg.rank_weight,
-                              cfg.worst_weight, cfg.r_bound)
-        cache: dict[str, float] = {}
-
-        def evaluate(tree):
-            key = str(tree)
-            if key not in cache:
-                cache[key] = objective(trees.compile_tree(tree, self.pset)(X))
-            tree.fitness.values = (cache[key],)
-
-        pop = [trees.parse_tree(s, self.pset) for s in SEED_TREES if self._usable(s)]
-        pop += [trees.random_tree(self.pset, rng, cfg.gp) for _ in range(cfg.population - len(pop))]
-        for t in pop:
-            evaluate(t)
-        front: dict[int, tuple[float, str]] = {}
-        self.history_ = []
-
-        def record(population):
-            for t in population:
-                err, size = t.fitness.values[0], len(t)
-                if size not in front or err < front[size][0]:
-                    front[size] = (err, str(t))
-            self.history_.append(min(t.fitness.values[0] for t in population))
-
-        record(pop)
-        for _ in range(cfg.generations):
-            elites = sorted(pop, key=lambda t: (t.fitness.values[0], len(t)))[:cfg.elites]
-            chosen = trees.sel_parsimony(pop, cfg.population - len(elites), rng, cfg.gp)
-            offspring = [trees.Tree(list(t)) for t in chosen]
-            for t, src in zip(offspring, chosen):
-                t.fitness.values = src.fitness.values
-            for i in range(1, len(offspring), 2):
-                if rng.random() < cfg.gp.p_cx:
-                    offspring[i - 1], offspring[i] = trees.cx_tree(offspring[i - 1], offspring[i], rng, cfg.gp)
-            for i in range(len(offspring)):
-                if rng.random() < cfg.gp.p_mut:
-                    offspring[i] = trees.mut_tree(offspring[i], self.pset, rng, cfg.gp)
-            for t in offspring:
-                if not t.fitness.valid:
-                    evaluate(t)
-            pop = elites + offspring
-            record(pop)
-        self.n_evaluated_ = len(cache)
-        self._train_fitness = lambda tree: objective(trees.compile_tree(tree, self.pset)(X))
-        self._build_table(front)
+        problem = fit.Problem.build(curves, cfg.prefix_frac, self.features_, self.config_keys_)
+        front, self.history_, self.n_evaluated_ = self._evolve(problem, rng)
+        self._choose_from(front, problem)
+        self.nested_ = self._nested_check(problem, rng) if cfg.nested and self.best_.kind == "tree" else {}
+        if self.nested_ and not self.nested_["better"]:
+            self._fall_back()
+        self.holdout_scores_ = self._holdout_scores(list(holdout)) if holdout else {}
         return self
 
-    def _usable(self, text):
-        try:
-            trees.parse_tree(text, self.pset)
-            return True
-        except FileFormatError:
-            return False
+    def _evolve(self, problem, rng):
+        """The GP on one problem: (front rows, best objective per generation, trees scored)."""
+        cfg = self.config
+        cache: dict = {}
+        population = seed_trees(self.pset)[: cfg.population]
+        population += [trees.random_tree(self.pset, rng, cfg.gp) for _ in range(cfg.population - len(population))]
+        evo.score(population, self.pset, problem, cache)
+        front = evo.Front()
+        front.add(population)
+        history = [evo.best(population, 1)[0].fitness.values[0]]
+        for _ in range(cfg.generations):
+            population = evo.generation(population, self.pset, problem, rng, cfg.gp, cfg.elites, cache)
+            front.add(population)
+            history.append(evo.best(population, 1)[0].fitness.values[0])
+        return front.rows(), history, len(cache)
 
-    def _build_table(self, front):
-        rows, best_err = [], math.inf
-        for size in sorted(front):  # Pareto front: each row strictly better than all smaller ones
-            err, text = front[size]
-            if err < best_err:
-                rows.append((size, err, text))
-                best_err = err
-        if BASELINE_TREE not in [text for _, _, text in rows]:
-            rows.insert(0, (1, math.nan, BASELINE_TREE))  # last value, always a candidate
-        cfg, hold, valid = self.config, self.holdout_curves_, self.validation_curves_
-        Xh = feature_matrix(hold, cfg.prefix_frac, self.features_) if hold else None
-        yh = targets(hold, cfg.prefix_frac) if hold else None
-        Xv = feature_matrix(valid, cfg.prefix_frac, self.features_) if valid else None
-        objective = Objective(valid, cfg.prefix_frac, cfg.error_cap, cfg.rank_weight,
-                              cfg.worst_weight, cfg.r_bound) if valid else None
-        self.equations_ = []
-        for size, err, text in rows:
-            tree = trees.parse_tree(text, self.pset)
-            if math.isnan(err):
-                err = self._train_fitness(tree)
-            row = {"complexity": size, "train_error": err, "valid_fitness": math.nan,
-                   "holdout_error": math.nan, "spearman": math.nan, "regret": math.nan, "tree": text}
-            if valid:
-                row["valid_fitness"] = objective(self._r(tree, Xv))
-            if hold:
-                r = self._r(tree, Xh)
-                row["holdout_error"] = fitness_error(r, yh, cfg.error_cap)
-                s = score_predictions(self._finals(r, hold), hold)["mean"]
-                row["spearman"], row["regret"] = s["spearman"], s["regret"]
-            expr = closedform.simplify_bounded(closedform.to_sympy(tree), cfg.simplify_timeout_s)
-            row["formula"] = closedform.as_text(expr)
-            self.equations_.append(row)
-        if valid:
-            lowest = min(r["valid_fitness"] for r in self.equations_)
-            ok = [i for i, r in enumerate(self.equations_) if r["valid_fitness"] <= lowest + 1e-3]
-        else:
-            lowest = min(r["train_error"] for r in self.equations_)
-            ok = [i for i, r in enumerate(self.equations_) if r["train_error"] <= lowest * 1.01 + 1e-12]
-        self.best_index_ = min(ok, key=lambda i: (self.equations_[i]["complexity"], i))
-        self.baselines_ = score_baselines(hold, cfg.prefix_frac) if hold else {}
+    def _nested_check(self, problem, rng) -> dict:
+        """Does the whole procedure (evolve, then choose by cross-validation) rank
+        better than the last value on curves it never saw? Outer folds: the
+        procedure runs on the rest and predicts the fold (nested cross-validation,
+        so the trees' structure is judged too, not only their coefficients)."""
+        cfg = self.config
+        k = max(2, min(3, problem.m // 8))
+        outer = [f for r in range(cfg.nested_repeats) for f in fit.folds(problem, k, cfg.seed + 100 + r)]
+        mine, last = [], []
+        everything = np.arange(problem.m)
+        for rows in outer:
+            train, held = problem.rows(np.setdiff1d(everything, rows)), problem.rows(rows)
+            front, _, _ = self._evolve(train, rng)
+            candidates = [Candidate(kind) for kind in BASELINE_KINDS]
+            candidates += [Candidate("tree", text, size, value) for size, value, text in front if text != OFFSET_TREE]
+            cross_validate(candidates, self.pset, train, cfg.folds, cfg.seed, cfg.prefix_frac)
+            chosen = candidates[choose(candidates, 1)[0]]
+            pred = self._problem_finals(chosen, held, cfg.prefix_frac)
+            mine.append({**fit.objective_parts(pred, held), "objective": fit.objective(pred, held)})
+            last.append({**fit.objective_parts(held.last, held), "objective": fit.objective(held.last, held)})
+        mean = {who: {key: float(np.nanmean([p[key] for p in parts])) for key in ("objective", "spearman", "regret")}
+                for who, parts in (("procedure", mine), ("last", last))}
+        better = ranks_better({"_folds": mine}, {"_folds": last})
+        return {**mean, "folds": len(outer), "better": bool(better)}
+
+    def _problem_finals(self, c: Candidate, problem, frac) -> np.ndarray:
+        if c.kind == "last":
+            return problem.last.copy()
+        if c.kind == "power_law":
+            return predict_power_law(problem.curves, frac)
+        tree = trees.parse_tree(c.tree if c.kind == "tree" else OFFSET_TREE, self.pset)
+        return problem.last + problem.scale * c.scaling.apply(fit.gene_matrix(tree, self.pset, problem.columns))
+
+    def _fall_back(self) -> None:
+        """The last value, or the last value plus its offset (the same order), whichever
+        has the lower cross-validated objective: nested cross-validation said no."""
+        same = [i for i, c in enumerate(self.equations_) if c.kind in ("last", "last+offset")]
+        self.best_index_ = min(same, key=lambda i: self.equations_[i].cv["objective"])
+        self.ensemble_, self.beats_last_ = [self.best_index_], False
+
+    @classmethod
+    def from_trees(cls, population, curves, prefix_frac: float, features, config_keys=None,
+                   formulas: bool = True, **config) -> "CurvePredictor":
+        """The choice among an already evolved population (the engine's females);
+        ``formulas=False`` skips the closed forms (the engine's per-generation choice)."""
+        self = cls(PredictorConfig(prefix_frac=prefix_frac, generations=0, **config))
+        check_fittable(curves)
+        self.features_, self.config_keys_, self.left_out_ = tuple(features), dict(config_keys or {}), ()
+        self.pset = trees.make_pset(self.features_)
+        problem = fit.Problem.build(list(curves), prefix_frac, self.features_, self.config_keys_)
+        front = evo.Front()
+        evo.score(population, self.pset, problem)
+        front.add(population)
+        self.history_, self.n_evaluated_ = [], len(population)
+        self._choose_from(front.rows(), problem, formulas)
+        self.holdout_scores_, self.nested_ = {}, {}
+        return self
+
+    def _choose_from(self, rows, problem, formulas: bool = True) -> None:
+        cfg = self.config
+        candidates = [Candidate(kind) for kind in BASELINE_KINDS]
+        candidates += [Candidate("tree", text, size, value) for size, value, text in rows if text != OFFSET_TREE]
+        cross_validate(candidates, self.pset, problem, cfg.folds, cfg.seed, cfg.prefix_frac)
+        self.best_index_, self.ensemble_, self.beats_last_ = choose(candidates, cfg.ensemble)
+        for c in candidates:
+            c.cv.pop("_pred", None)
+            c.cv.pop("_folds", None)
+            if c.kind == "tree" and formulas:  # a short simplify for the table; the chosen one gets the full bound
+                chosen = c is candidates[self.best_index_]
+                c.formula = closedform.as_text(self._sympy_r(c, None if chosen else 0.3))
+        self.equations_ = candidates
+        self.train_curves_ = problem.curves
+        self.ranges_ = fit.feature_ranges(problem.columns)
+
+    def _holdout_scores(self, holdout) -> dict:
+        out = {"gpnas": score_predictions(self.predict(holdout), holdout)["mean"]}
+        for name, baseline in BASELINES.items():
+            out[name] = score_predictions(baseline(holdout, self.config.prefix_frac), holdout)["mean"]
+        return out
 
     # -- using --
     @property
-    def best_(self) -> dict:
+    def best_(self) -> Candidate:
         return self.equations_[self.best_index_]
 
-    def tree(self, i=None):
-        return trees.parse_tree(self.equations_[self.best_index_ if i is None else i]["tree"], self.pset)
-
-    def _r(self, tree, X):
-        r = trees.compile_tree(tree, self.pset)(X)
-        b = self.config.r_bound
-        return r if b is None else np.clip(r, -b, b)
-
-    def _finals(self, r, curves):
-        last, scale = prefix_anchors(curves, self.config.prefix_frac)
-        return to_final(r, last, scale)
-
-    def predict(self, curves, i=None, prefix_frac=None) -> np.ndarray:
-        """Predicted final values (lower is better) of ``curves``, seen through their prefixes."""
-        frac = self.config.prefix_frac if prefix_frac is None else prefix_frac
-        X = feature_matrix(curves, frac, self.features_)
-        r = self._r(self.tree(i), X)
+    def _finals(self, c: Candidate, curves, columns, frac) -> np.ndarray:
+        if c.kind == "last":
+            return predict_last(curves, frac)
+        if c.kind == "power_law":
+            return predict_power_law(curves, frac)
+        tree = trees.parse_tree(c.tree if c.kind == "tree" else OFFSET_TREE, self.pset)
         last, scale = prefix_anchors(curves, frac)
-        return to_final(r, last, scale)
+        return last + scale * c.scaling.apply(fit.gene_matrix(tree, self.pset, columns))
+
+    def predict(self, curves, i=None, prefix_frac=None, return_std=False):
+        """Predicted final values (lower is better) of ``curves``, seen through their
+        prefixes; with ``return_std`` also the ensemble's spread (0 for one member).
+        Cohort features compare the curves passed in this call (same task)."""
+        frac = self.config.prefix_frac if prefix_frac is None else prefix_frac
+        curves = list(curves)
+        columns = fit.clip_columns(feature_matrix(curves, frac, self.features_, self.config_keys_), self.ranges_)
+        members = self.ensemble_ if i is None else [i]
+        preds = np.stack([self._finals(self.equations_[j], curves, columns, frac) for j in members])
+        if not return_std:
+            return preds[0]
+        return preds[0], preds.std(axis=0)
 
     def score(self, curves, i=None, prefix_frac=None) -> dict:
         return score_predictions(self.predict(curves, i, prefix_frac), curves)
 
+    # -- closed forms --
+    def _sympy_r(self, c: Candidate, timeout_s: float | None = None):
+        """r as a sympy expression: a0 + sum b_i gene_i (before the clip)."""
+        tree = trees.parse_tree(c.tree if c.kind == "tree" else OFFSET_TREE, self.pset)
+        timeout_s = self.config.simplify_timeout_s if timeout_s is None else timeout_s
+        parts = [closedform.simplify_bounded(closedform.to_sympy(g), timeout_s) for g in fit.genes(tree)]
+        coef = c.scaling.coef
+        expr = sympy.Float(coef[0])
+        for b, g in zip(coef[1:], parts):
+            if b != 0:
+                expr += sympy.Float(b) * g
+        return expr
+
     def sympy(self, i=None, final=True):
-        """The closed form (simplified under the time bound): of the final value
-        ``last + scale * clip(r, -r_bound, r_bound)`` by default, of r itself
-        with ``final=False``; the same numbers as ``predict``."""
-        r = closedform.simplify_bounded(closedform.to_sympy(self.tree(i)), self.config.simplify_timeout_s)
+        """The closed form of ``last + scale * clip(r, lo, hi)`` (same numbers as
+        ``predict``), or of r itself with ``final=False``."""
+        c = self.equations_[self.best_index_ if i is None else i]
+        last, scale = closedform.symbol("last"), closedform.symbol("scale")
+        if c.kind == "last":
+            return last if final else sympy.Integer(0)
+        if c.kind == "power_law":
+            raise ValueError("the power-law baseline has no closed form over the features")
+        r = self._sympy_r(c)
         if not final:
             return r
-        b = self.config.r_bound
-        if b is not None and not (r.is_number and abs(float(r)) <= b):
-            r = sympy.Min(sympy.Max(r, -sympy.Float(b)), sympy.Float(b))
-        return closedform.symbol("last") + closedform.symbol("scale") * r
+        if not (r.is_number and c.scaling.lo <= float(r) <= c.scaling.hi):
+            r = sympy.Min(sympy.Max(r, sympy.Float(c.scaling.lo)), sympy.Float(c.scaling.hi))
+        return last + scale * r
 
     def latex(self, i=None) -> str:
         return closedform.as_latex(self.sympy(i))
 
     def python(self, i=None, name="predict_final") -> str:
-        return closedform.as_python(self.sympy(i, final=False), name, target="final",
-                                    r_bound=self.config.r_bound)
+        c = self.equations_[self.best_index_ if i is None else i]
+        rng = (c.scaling.lo, c.scaling.hi) if c.scaling else None
+        return closedform.as_python(self.sympy(i, final=False), name, target="final", r_range=rng,
+                                    input_ranges=self.ranges_)
+
+    def describe_choice(self) -> str:
+        """One line: what was chosen and why, for people."""
+        c, last = self.best_, next(x for x in self.equations_ if x.kind == "last")
+        vs = (f"cross-validated Spearman {c.cv['spearman']:.3f} vs last value {last.cv['spearman']:.3f}, "
+              f"regret {c.cv['regret']:.4f} vs {last.cv['regret']:.4f}")
+        if c.kind == "tree":
+            return f"chosen: an evolved formula ({vs})"
+        return f"chosen: {c.kind} — no formula ranked better than the last value in cross-validation ({vs})"
 
     # -- files --
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "version": 1, "tree": self.best_["tree"],
-                "features": list(self.features_),
-                "prefix": {"frac": self.config.prefix_frac, "rule": PREFIX_RULE},
-                "target": TARGET_RULE, "formula": closedform.as_text(self.sympy()),
-                "best_index": self.best_index_, "equations": self.equations_,
-                "config": self.config.to_dict()}
+        rows = []
+        for c in self.equations_:
+            rows.append({"kind": c.kind, "tree": c.tree, "complexity": c.complexity,
+                         "train_fitness": _finite(c.train_fitness), "formula": c.formula,
+                         "cv": {k: _finite(v) for k, v in c.cv.items()},
+                         "scaling": c.scaling.to_dict() if c.scaling else None})
+        return {"format": FORMAT, "version": VERSION, "features": list(self.features_),
+                "config_keys": dict(self.config_keys_), "left_out": list(self.left_out_),
+                "prefix": {"frac": self.config.prefix_frac, "rule": PREFIX_RULE}, "target": TARGET_RULE,
+                "ranges": {k: list(v) for k, v in self.ranges_.items()},
+                "best_index": self.best_index_, "ensemble": list(self.ensemble_),
+                "beats_last": bool(self.beats_last_), "equations": rows, "config": self.config.to_dict()}
 
     def save(self, path) -> Path:
-        """Write ``predictor.json`` (+ ``.tex``, ``.py``) into a folder, or to a ``.json`` path."""
+        """Write ``predictor.json`` (+ ``.tex``, ``.py`` of a formula) into a folder, or to a ``.json`` path;
+        each file is written whole or not at all (temporary file, then rename)."""
         path = Path(path)
         if path.suffix != ".json":
             path.mkdir(parents=True, exist_ok=True)
             path = path / "predictor.json"
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-        d = self.to_dict()
-        d["equations"] = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                           for k, v in row.items()} for row in d["equations"]]
-        path.write_text(json.dumps(d, indent=1) + "\n", encoding="utf-8")
-        path.with_suffix(".tex").write_text(self.latex() + "\n", encoding="utf-8")
-        path.with_suffix(".py").write_text(self.python(), encoding="utf-8")
+        _write_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+        if self.best_.kind in ("tree", "last+offset", "last"):
+            _write_atomic(path.with_suffix(".tex"), self.latex() + "\n")
+            _write_atomic(path.with_suffix(".py"), self.python())
         return path
 
     @classmethod
@@ -504,38 +465,78 @@ class CurvePredictor:
             path = path / "predictor.json"
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise FileFormatError(f"{path}: cannot read predictor ({error}); "
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+            raise FileFormatError(f"{path}: cannot read predictor ({type(error).__name__}); "
                                   "pass the folder or predictor.json written by 'predictors fit'") from None
-        if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("version") != 1:
-            raise FileFormatError(f"{path}: not a gpnas predictor file (format {FORMAT}, version 1)")
-        feats = d.get("features")
-        if not isinstance(feats, list) or not all(isinstance(f, str) and f in FEATURE_NAMES for f in feats):
-            raise FileFormatError(f"{path}: 'features' must list known feature names: {', '.join(FEATURE_NAMES)}")
+        if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("version") != VERSION:
+            raise FileFormatError(f"{path}: not a gpnas predictor file (format {FORMAT}, version {VERSION}); "
+                                  "refit it with 'gpnas predictors fit'")
         try:
-            config = PredictorConfig.from_dict({**(d.get("config") or {}), "features": feats})
+            feats = d["features"]
+            keys = d.get("config_keys") or {}
+            if not (isinstance(feats, list) and all(isinstance(f, str) for f in feats)
+                    and isinstance(keys, dict) and all(isinstance(v, str) for v in keys.values())):
+                raise ValueError("'features' must be a list of names and 'config_keys' an object of strings")
+            config = PredictorConfig.from_dict(d.get("config") or {})
             config.prefix_frac = float(d["prefix"]["frac"])
             self = cls(config)
-        except (TypeError, ValueError, KeyError, ConfigError) as error:
-            raise FileFormatError(f"{path}: bad predictor settings ({error})") from None
-        rows = d.get("equations") or [{"tree": d.get("tree")}]
-        self.equations_ = []
-        for row in rows:
-            if not isinstance(row, dict) or not isinstance(row.get("tree"), str):
-                raise FileFormatError(f"{path}: every equation needs a 'tree' string")
-            try:
-                tree = trees.parse_tree(row["tree"], self.pset)
-            except FileFormatError as error:
-                raise FileFormatError(f"{path}: {error}") from None
-            clean = {k: (v if isinstance(v, (int, float)) and v is not None else math.nan)
-                     for k, v in row.items() if k in ("complexity", "train_error", "holdout_error",
-                                                      "spearman", "regret", "valid_fitness")}
-            clean.update(tree=str(tree), complexity=len(tree), formula=str(row.get("formula", "")))
-            self.equations_.append(clean)
-        best = d.get("best_index", 0)
-        self.best_index_ = best if isinstance(best, int) and 0 <= best < len(self.equations_) else 0
-        if isinstance(d.get("tree"), str) and d["tree"] != self.equations_[self.best_index_]["tree"]:
-            tree = trees.parse_tree(d["tree"], self.pset)
-            self.equations_.insert(0, {"tree": str(tree), "complexity": len(tree), "formula": ""})
-            self.best_index_ = 0
+            self.features_, self.config_keys_ = tuple(feats), {str(k): v for k, v in keys.items()}
+            self.left_out_ = tuple(str(k) for k in d.get("left_out") or ())
+            self.pset = trees.make_pset(self.features_)
+            self.ranges_ = _ranges(d.get("ranges") or {}, self.features_)
+            self.equations_ = [_candidate(row, self.pset) for row in d["equations"]]
+            self.best_index_ = _index(d["best_index"], len(self.equations_))
+            self.ensemble_ = [_index(i, len(self.equations_)) for i in d.get("ensemble") or [self.best_index_]]
+            self.beats_last_ = bool(d.get("beats_last", False))
+            self.holdout_scores_, self.history_ = {}, []
+        except FileFormatError as error:
+            raise FileFormatError(f"{path}: {error}") from None
+        except (TypeError, ValueError, KeyError, ConfigError, AttributeError) as error:
+            raise FileFormatError(f"{path}: bad predictor file ({error}); refit it with 'gpnas predictors fit'") \
+                from None
         return self
+
+
+def _finite(v):
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _ranges(d: dict, features) -> dict:
+    out = {}
+    for name, pair in d.items():
+        if name not in features or not (isinstance(pair, list) and len(pair) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
+                and pair[0] <= pair[1]):
+            raise ValueError(f"'ranges' of {name!r} must be [lo, hi] of a feature the predictor reads")
+        out[name] = (float(pair[0]), float(pair[1]))
+    return out
+
+
+def _index(i, n: int) -> int:
+    if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n:
+        raise ValueError(f"index {i!r} is not one of the {n} equations")
+    return i
+
+
+def _candidate(row, pset) -> Candidate:
+    if not isinstance(row, dict) or row.get("kind") not in ("tree", *BASELINE_KINDS):
+        raise ValueError("every equation needs a kind: tree, last, last+offset or power_law")
+    text = row.get("tree")
+    if row["kind"] == "tree":
+        if not isinstance(text, str):
+            raise ValueError("a tree equation needs its tree string")
+        text = str(trees.parse_tree(text, pset))  # token by token; nothing evaluated
+    scaling = fit.Scaling.from_dict(row["scaling"]) if row.get("scaling") is not None else None
+    if row["kind"] in ("tree", "last+offset") and scaling is None:
+        raise ValueError(f"a {row['kind']} equation needs its scaling")
+    cv = {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+          for k, v in (row.get("cv") or {}).items() if k in ("objective", "error", "spearman", "regret")}
+    return Candidate(row["kind"], text, int(row.get("complexity") or 1),
+                     float(row["train_fitness"]) if isinstance(row.get("train_fitness"), (int, float)) else math.nan,
+                     cv, scaling, str(row.get("formula") or ""))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)

@@ -34,9 +34,7 @@ import numpy as np
 from deap import base, gp, tools
 
 from gpnas.errors import FileFormatError
-from gpnas.predict.features import FEATURE_NAMES, HYPERPARAMETER_FEATURES
-
-HYPERPARAMETER_TERMINALS = HYPERPARAMETER_FEATURES  # log_lr, dropout, n_layer, log_n_embd, log_n_params
+from gpnas.predict.features import CURVE_FEATURES, FEATURES
 DIV_EPS = 1e-6
 LOG_EPS = 1e-6
 EXP_MAX = 20.0
@@ -129,18 +127,28 @@ def _draw_constant() -> float:
     return round(random.uniform(-2.0, 2.0), 2)
 
 
-def make_pset(feature_names: Sequence[str] = FEATURE_NAMES) -> gp.PrimitiveSet:
-    """The primitive set: features as named arguments, protected ops, constants."""
+def make_pset(feature_names: Sequence[str] = CURVE_FEATURES) -> gp.PrimitiveSet:
+    """The primitive set: features as named arguments, protected ops, constants.
+
+    Names are the features' (``features.FEATURES``) or config keys' terminal
+    names (``features.config_name``): identifiers that are no primitive.
+    """
     names = list(feature_names)
-    bad = [n for n in names if n not in FEATURE_NAMES]
+    bad = [n for n in names if not isinstance(n, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n)
+           or n in PRIMITIVES or n == CONST_NAME]
     if bad or len(set(names)) != len(names) or not names:
-        raise ValueError(f"feature names must be distinct names from features.FEATURES, got {bad or names}")
+        raise ValueError(f"feature names must be distinct identifiers that are no primitive, got {bad or names}")
     pset = gp.PrimitiveSet("FEMALE", len(names))
     for name, (func, arity) in PRIMITIVES.items():
         pset.addPrimitive(func, arity, name=name)
     pset.addEphemeralConstant(CONST_NAME, _draw_constant)
     pset.renameArguments(**{f"ARG{i}": n for i, n in enumerate(names)})
     return pset
+
+
+def config_terminals(pset) -> list[str]:
+    """The terminals of ``pset`` that read a config key (a hyperparameter), not the curve."""
+    return [name for name in pset.arguments if name not in FEATURES]
 
 
 def _constant(pset, value: float):

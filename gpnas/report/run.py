@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpnas.predict import closedform, trees
+from gpnas.predict import closedform
 from gpnas.predict import predictor as pred
 from gpnas.runs.folder import write_atomic, write_json
 from gpnas.search import females as fem
@@ -36,61 +36,55 @@ def _num(x, digits=6):
     return round(x, digits) if math.isfinite(x) else None
 
 
-def female_table(engine, state) -> tuple[list[dict], dict]:
-    """The top females on the run's completed curves, and the baselines beside them.
+def female_table(engine, state) -> tuple[list[dict], dict, dict]:
+    """The run's predictor choice: formulas and baselines by the criterion that chose them.
 
-    Error, Spearman and regret are measured on the held-out split of the
-    completed curves (curves no female was fitted on).
+    The choice is ``gpnas predictors fit``'s: cross-validation on the training
+    part of the completed curves among the females' Pareto front and the
+    baselines (``females.choose``). Beside the cross-validated figures, each row
+    is scored on the held-out quarter of the completed curves (curves no female
+    was fitted on); Spearman and regret of fewer than 5 curves are n/a.
+    Returns (rows, baselines, choice); the rows are ordered by the
+    cross-validated objective, the chosen one marked.
     """
     curve_set = engine.completed_curves(state)
-    if not state.females or not curve_set.curves:
-        return [], {}
-    r, _ = fem.score(state.females, curve_set, engine.pset)
-    finals = fem.to_final(r, curve_set.last, curve_set.scale)
-    held = curve_set.holdout
-    held_curves = [c for c, h in zip(curve_set.curves, held) if h]
-    order = sorted(range(len(state.females)), key=lambda i: (state.females[i].fitness.values[0],
-                                                             len(state.females[i])))
-    rows, seen, simplified = [], set(), {}
+    model = fem.choose(state.females, curve_set) if state.females else None
+    if model is None:
+        return [], {}, {}
+    held = curve_set.held.curves
+    rows = []
+    order = sorted(range(len(model.equations_)), key=lambda i: model.equations_[i].cv["objective"])
     for i in order:
-        tree = state.females[i]
-        if str(tree) not in simplified:
-            simplified[str(tree)] = closedform.simplify_bounded(closedform.to_sympy(tree))
-        expr = simplified[str(tree)]
-        if closedform.as_text(expr) in seen:  # different trees, one formula: report it once
-            continue
-        seen.add(closedform.as_text(expr))
-        scores = pred.score_predictions(finals[i, held], held_curves)["mean"] if held_curves else {}
+        c = model.equations_[i]
+        scores = pred.score_predictions(model.predict(held, i=i), held)["mean"] if held else {}
+        formula = "power law c + a t^-alpha fitted to the prefix" if c.kind == "power_law" else \
+            closedform.as_text(model.sympy(i))
         rows.append({
-            "tree": str(tree),
-            "formula": f"last + scale * clip({closedform.as_text(expr)}, -1, 1)",
-            "latex": (rf"\mathrm{{last}} + \mathrm{{scale}} \cdot \mathrm{{clip}}\left({closedform.as_latex(expr)}"
-                      r", -1, 1\right)"),
-            "complexity": len(tree),
-            "train_error": _num(tree.fitness.values[0]),
-            "holdout_error": _num(scores.get("mae")),
-            "spearman": _num(scores.get("spearman")),
+            "kind": c.kind, "tree": c.tree or "", "formula": formula,
+            "latex": "" if c.kind == "power_law" else model.latex(i),
+            "complexity": c.complexity, "chosen": i == model.best_index_,
+            "cv_objective": _num(c.cv["objective"]), "cv_spearman": _num(c.cv["spearman"]),
+            "cv_regret": _num(c.cv["regret"]), "cv_error": _num(c.cv["error"]),
+            "holdout_error": _num(scores.get("mae")), "spearman": _num(scores.get("spearman")),
             "regret": _num(scores.get("regret")),
         })
-        if len(rows) == TOP_FEMALES:
-            break
-    baselines = {}
-    if held_curves:
-        for name, baseline in pred.BASELINES.items():
-            scores = pred.score_predictions(baseline(held_curves, engine.prefix_frac), held_curves)["mean"]
-            baselines[name] = {"error": _num(scores["mae"]), "spearman": _num(scores["spearman"]),
-                               "regret": _num(scores["regret"])}
-    return rows, baselines
+    formulas = [r for r in rows if r["kind"] == "tree"][:TOP_FEMALES]
+    baselines = {r["kind"]: r for r in rows if r["kind"] != "tree"}
+    chosen = {"kind": model.best_.kind, "beats_last": bool(model.beats_last_), "text": model.describe_choice(),
+              "formula": next(r["formula"] for r in rows if r["chosen"])}
+    engine.chosen_predictor = model
+    return formulas, baselines, chosen
 
 
 def uses_hyperparameters(tree) -> bool:
     """Whether a female reads any hyperparameter terminal (only then can she guide a son)."""
-    return any(getattr(node, "value", None) in trees.HYPERPARAMETER_TERMINALS for node in tree)
+    names = set(fem.CONFIG_KEYS)
+    return any(getattr(node, "value", None) in names for node in tree)
 
 
 def summarize(engine, state, folder, wall_seconds: float) -> dict:
     """Everything the user is told at the end of a run, as data."""
-    formulas, baselines = female_table(engine, state)
+    formulas, baselines, chosen = female_table(engine, state)
     stats = state.mating_stats
     sons = son_statistics(state.sons)
     compute = dict(vars(state.compute))
@@ -106,6 +100,7 @@ def summarize(engine, state, folder, wall_seconds: float) -> dict:
         "hall_of_fame": state.hall_of_fame[:5],
         "females": formulas,
         "baselines": baselines,
+        "predictor": chosen,
         "mating": {**stats, **{k: _num(v) if isinstance(v, float) else v for k, v in sons.items()},
                    "females_using_hyperparameters": sum(map(uses_hyperparameters, state.females))},
         "calibration": calibration_summary(state.promotions),
@@ -160,37 +155,33 @@ def write_report(folder, summary: dict, engine, state) -> None:
     path = Path(folder.path)
     write_json(path / "summary.json", summary)
     write_atomic(path / "formulas.md", formulas_markdown(summary))
-    if summary["females"]:
-        export_predictor(path / "predictor.json", summary["females"], engine.prefix_frac)
+    model = getattr(engine, "chosen_predictor", None)
+    if model is not None:  # the predictor file `gpnas predictors predict` reads, with .tex and .py
+        model.save(path / "predictor.json")
     plot_run(path / "plots", engine, state)
-
-
-def export_predictor(path: Path, rows: list[dict], prefix_frac: float) -> None:
-    """The run's top formulas as a predictor file (``gpnas predictors predict``
-    reads it), with its LaTeX and Python exports beside it."""
-    predictor = pred.CurvePredictor(pred.PredictorConfig(prefix_frac=prefix_frac))
-    keys = ("tree", "formula", "complexity", "train_error", "holdout_error", "spearman", "regret")
-    predictor.equations_ = [{k: (math.nan if row[k] is None else row[k]) for k in keys} for row in rows]
-    predictor.best_index_ = 0
-    predictor.save(path)
 
 
 def formulas_markdown(summary: dict) -> str:
     lines = [f"# Evolved predictor formulas ({summary['mode']}, seed {summary['seed']})", ""]
-    if not summary["females"]:
-        return "\n".join(lines + ["This mode evolves no predictors.", ""])
+    if not summary.get("predictor"):
+        return "\n".join(lines + ["This mode evolves no predictors, or too few curves completed.", ""])
     lines += ["Predicted final validation loss from the early prefix of a learning curve:",
-              "`last` is the last early value, `scale` the curve's first value, and the other",
-              "names are the features documented in `gpnas/features.py`.", ""]
+              "`last` is the last early value, `scale` the median first value of the curves, and",
+              "the other names are the features documented in `gpnas/predict/features.py`.",
+              "Ordered by the cross-validated objective that chose the predictor.", "",
+              summary["predictor"]["text"], ""]
     for rank, row in enumerate(summary["females"], 1):
         lines += [
-            f"## {rank}. held-out error {row['holdout_error']}, Spearman {row['spearman']}, "
-            f"regret {row['regret']}, complexity {row['complexity']}",
+            f"## {rank}. cross-validated Spearman {row['cv_spearman']}, regret {row['cv_regret']}; "
+            f"held-out error {row['holdout_error']}, Spearman {row['spearman']}, regret {row['regret']}; "
+            f"complexity {row['complexity']}{' (chosen)' if row['chosen'] else ''}",
             "", "```", row["formula"], "```", "", f"$$ {row['latex']} $$", "",
         ]
     lines += ["## Baselines on the same curves", ""]
-    for name, scores in summary["baselines"].items():
-        lines.append(f"- {name}: error {scores['error']}, Spearman {scores['spearman']}, regret {scores['regret']}")
+    for name, s in summary["baselines"].items():
+        lines.append(f"- {name}{' (chosen)' if s['chosen'] else ''}: cross-validated Spearman {s['cv_spearman']}, "
+                     f"regret {s['cv_regret']}; held-out error {s['holdout_error']}, Spearman {s['spearman']}, "
+                     f"regret {s['regret']}")
     return "\n".join(lines) + "\n"
 
 
@@ -252,13 +243,15 @@ def render_summary(summary: dict) -> str:
         ]
     else:
         lines.append("best architecture: none completed yet")
-    if summary["females"]:
-        lines.append("top predictors (held-out error | Spearman | regret):")
-        for rank, row in enumerate(summary["females"], 1):
-            lines.append(f"  {rank}. {_fmt(row['holdout_error'])} | {_fmt(row['spearman'])} | "
-                         f"{_fmt(row['regret'])}   final = {row['formula']}")
-        for name, s in summary["baselines"].items():
-            lines.append(f"  baseline {name}: {_fmt(s['error'])} | {_fmt(s['spearman'])} | {_fmt(s['regret'])}")
+    if summary.get("predictor"):
+        lines.append(f"predictor {summary['predictor']['text']}")
+        lines.append("  by cross-validated objective (cv Spearman | cv regret || held-out error | Spearman | regret):")
+        rows = [*summary["females"], *summary["baselines"].values()]
+        for row in sorted(rows, key=lambda r: r["cv_objective"] if r["cv_objective"] is not None else math.inf):
+            name = "formula" if row["kind"] == "tree" else f"baseline {row['kind']}"
+            lines.append(f"  {'*' if row['chosen'] else ' '} {_fmt(row['cv_spearman'], '.3f')} | "
+                         f"{_fmt(row['cv_regret'])} || {_fmt(row['holdout_error'])} | "
+                         f"{_fmt(row['spearman'], '.3f')} | {_fmt(row['regret'])}   {name}: final = {row['formula']}")
     m = summary["mating"]
     if m["guided"] + m["random"]:
         share = m.get("guided_fraction")

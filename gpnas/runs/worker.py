@@ -156,6 +156,8 @@ def result_curve(result: dict, arch: dict, key: str, task: str, horizon: int | N
         config_id=key,
         horizon=horizon,
         config=hyperparameter_features(arch),
+        train_values=np.asarray(curve["eval_train_loss"], dtype=np.float64)
+        if len(curve.get("eval_train_loss") or []) == len(curve["val_loss"]) else None,
     )
 
 

@@ -10,8 +10,8 @@ The loop, as ``Evolution.run`` executes it::
         early-train every male without a cached early result        (1)
         score females on the archive's completed curves; in the
             ablations, female_steps plain GP steps                  (2)
-        male fitness <- calibrated mean prediction of dissimilar
-            top females, their spread the uncertainty               (3)
+        male fitness <- the chosen predictor's prediction, calibrated
+            on earlier promotions, its spread the uncertainty               (3)
         promote the promote_k males of largest expected
             improvement (+1 at random) to full training by
             resuming their early checkpoints                        (4)
@@ -48,6 +48,7 @@ import numpy as np
 
 from gpnas.config import training_flops_per_step
 from gpnas.errors import FileFormatError
+from gpnas.predict import fitness as fit
 from gpnas.predict import trees
 from gpnas.runs.archive import EvaluationRecord, evaluation_key
 from gpnas.runs.worker import EvalTask, Evaluator, result_curve
@@ -58,9 +59,6 @@ from gpnas.search.males import SPACE_GENE, decode, early_score, sample_genome, t
 from gpnas.search.state import State, state_from_dict, state_to_dict
 
 WORST = fem.WORST
-# two ensemble members must differ by this mean |r| on the completed curves (0.1 % of a
-# curve's first loss): near-copies of one formula would make a spread of zero
-DISSIMILAR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ class Evolution:
         self.snapshots, self.callbacks = snapshots, list(callbacks)
         self.max_flops = max_flops    # training FLOPs the run may charge; None: no limit
         self.vocab_size = vocab_size  # enters the parameter count, hence the FLOPs
-        self.pset = trees.make_pset()
+        self.pset = fem.make_pset()
         self.gp_config = trees.GPConfig(max_depth=self.ga.tree_max_depth, max_size=self.ga.tree_max_size,
                                      tournament_size=self.ga.female_tournament,
                                      parsimony_size=self.ga.parsimony_size)
@@ -108,6 +106,7 @@ class Evolution:
         self.eval_seconds = 0.0   # wall time inside the map: training and model evaluation
         self.tokens_at = {}       # evaluation key -> (compute.tokens, compute.flops) just after it was charged
         self.predicted = {}       # full-run key -> {raw, spread, early_score} of this generation's males
+        self.choice = None        # the predictor chosen this generation (predict.CurvePredictor)
 
     # ----------------------------------------------------------------- the loop
     def run(self, generations: int) -> State:
@@ -329,11 +328,11 @@ class Evolution:
         """Fitness of every male; returns {male index: mating.Father} (his early curve
         and feature row) for mating.
 
-        Prediction modes: the raw prediction of a male is the mean predicted final
-        loss of an ensemble of dissimilar top females (``ensemble``), his
-        uncertainty their spread; both go through the calibration fitted on the
-        run's earlier promotions (``calibration``), and the calibrated mean is his
-        fitness. The early score is computed for every male, for the log.
+        Prediction modes: the raw prediction of a male is the chosen predictor's
+        (``females.choose``: cross-validated among the females' front and the
+        baselines; an ensemble of dissimilar formulas), his uncertainty its
+        spread; both go through the calibration fitted on the run's earlier
+        promotions (``calibration``), and the calibrated mean is his fitness. The early score is computed for every male, for the log.
         """
         records = self.early_curves(state, state.males)
         usable = [i for i, r in enumerate(records) if r is not None and r.status == "early"]
@@ -357,11 +356,16 @@ class Evolution:
             return {}
         curves = [result_curve(records[i].result, records[i].arch, records[i].key, self.task_name,
                                horizon=self.full_evals) for i in usable]
-        top = self.ensemble(state.females, curve_set)
-        finals, columns = fem.predict_finals(top, curves, self.prefix_frac, self.pset)
-        # nothing completed yet to judge females by: fall back to the last value
-        raw = finals.mean(axis=0) if top else np.array([c.values[-1] for c in curves])
-        spread = finals.std(axis=0) if len(top) > 1 else np.zeros(len(curves))
+        # the raw prediction: the predictor chosen by cross-validation among the females'
+        # front and the baselines, its ensemble's spread the uncertainty; the last value
+        # until enough curves completed. Then the calibration on earlier promotions.
+        model = fem.choose(state.females, curve_set, formulas=False)
+        _, columns = fem.predict_finals([], curves, self.prefix_frac, self.pset)
+        if model is not None:
+            raw, spread = model.predict(curves, return_std=True)
+        else:
+            raw, spread = np.array([c.values[-1] for c in curves]), np.zeros(len(curves))
+        self.choice = model
         calibration = self.calibration(state)
         mean, sigma = calibration(raw), calibration.spread(spread)
         rows = {}
@@ -372,23 +376,6 @@ class Evolution:
                 "raw": _finite(raw[j]), "spread": _finite(sigma[j]), "early_score": _finite(scores[i])}
             rows[i] = mating.Father(curves[j], {name: float(col[j]) for name, col in columns.items()})
         return rows
-
-    def ensemble(self, females, curve_set) -> list:
-        """Up to top_females of the best females whose predictions differ: each
-        differs from every one taken before by a mean |r| >= DISSIMILAR on the
-        completed curves (so the spread measures disagreement, not copies)."""
-        if not curve_set.curves or not females:
-            return []
-        ranked = [f for f in fem.best(females, len(females)) if f.fitness.valid and f.fitness.values[0] < WORST]
-        chosen, outputs = [], []
-        for female in ranked:
-            r = fem.predict_all([female], curve_set.columns, self.pset)[0]
-            if all(np.mean(np.abs(r - o)) >= DISSIMILAR for o in outputs):
-                chosen.append(female)
-                outputs.append(r)
-                if len(chosen) == self.ga.top_females:
-                    break
-        return chosen
 
     def calibration(self, state: State) -> Calibration:
         """The monotone map raw -> true fitted on this run's earlier promotions by prediction."""
@@ -521,16 +508,14 @@ class Evolution:
     def mating_context(self, state: State, females: list, curve_set, rng) -> mating.MatingContext:
         predictions = (fem.predict_all(females, curve_set.columns, self.pset)
                        if females and curve_set.curves else np.empty((len(females), 0)))
-        training = ~curve_set.holdout
-        if not training.any():  # too few curves to split: every curve trains (as females.score)
-            training = np.ones_like(training)
         return mating.MatingContext(
             space=self.space, pset=self.pset, rng=rng, gp_config=self.gp_config, prefix_frac=self.prefix_frac,
             n_candidates=self.ga.son_candidates, step_scale=self.ga.guided_step,
             mutation_scale=self.ga.mutation_sigma, p_guided=self.ga.p_guided,
             cx_prob=self.ga.cx_prob, mut_prob=self.ga.mut_prob, female_predictions=predictions,
             completed_targets=curve_set.targets, completed_index=curve_set.index, females=females,
-            training=training, tournament_size=self.ga.female_tournament,
+            ranges=fit.feature_ranges(curve_set.train.columns) if curve_set.curves else {},
+            tournament_size=self.ga.female_tournament,
         )
 
     def note_sons(self, state: State):
@@ -569,6 +554,10 @@ class Evolution:
             "female_train_error": best_female.fitness.values[0] if best_female is not None else None,
             "female_holdout_error": holdout_best,
             "best_formula": str(best_female) if best_female is not None else "",
+            "predictor": (self.choice.best_.tree or self.choice.best_.kind) if self.choice is not None else "last",
+            "cv_spearman": _rounded(self.choice.best_.cv.get("spearman")) if self.choice is not None else None,
+            "cv_spearman_last": (_rounded(next(c for c in self.choice.equations_ if c.kind == "last").cv["spearman"])
+                                 if self.choice is not None else None),
             "steps": state.compute.steps,
             "tokens": state.compute.tokens,
             "flops": state.compute.flops,
@@ -596,3 +585,7 @@ def add_work(work: dict, more: dict) -> None:
 def _finite(x) -> float | None:
     x = None if x is None else float(x)
     return x if x is not None and math.isfinite(x) else None
+
+
+def _rounded(x, digits: int = 4):
+    return None if x is None or not math.isfinite(x) else round(float(x), digits)

@@ -1,29 +1,45 @@
-"""The female population inside the engine: scoring trees on the archive's
-completed curves, predicting males, and plain GP steps between matings.
+"""The female population inside the engine: the same trees, features, linear
+scaling, objective and GP generation as ``gpnas predictors fit``
+(``gpnas.predict``), applied to the run's completed curves.
 
 Females are fitted on completed curves seen through exactly the prefix that an
 early-trained male shows (``prefix_frac``), so a formula's inputs mean the same
-thing when it scores itself and when it judges a male. As everywhere in gpnas
-(see ``predictor``), a tree outputs the scale-free correction r and the
-predicted final loss is ``last + scale * r``; fitness is measured on r, the
-held-out error reported to users in loss units.
+thing when it scores itself and when it judges a male. A female's raw output
+is linearly scaled on the training curves when she is scored (her
+``scaling``), and the predicted final loss is ``last + S * r``. A stable
+quarter of the completed curves (by key) is held out for the error the run
+reports; fitness and the choice see only the rest.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import random
 from dataclasses import dataclass
 
 import numpy as np
 
+from gpnas.predict import evolution as evo
+from gpnas.predict import fitness as fit
 from gpnas.predict import trees
 from gpnas.predict.curves import Curve
-from gpnas.predict.features import feature_matrix, prefix_anchors, targets, to_final
-from gpnas.predict.predictor import R_BOUND, SEED_TREES, fitness_error
+from gpnas.predict.features import CURVE_FEATURES, FEATURES, config_name
+from gpnas.predict.predictor import MIN_CURVES, CurvePredictor, seed_trees
 
-WORST = 1e9  # fitness of a female that cannot be scored, or a male that failed
+WORST = evo.WORST  # fitness of a female that cannot be scored, or a male that failed
+best, clone, vary = evo.best, evo.clone, evo.vary
+
+# gpnas's own curves: one horizon and one schedule per run (those features would be
+# constant), training losses at every evaluation, and the male's hyperparameters
+HYPERPARAMETER_KEYS = {"learning_rate": True, "dropout": False, "n_layer": False, "n_head": False,
+                       "n_embd": False, "n_params": True}   # key -> log10-scaled
+CONFIG_KEYS = {config_name(key, log): key for key, log in HYPERPARAMETER_KEYS.items()}
+FEATURE_NAMES = tuple(n for n in CURVE_FEATURES if n != "log_horizon") + tuple(
+    n for n, f in FEATURES.items() if f.needs in ("train", "cohort")) + tuple(CONFIG_KEYS)
+
+
+def make_pset():
+    return trees.make_pset(FEATURE_NAMES)
 
 
 def is_holdout(key: str, fraction: float = 0.25) -> bool:
@@ -33,122 +49,92 @@ def is_holdout(key: str, fraction: float = 0.25) -> bool:
 
 @dataclass
 class CurveSet:
-    """Completed curves with their prefix features and true finals."""
+    """The run's completed curves: the training problem and the held-out one."""
 
     curves: list[Curve]
-    columns: dict               # feature name -> (n,) array
-    targets: np.ndarray         # (n,) true r = (final - last) / scale
-    finals: np.ndarray          # (n,) true final values
-    last: np.ndarray            # (n,) last value of each curve's prefix
-    scale: np.ndarray           # (n,) the curves' scales
-    holdout: np.ndarray         # (n,) bool
+    holdout: np.ndarray          # (n,) bool, by curve
+    train: fit.Problem           # the curves not held out
+    held: fit.Problem            # the held-out curves
+    prefix_frac: float
 
     @classmethod
     def build(cls, curves: list[Curve], prefix_frac: float) -> "CurveSet":
-        if not curves:
-            return cls([], {}, *(np.zeros(0) for _ in range(4)), np.zeros(0, dtype=bool))
-        last, scale = prefix_anchors(curves, prefix_frac)
-        return cls(
-            curves=curves,
-            columns=feature_matrix(curves, prefix_frac),
-            targets=targets(curves, prefix_frac),
-            finals=np.array([c.values[-1] for c in curves], dtype=np.float64),
-            last=last,
-            scale=scale,
-            holdout=np.array([is_holdout(c.config_id) for c in curves], dtype=bool),
-        )
+        holdout = np.array([is_holdout(c.config_id) for c in curves], dtype=bool)
+        if curves and holdout.all():
+            holdout[:] = False   # too few to split: fit on all, report nothing held out
+        pick = lambda side: [c for c, h in zip(curves, holdout) if h == side]  # noqa: E731
+        return cls(list(curves), holdout, fit.Problem.build(pick(False), prefix_frac, FEATURE_NAMES, CONFIG_KEYS),
+                   fit.Problem.build(pick(True), prefix_frac, FEATURE_NAMES, CONFIG_KEYS), prefix_frac)
 
     @property
     def index(self) -> dict:
-        return {c.config_id: i for i, c in enumerate(self.curves)}
+        """config_id -> row of the training problem (the curves a daughter's choice may use)."""
+        return {c.config_id: i for i, c in enumerate(self.train.curves)}
+
+    @property
+    def columns(self) -> dict:
+        return self.train.columns
+
+    @property
+    def targets(self) -> np.ndarray:
+        return self.train.y
 
 
 def initial_population(n: int, pset, rng: random.Random, config) -> list:
-    """The predictor module's seed trees (last value, best so far, log-linear
-    extrapolation), then ramped half-and-half trees."""
-    seeds = [trees.parse_tree(text, pset) for text in SEED_TREES][:n]
+    """The constant and one tree per feature (the predictor's seeds), then ramped half-and-half trees."""
+    seeds = seed_trees(pset)[:n]
     return seeds + [trees.random_tree(pset, rng, config) for _ in range(n - len(seeds))]
 
 
-def predict_finals(trees, curves: list[Curve], prefix_frac: float, pset) -> tuple[np.ndarray, dict]:
-    """(n_trees, n_curves) predicted final losses of (prefix) curves, and the feature columns."""
-    columns = feature_matrix(curves, prefix_frac)
-    last, scale = prefix_anchors(curves, prefix_frac)
-    return to_final(predict_all(trees, columns, pset), last, scale), columns
-
-
-def predict_all(trees, columns: dict, pset) -> np.ndarray:
-    """(n_trees, n_rows) tree outputs r, bounded to +-R_BOUND as the predictor
-    module bounds them; each tree compiled once, applied to all rows."""
-    n_rows = len(next(iter(columns.values()))) if columns else 0
-    out = np.empty((len(trees), n_rows))
-    for i, tree in enumerate(trees):
-        out[i] = compiled(tree, pset)(columns)
-    return np.clip(out, -R_BOUND, R_BOUND)
-
-
-_COMPILED: dict = {}
-
-
-def compiled(tree, pset):
-    """Compile each distinct tree once per process (trees recur across generations)."""
-    text = str(tree)
-    if text not in _COMPILED:
-        if len(_COMPILED) > 20000:
-            _COMPILED.clear()
-        _COMPILED[text] = trees.compile_tree(tree, pset)
-    return _COMPILED[text]
-
-
 def score(females, curve_set: CurveSet, pset) -> tuple[np.ndarray, np.ndarray]:
-    """Set every female's fitness to her error on the training curves.
+    """Set every female's fitness and scaling on the training curves.
 
-    Returns (tree outputs r (n_females, n_curves), held-out mean absolute error
-    of the final loss per female; NaN where the held-out split is still empty).
+    Returns (her scaled outputs r on the training curves (n_females, n_train),
+    held-out mean absolute error of the final loss per female; NaN where
+    nothing is held out yet).
     """
-    if not curve_set.curves:
-        for female in females:
-            female.fitness.values = (WORST,)
-        return np.empty((len(females), 0)), np.full(len(females), np.nan)
-    predictions = predict_all(females, curve_set.columns, pset)
-    train, held = ~curve_set.holdout, curve_set.holdout
-    if not train.any():  # too few curves to split: fit on all, report nothing held out
-        train, held = np.ones_like(train), np.zeros_like(held)
-    holdout_error = np.full(len(females), np.nan)
+    evo.score(females, pset, curve_set.train)
+    held = curve_set.held
+    errors = np.full(len(females), np.nan)
+    if held.m:
+        columns = fit.clip_columns(held.columns, fit.feature_ranges(curve_set.train.columns))
+        for i, female in enumerate(females):
+            r = female.scaling.apply(fit.gene_matrix(female, pset, columns))
+            errors[i] = float(np.mean(np.abs(held.last + held.scale * r - held.finals)))
+    return predict_all(females, curve_set.train.columns, pset), errors
+
+
+def predict_all(females, columns: dict, pset) -> np.ndarray:
+    """(n_females, n_rows) scaled outputs r of each female on feature columns
+    (a female not scored yet has no scaling and predicts r = 0, the last value)."""
+    n_rows = len(next(iter(columns.values()))) if columns else 0
+    out = np.zeros((len(females), n_rows))
     for i, female in enumerate(females):
-        female.fitness.values = (fitness_error(predictions[i, train], curve_set.targets[train]),)
-        if held.any():
-            finals = to_final(predictions[i, held], curve_set.last[held], curve_set.scale[held])
-            holdout_error[i] = float(np.mean(np.abs(finals - curve_set.finals[held])))
-    return predictions, holdout_error
+        scaling = getattr(female, "scaling", None)
+        if scaling is not None and n_rows:
+            out[i] = scaling.apply(fit.gene_matrix(female, pset, columns))
+    return out
 
 
-def best(females, k: int):
-    """The k fittest females, smaller trees first among equals."""
-    return sorted(females, key=lambda f: (f.fitness.values[0], len(f)))[:k]
-
-
-def clone(female):
-    return copy.deepcopy(female)
-
-
-def vary(parents, pset, rng: random.Random, config: trees.GPConfig) -> list:
-    """DEAP's varAnd for trees: pairwise crossover and mutation at the config's rates."""
-    children = []
-    for i in range(0, len(parents), 2):
-        a, b = parents[i], parents[(i + 1) % len(parents)]
-        if rng.random() < config.p_cx:
-            a, b = trees.cx_tree(a, b, rng, config)
-        for child in (a, b):
-            children.append(trees.mut_tree(child, pset, rng, config) if rng.random() < config.p_mut else clone(child))
-    return children[: len(parents)]
+def predict_finals(females, curves: list[Curve], prefix_frac: float, pset, ranges=None) -> tuple[np.ndarray, dict]:
+    """(n_females, n_curves) predicted final losses of (prefix) curves, and the feature
+    columns; features clipped to ``ranges`` (the training curves') when given."""
+    problem = fit.Problem.build(curves, prefix_frac, FEATURE_NAMES, CONFIG_KEYS)
+    r = predict_all(females, fit.clip_columns(problem.columns, ranges or {}), pset)
+    return problem.last + problem.scale * r, problem.columns
 
 
 def gp_step(females, curve_set: CurveSet, pset, rng: random.Random, elites: int, config: trees.GPConfig) -> list:
-    """One generation of ordinary GP among females (a double tournament weighs
-    error and size; offspring keep the depth and size limits), elites kept."""
-    keep = [clone(f) for f in best(females, elites)]
-    parents = trees.sel_parsimony(females, len(females) - len(keep), rng, config)
-    population = keep + vary(parents, pset, rng, config)
-    score(population, curve_set, pset)
-    return population
+    """One generation of ordinary GP among the females (``predict.evolution.generation``)."""
+    return evo.generation(females, pset, curve_set.train, rng, config, elites)
+
+
+def choose(females, curve_set: CurveSet, formulas: bool = True) -> CurvePredictor | None:
+    """The predictor the run uses and reports: the choice by cross-validation among
+    the females' Pareto front and the baselines (as ``gpnas predictors fit``
+    makes it); None while fewer than MIN_CURVES training curves are complete."""
+    train = curve_set.train.curves
+    if len(train) < MIN_CURVES or not females:
+        return None
+    return CurvePredictor.from_trees([clone(f) for f in females], train, curve_set.prefix_frac,
+                                     FEATURE_NAMES, CONFIG_KEYS, formulas=formulas)

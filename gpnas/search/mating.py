@@ -40,9 +40,9 @@ from dataclasses import dataclass
 import numpy as np
 from deap import tools
 
+from gpnas.predict import fitness as fit
 from gpnas.predict import trees
 from gpnas.predict.curves import Curve
-from gpnas.predict.features import feature_matrix
 from gpnas.search import females as fem
 from gpnas.search.males import SPACE_GENE, cx_genome, decode, encode, hyperparameter_features, mut_genome
 
@@ -80,6 +80,7 @@ class MatingContext:
     completed_index: dict              # architecture key -> column in the two arrays above
     females: list                      # the females the father chooses among
     training: np.ndarray | None = None  # (n_completed,) bool: a training curve (None: all are)
+    ranges: dict = dataclasses.field(default_factory=dict)  # feature -> training range (the mother clips to it)
     tournament_size: int = 3
 
 
@@ -153,7 +154,7 @@ def candidate_columns(father: Father, candidates: list, space, prefix_frac: floa
     configs = [hyperparameter_features(decode(c, space)) for c in candidates]
     probes = [dataclasses.replace(father.curve, config=father.curve.config)]
     probes += [dataclasses.replace(father.curve, config=config) for config in configs]
-    computed = feature_matrix(probes, prefix_frac)
+    computed = fit.Problem.build(probes, prefix_frac, fem.FEATURE_NAMES, fem.CONFIG_KEYS).columns
     n = len(candidates)
     columns = {}
     for name, value in father.row.items():
@@ -170,7 +171,7 @@ def mother_ranking(mother, father: Father, candidates: list, ctx: MatingContext)
     if father is None or father.curve is None or not father.row or not candidates:
         return None
     columns = candidate_columns(father, candidates, ctx.space, ctx.prefix_frac)
-    return fem.predict_all([mother], columns, ctx.pset)[0]
+    return fem.predict_all([mother], fit.clip_columns(columns, ctx.ranges), ctx.pset)[0]
 
 
 def make_son(father, mother, view: Father | None, ctx: MatingContext):

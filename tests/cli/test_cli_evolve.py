@@ -24,7 +24,7 @@ def test_evolve_prints_generations_and_a_summary_then_show_repeats_it(runner, tm
     lines = result.output.splitlines()
     assert sum(line.startswith("gen ") for line in lines) == 3  # generation 0 (seeding), 1, 2
     assert "best architecture: n_layer=" in result.output
-    assert "top predictors" in result.output
+    assert "predictor chosen:" in result.output and "baseline last" in result.output
     assert "chosen by the mother (guided)" in result.output and "daughters: " in result.output
     assert any(" training FLOPs, " in line for line in lines)
 

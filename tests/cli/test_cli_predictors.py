@@ -23,13 +23,19 @@ def fitted(tmp_path_factory):
 
 def test_fit_prints_table_and_baselines_and_writes_files(fitted):
     curves, out, output = fitted
-    assert "train_fit" in output and "valid_fit" in output and "hold_err" in output
-    for name in ("evolved", "last", "best", "power_law"):
+    assert "cv_obj" in output and "cv_rho" in output and "cv_regret" in output
+    for name in ("gpnas", "last+offset", "last", "best", "power_law", "held-out tasks (c)"):
         assert name in output
-    # two training tasks: too few to hold whole tasks out, so 20 % of each task validates
-    assert "fitted on 60 curves (48 evolved on, 12 validation), held out 30" in output
-    for suffix in ("json", "tex", "py"):
-        assert (out / f"predictor.{suffix}").exists()
+    assert "fitted on 60 curves of 2 task(s)" in output and "chosen:" in output
+    assert (out / "predictor.json").exists()
+
+
+def test_fit_refuses_too_few_curves_in_one_line(tmp_path):
+    few = tmp_path / "few.jsonl"
+    write_curves(few, synthetic_curves(5))
+    result = CliRunner().invoke(main, ["predictors", "fit", "--curves", str(few), "--out", str(tmp_path / "p")])
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines() == ["Error: 5 completed curves to fit on; a predictor needs at least 8"]
 
 
 def test_predict_writes_one_json_line_per_curve(fitted):
@@ -50,8 +56,8 @@ def test_eval_tables_and_json(fitted):
                                   "--prefix-frac", "0.3", "--json"])
     assert result.exit_code == 0
     d = json.loads(result.output)
-    assert d["prefix_frac"] == 0.3 and set(d["scores"]) == {"evolved", "last", "best", "power_law"}
-    assert set(d["scores"]["evolved"]["per_task"]) == {"a", "b", "c"}
+    assert d["prefix_frac"] == 0.3 and set(d["scores"]) == {"gpnas", "last", "best", "power_law"}
+    assert set(d["scores"]["gpnas"]["per_task"]) == {"a", "b", "c"}
     assert set(d["scores"]["last"]["mean"]) == {"mae", "median_ae", "spearman", "regret"}
 
 
@@ -75,8 +81,10 @@ def test_missing_file_unknown_task_and_bad_predictor(fitted, tmp_path):
                              "--holdout-task", "nope"])
     assert r.exit_code == 2 and "'nope' is not a task" in r.output
     evil = tmp_path / "evil.json"
-    evil.write_text(json.dumps({"format": "gpnas-female-predictor", "version": 1, "features": ["rel_last"],
-                                "prefix": {"frac": 0.2}, "tree": "__import__('os')"}))
+    evil.write_text(json.dumps({"format": "gpnas-female-predictor", "version": 2, "features": ["rel_last"],
+                                "prefix": {"frac": 0.2}, "best_index": 0,
+                                "equations": [{"kind": "tree", "tree": "__import__('os')",
+                                               "scaling": {"coef": [0, 1], "lo": -1, "hi": 1}}]}))
     r = runner.invoke(main, ["predictors", "predict", "--predictor", str(evil), "--curves", str(curves)])
     assert r.exit_code == 1 and "tree:" in r.output and len(r.output.strip().splitlines()) == 1
     r = runner.invoke(main, ["predictors", "fit", "--curves", str(curves), "--out", str(tmp_path / "o"),

@@ -32,7 +32,7 @@ def test_closed_form_equals_tree_on_many_random_trees():
 
 
 def test_symbols_are_the_feature_names_and_differentiable():
-    pset = trees.make_pset()
+    pset = trees.make_pset(["log_lr", "n_layer", "dropout", "log_n_embd"])
     tree = trees.parse_tree("add(pdiv(log_lr, n_layer), mul(cexp(dropout), plog(log_n_embd)))", pset)
     expr = closedform.to_sympy(tree)
     assert {s.name for s in expr.free_symbols} == {"log_lr", "n_layer", "dropout", "log_n_embd"}

@@ -29,7 +29,7 @@ def test_read_write_round_trip_and_accuracy_flip(tmp_path):
         + json.dumps({"values": [3, 2, 1.5], "horizon": 10}) + "\n")
     a, b = read_curves(path)
     assert np.allclose(a.values, [0.5, 0.4, 0.2])  # 1 - accuracy
-    assert a.config == {"learning_rate": 0.01}      # only known hyperparameters
+    assert a.config == {"learning_rate": 0.01, "beta1": 0.9}  # every numeric config key
     assert b.n == 10 and not b.complete
     write_curves(tmp_path / "d.jsonl", [a, b])
     a2, b2 = read_curves(tmp_path / "d.jsonl")

@@ -22,9 +22,11 @@ def _columns(n=64, seed=0):
     return X
 
 
-def test_hyperparameter_terminals_are_named_features(pset):
-    assert trees.HYPERPARAMETER_TERMINALS == ("log_lr", "dropout", "n_layer", "log_n_embd", "log_n_params")
-    assert set(trees.HYPERPARAMETER_TERMINALS) <= set(pset.arguments)
+def test_config_terminals_are_the_names_that_are_no_curve_feature():
+    pset = trees.make_pset(["rel_last", "log10_learning_rate", "dropout"])
+    assert trees.config_terminals(pset) == ["log10_learning_rate", "dropout"]
+    with pytest.raises(ValueError, match="identifiers"):
+        trees.make_pset(["rel_last", "add"])
 
 
 def test_parse_round_trips_exactly(pset):
@@ -76,7 +78,7 @@ def test_compiled_trees_are_finite_and_silent(pset):
     X = _columns()
     with np.errstate(all="raise"):
         for text in ["pdiv(rel_last, sub(rel_best, rel_best))", "cexp(mul(1000.0, rel_last))",
-                     "plog(sub(rel_last, rel_last))", "mul(cexp(rel_p50), mul(cexp(rel_p50), 1e300))",
+                     "plog(sub(rel_last, rel_last))", "mul(cexp(rel_third), mul(cexp(rel_third), 1e300))",
                      "sub(mul(1e300, 1e300), mul(1e300, 1e300))", "1.5"]:
             out = trees.compile_tree(trees.parse_tree(text, pset), pset)(X)
             assert out.shape == (64,) and np.all(np.isfinite(out)), text

@@ -196,7 +196,7 @@ def test_stochastic_rounding_moves_discrete_genes_in_expectation():
 
 def test_hyperparameter_features_nanogpt_counts():
     f = hyperparameter_features(dict(n_layer=4, n_head=4, n_embd=128, dropout=0.0, learning_rate=1e-3))
-    assert f == dict(learning_rate=1e-3, dropout=0.0, n_layer=4.0, n_embd=128.0, n_params=795_904.0)
+    assert f == dict(learning_rate=1e-3, dropout=0.0, n_layer=4.0, n_head=4.0, n_embd=128.0, n_params=795_904.0)
     f = hyperparameter_features(dict(n_layer=6, n_head=6, n_embd=384, dropout=0.2, learning_rate=1e-3))
     assert f["n_params"] == 10_646_784
 

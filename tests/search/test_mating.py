@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 
 from gpnas.config import load_preset
+from gpnas.predict import fitness as fit
 from gpnas.predict import trees
-from gpnas.predict.features import FEATURE_NAMES, feature_matrix
 from gpnas.runs.worker import result_curve
+from gpnas.search import females as fem
 from gpnas.search import mating
 from gpnas.search.males import decode, encode
 
 PREFIX = 0.1
+CURVE_NAMES = [n for n in fem.FEATURE_NAMES if n not in fem.CONFIG_KEYS]
 
 
 @pytest.fixture
@@ -26,7 +28,7 @@ def space():
 
 @pytest.fixture
 def pset():
-    return trees.make_pset()
+    return fem.make_pset()
 
 
 def context(space, pset, *, females=(), predictions=None, targets=None, index=None, training=None, seed=0, m=8):
@@ -42,10 +44,19 @@ def context(space, pset, *, females=(), predictions=None, targets=None, index=No
 def father_view(father, space):
     """The father as the mother sees him: a falling early curve and its feature row."""
     arch = decode(father, space)
-    result = {"curve": {"val_loss": [4.2, 3.6, 3.2, 3.0], "eval_steps": [0, 10, 20, 30]}}
+    result = {"curve": {"val_loss": [4.2, 3.6, 3.2, 3.0], "eval_steps": [0, 10, 20, 30],
+                        "eval_train_loss": [4.2, 3.5, 3.1, 2.9]}}
     curve = result_curve(result, arch, "father", "task", horizon=31)
-    row = {name: float(col[0]) for name, col in feature_matrix([curve], PREFIX).items()}
+    _, columns = fem.predict_finals([], [curve], PREFIX, fem.make_pset())
+    row = {name: float(col[0]) for name, col in columns.items()}
     return mating.Father(curve, row)
+
+
+def scored(text, pset):
+    """A hand-built mother as scoring leaves her: r = her tree's genes, summed (a0 = 0, b = 1)."""
+    tree = trees.parse_tree(text, pset)
+    tree.scaling = fit.Scaling((0.0,) + (1.0,) * len(fit.genes(tree)))
+    return tree
 
 
 def male(space, **arch):
@@ -80,7 +91,7 @@ def test_candidates_are_distinct_neighbours_one_or_two_genes_away(space):
 
 def test_a_piecewise_hyperparameter_term_guides_sons_where_its_derivative_is_zero(space, pset):
     # r = min(-0.161, -dropout): flat (derivative 0) below dropout 0.161, the father sits at 0.15
-    mother = trees.parse_tree("min2(neg(0.161), neg(dropout))", pset)
+    mother = scored("min2(neg(0.161), neg(dropout))", pset)
     father = male(space, n_layer=2, n_head=2, n_embd=48, dropout=0.15, learning_rate=3e-3)
     results = sons(space, pset, mother, father)
     guided = [arch for arch, g in results if g]
@@ -91,21 +102,21 @@ def test_a_piecewise_hyperparameter_term_guides_sons_where_its_derivative_is_zer
 
 
 def test_the_son_follows_her_learning_rate_and_a_discrete_gene_by_one_step(space, pset):
-    lower_lr = trees.parse_tree("mul(0.01, log_lr)", pset)            # lower lr: lower predicted loss
+    lower_lr = scored("mul(0.01, log10_learning_rate)", pset)            # lower lr: lower predicted loss
     father = male(space, n_layer=2, n_head=2, n_embd=32, dropout=0.05, learning_rate=3e-3)
     results = sons(space, pset, lower_lr, father)
     # a seed whose 8 candidates all leave lr alone (chance 0.7^8 = 6 %) has nothing to choose
     assert sum(g for _, g in results) >= 16
     assert all(arch["learning_rate"] <= 3e-3 for arch, g in results if g)
     assert sum(arch["learning_rate"] < 3e-3 for arch, g in results if g) >= 16
-    wider = trees.parse_tree("neg(mul(0.01, log_n_embd))", pset)      # wider: lower predicted loss
+    wider = scored("neg(mul(0.01, n_embd))", pset)                   # wider: lower predicted loss
     results = sons(space, pset, wider, father)
     assert all(arch["n_embd"] in (32, 48) for arch, _ in results)      # one index step, never 64 or 96
     assert sum(arch["n_embd"] == 48 for arch, g in results if g) >= 10
 
 
 def test_a_mother_without_a_hyperparameter_term_does_not_guide(space, pset):
-    mother = trees.parse_tree(f"mul(1.5, {FEATURE_NAMES[0]})", pset)
+    mother = scored(f"mul(1.5, {CURVE_NAMES[0]})", pset)
     father = male(space, n_layer=2, n_head=2, n_embd=48, dropout=0.05, learning_rate=3e-3)
     results = sons(space, pset, mother, father)
     assert not any(g for _, g in results)
@@ -113,7 +124,7 @@ def test_a_mother_without_a_hyperparameter_term_does_not_guide(space, pset):
 
 
 def test_a_father_without_a_feature_row_gets_a_random_son(space, pset):
-    mother = trees.parse_tree("mul(0.5, log_lr)", pset)
+    mother = scored("mul(0.01, log10_learning_rate)", pset)
     father = male(space, n_layer=2, n_head=2, n_embd=48, dropout=0.05, learning_rate=3e-3)
     for view in (None, mating.Father(None, None), mating.Father(None, {})):
         son, guided = mating.make_son(father, mother, view, context(space, pset))
@@ -121,7 +132,7 @@ def test_a_father_without_a_feature_row_gets_a_random_son(space, pset):
 
 
 def test_daughter_is_crossed_with_the_female_that_predicted_the_father_best(space, pset, monkeypatch):
-    a, b, c = FEATURE_NAMES[:3]
+    a, b, c = CURVE_NAMES[:3]
     mother = trees.parse_tree(f"add({a}, {a})", pset)
     others = [trees.parse_tree(f"add({b}, {b})", pset), trees.parse_tree(f"add({c}, {c})", pset)]
     females = [mother, *others]
@@ -138,7 +149,7 @@ def test_daughter_is_crossed_with_the_female_that_predicted_the_father_best(spac
 
 
 def test_the_choice_ignores_held_out_curves_and_breaks_ties_at_random(space, pset):
-    females = [trees.parse_tree(f"neg({name})", pset) for name in FEATURE_NAMES[:4]]
+    females = [trees.parse_tree(f"neg({name})", pset) for name in CURVE_NAMES[:4]]
     for i, f in enumerate(females):
         f.fitness.values = (float(i),)
     predictions = np.array([[2.0, 1.0], [2.0, 0.0], [5.0, 9.0], [7.0, 9.0]])
@@ -159,7 +170,7 @@ def test_the_choice_ignores_held_out_curves_and_breaks_ties_at_random(space, pse
 
 
 def test_a_father_without_a_completed_curve_chooses_by_tournament(space, pset):
-    females = [trees.parse_tree(f"neg({name})", pset) for name in FEATURE_NAMES[:4]]
+    females = [trees.parse_tree(f"neg({name})", pset) for name in CURVE_NAMES[:4]]
     for i, f in enumerate(females):
         f.fitness.values = (float(i),)
     choice, chose = mating.father_choice("never-completed", context(space, pset, females=females))
