@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import time
@@ -154,7 +153,7 @@ def main(argv=None):
             print(f"| {t} | " + " | ".join(f"{table[m]['per_task'][t]['spearman']:.3f}" for m in methods) + " |")
     if "gpnas" in methods:
         choices = methods["gpnas"].choices
-        print(f"\ngpnas chose: " + ", ".join(f"{k} {choices.count(k)}" for k in sorted(set(choices)))
+        print("\ngpnas chose: " + ", ".join(f"{k} {choices.count(k)}" for k in sorted(set(choices)))
               + f" (of {len(choices)} fits)")
         table["gpnas"]["choices"] = {k: choices.count(k) for k in set(choices)}
     if args.json:

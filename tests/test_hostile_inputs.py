@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from gpnas.cli import main
 from gpnas.predict.curves import write_curves
-from gpnas.predict.features import FEATURE_NAMES
+from gpnas.predict.features import CURVE_FEATURES
 from gpnas.predict.predictor import FORMAT as PREDICTOR_FORMAT
 from tests.predict.test_predictor import synthetic_curves
 
@@ -76,9 +76,11 @@ def digest(folder):
 
 # ------------------------------------------------------------------ predictor files
 
-def predictor_dict(tree="add(rel_last, 0.5)", **changes):
-    d = {"format": PREDICTOR_FORMAT, "version": 1, "tree": tree, "features": list(FEATURE_NAMES),
-         "prefix": {"frac": 0.2}, "equations": [{"tree": tree}], "best_index": 0}
+def predictor_dict(tree="add(rel_last, 0.5)", equations=None, **changes):
+    scaling = {"coef": [0.0, 1.0], "lo": -1.0, "hi": 1.0}
+    d = {"format": PREDICTOR_FORMAT, "version": 2, "features": list(CURVE_FEATURES), "config_keys": {},
+         "prefix": {"frac": 0.2}, "best_index": 0, "ensemble": [0],
+         "equations": equations or [{"kind": "tree", "tree": tree, "scaling": scaling}]}
     d.update(changes)
     return d
 
@@ -99,7 +101,9 @@ def test_a_plain_predictor_file_works(tmp_path, curves_file):
 
 PREDICTOR_CASES = {
     "import call in tree": (predictor_dict(tree=CODE), "tree"),
-    "import call in an equation": (predictor_dict(equations=[{"tree": CODE}]), "tree"),
+    "import call in an equation": (predictor_dict(equations=[{"kind": "tree", "tree": CODE,
+                                                              "scaling": {"coef": [0, 1], "lo": -1, "hi": 1}}]),
+                                   "tree"),
     "attribute access": (predictor_dict(tree="add(rel_last.__class__, 1)"), "tree"),
     "dunder name": (predictor_dict(tree="add(__builtins__, 1)"), "unknown name"),
     "statement after tree": (predictor_dict(tree="add(rel_last, 1); import os"), "tree"),
@@ -108,7 +112,7 @@ PREDICTOR_CASES = {
     "wrong arity": (predictor_dict(tree="add(rel_last)"), "tree"),
     "deep nesting": (predictor_dict(tree="neg(" * 5000 + "rel_last" + ")" * 5000), "tree"),
     "infinite constant": (predictor_dict(tree="add(rel_last, 1e999)"), "tree"),
-    "tree not a string": (predictor_dict(tree=["add"], equations=[{"tree": 3}]), "tree"),
+    "tree not a string": (predictor_dict(equations=[{"kind": "tree", "tree": 3}]), "tree"),
     "unknown feature list": (predictor_dict(features=["os.system"]), "features"),
     "not an object": ([1, 2, 3], "not a gpnas predictor"),
     "other format": (predictor_dict(format="pickle"), "not a gpnas predictor"),
@@ -152,7 +156,7 @@ CURVE_CASES = {
     "not an object": ("[3.0, 2.0]", "JSON object"),
     "not JSON": ("values: 3, 2, 1", "not JSON"),
     "bad horizon": ('{"values": [3.0, 2.5, 2.0, 1.9], "horizon": 2}', "horizon"),
-    "config not numbers": ('{"values": [3.0, 2.5, 2.0, 1.9], "config": {"learning_rate": "x"}}', "config"),
+    "config not an object": ('{"values": [3.0, 2.5, 2.0, 1.9], "config": [0.1, 2]}', "config"),
     "config NaN": ('{"values": [3.0, 2.5, 2.0, 1.9], "config": {"n_layer": NaN}}', "config"),
     "duplicate ids": ('{"values": [3.0, 2.5, 2.0, 1.9, 1.8], "task": "t", "config_id": "a"}\n'
                       '{"values": [3.1, 2.6, 2.1, 2.0, 1.9], "task": "t", "config_id": "a"}', "duplicate"),

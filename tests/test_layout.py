@@ -12,18 +12,19 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gpnas"
 # The one table of rules. Parts in import order, top first: a part may import
 # the parts after it in its own list, never one before it.
 ALLOWED = {
-    "cli": {"jobs", "report", "search", "runs", "train", "predict", "base"},
+    "cli": {"jobs", "report", "search", "runs", "integrations", "train", "predict", "base"},
     "jobs": {"report", "search", "runs", "train", "predict", "base"},
     "report": {"search", "runs", "predict", "base"},
     "search": {"runs", "predict", "base"},
     "runs": {"train", "predict", "base"},
+    "integrations": {"predict", "base"},   # Optuna and other tuners
     "train": {"base"},
     "predict": {"base"},
     "base": {"base"},   # config.py, errors.py, __init__.py, __main__.py
 }
 # third-party modules a part must not import, and the only parts that may import others
-FORBIDDEN = {"predict": {"torch"}, "train": {"deap"}}
-ONLY_IN = {"multiprocessing": {"runs"}, "ray": {"runs"}, "click": {"cli"}}
+FORBIDDEN = {"predict": {"torch"}, "train": {"deap"}, "integrations": {"torch"}}
+ONLY_IN = {"multiprocessing": {"runs"}, "ray": {"runs"}, "click": {"cli"}, "optuna": {"integrations"}}
 TOP_LEVEL = {"config": "base", "errors": "base", "__init__": "base", "__main__": "cli"}
 
 

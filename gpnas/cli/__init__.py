@@ -22,6 +22,7 @@ COMMANDS = {
     "data": "gpnas.cli.train:data_command",
     "train": "gpnas.cli.train:train_command",
     "predictors": "gpnas.cli.predictors:predictors",
+    "curves": "gpnas.cli.curves:curves",
     "evolve": "gpnas.cli.evolve:evolve_command",
     "show": "gpnas.cli.evolve:show_command",
     "ablate": "gpnas.cli.ablate:ablate_command",

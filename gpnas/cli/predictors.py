@@ -7,8 +7,9 @@ import math
 
 import click
 
-from gpnas.predict.curves import read_curves
+from gpnas.predict import closedform
 from gpnas.predict.baselines import score_baselines
+from gpnas.predict.curves import read_curves
 from gpnas.predict.predictor import CurvePredictor, PredictorConfig
 
 
@@ -98,7 +99,7 @@ def fit(curves_path, prefix_frac, generations, population, seed, holdout_task, o
     path = model.save(out_dir)
     click.echo("")
     if model.best_.kind != "power_law":
-        click.echo(f"chosen: final = {model.sympy()}")
+        click.echo(f"chosen: final = {closedform.as_text(model.sympy())}")
     click.echo(f"wrote {path}" + (" (+ .tex, .py)" if path.with_suffix(".py").exists() else ""))
 
 

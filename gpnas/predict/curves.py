@@ -166,8 +166,12 @@ def curve_from_dict(d) -> Curve:
         raise ValueError(f"'config' has {len(config)} keys; at most {MAX_CONFIG_KEYS} are read")
     # every finite number is a hyperparameter a predictor may read; other values
     # (strings, lists, booleans) are kept out: features need numbers
-    clean = {str(key): float(v) for key, v in config.items()
-             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    clean = {}
+    for key, v in config.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if not math.isfinite(v):
+                raise ValueError(f"'config.{key}' is {v}; a hyperparameter must be a finite number")
+            clean[str(key)] = float(v)
     for key in ("task", "config_id", "metric"):
         if key in d and not isinstance(d[key], (str, int)):
             raise ValueError(f"'{key}' must be a string")

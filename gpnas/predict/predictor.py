@@ -474,9 +474,9 @@ class CurvePredictor:
         try:
             feats = d["features"]
             keys = d.get("config_keys") or {}
-            if not (isinstance(feats, list) and all(isinstance(f, str) for f in feats)
+            if not (isinstance(feats, list) and all(isinstance(f, str) and f.isidentifier() for f in feats)
                     and isinstance(keys, dict) and all(isinstance(v, str) for v in keys.values())):
-                raise ValueError("'features' must be a list of names and 'config_keys' an object of strings")
+                raise ValueError("'features' must be a list of feature names and 'config_keys' an object of strings")
             config = PredictorConfig.from_dict(d.get("config") or {})
             config.prefix_frac = float(d["prefix"]["frac"])
             self = cls(config)

@@ -35,6 +35,7 @@ from deap import base, gp, tools
 
 from gpnas.errors import FileFormatError
 from gpnas.predict.features import CURVE_FEATURES, FEATURES
+
 DIV_EPS = 1e-6
 LOG_EPS = 1e-6
 EXP_MAX = 20.0

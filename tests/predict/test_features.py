@@ -5,11 +5,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpnas.predict.curves import Curve
 from gpnas.errors import DataError
 from gpnas.predict.baselines import BASELINES
-from gpnas.predict.features import (CURVE_FEATURES, FEATURE_NAMES, FEATURES, available, feature_matrix,
-                                    prefix_anchors, targets, to_final)
+from gpnas.predict.curves import Curve
+from gpnas.predict.features import (
+    CURVE_FEATURES,
+    FEATURE_NAMES,
+    FEATURES,
+    available,
+    feature_matrix,
+    prefix_anchors,
+    targets,
+    to_final,
+)
 
 hostile_values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
