@@ -129,8 +129,9 @@ class GAConfig:
     calibration: bool = True      # plus one random male, so the predictors see unbiased outcomes
     seed_archive: int = 4         # random males trained to completion in generation 0
     mutation_sigma: float = 0.15  # Gaussian mutation, in units of each gene's range (0..1)
-    guided_step: float = 0.2      # length of the son's step along the mother's gradient, same units
-    p_guided: float = 1.0         # probability the son follows the mother's gradient when she has one
+    guided_step: float = 0.2      # a son candidate's step in a continuous gene, in units of its range
+    son_candidates: int = 8       # m: neighbours of the father the mother ranks to choose the son
+    p_guided: float = 1.0         # probability the son is the mother's choice when she has one
     cx_prob: float = 0.5          # within-gender mode: crossover probability per pair
     mut_prob: float = 0.5         # within-gender mode: mutation probability per child
     tree_max_depth: int = 8
@@ -403,6 +404,7 @@ def _check_ga(ga: GAConfig, src: str) -> None:
     need(ga.seed_archive >= 0, f"ga.seed_archive = {ga.seed_archive} must be >= 0")
     for k in ("mutation_sigma", "guided_step"):
         need(getattr(ga, k) > 0, f"ga.{k} = {getattr(ga, k)} must be > 0")
+    need(ga.son_candidates >= 1, f"ga.son_candidates = {ga.son_candidates} must be >= 1")
     for k in ("p_guided", "cx_prob", "mut_prob"):
         need(0 <= getattr(ga, k) <= 1, f"ga.{k} = {getattr(ga, k)} must be a probability in [0, 1]")
     # Upper bounds: a snapshot's trees are parsed back with a bounded nesting depth
@@ -450,11 +452,31 @@ def non_embedding_params(n_layer: int, n_embd: int, vocab_size: int = 65) -> int
     return n_layer * (12 * n_embd**2 + 2 * n_embd) + n_embd + vocab_size * n_embd
 
 
-def flops_per_token(arch: Mapping, block_size: int, vocab_size: int = 65) -> int:
+def training_flops_per_token(n_layer: int, n_head: int, n_embd: int, block_size: int,
+                             vocab_size: int = 65) -> int:
     """Training FLOPs per token (forward and backward), nanoGPT's ``estimate_mfu``:
-    6 N for the weights' matmuls (N = non_embedding_params) plus 12 L d T for attention."""
-    L, d = int(arch["n_layer"]), int(arch["n_embd"])
-    return 6 * non_embedding_params(L, d, vocab_size) + 12 * L * d * int(block_size)
+
+        6 N + 12 L H Q T,   N = non_embedding_params, Q = n_embd / n_head (so H Q = n_embd),
+                            T = block_size
+
+    6 N is the weights' multiply-adds (2 forward, 4 backward per parameter); the
+    second term is attention's scores and weighted sum over the T positions.
+    """
+    head_size = n_embd // n_head
+    return 6 * non_embedding_params(n_layer, n_embd, vocab_size) + 12 * n_layer * n_head * head_size * block_size
+
+
+def training_flops_per_step(arch: Mapping, budget: BudgetConfig, vocab_size: int = 65) -> int:
+    """Training FLOPs of one optimizer step of ``arch``: per token times batch_size * block_size."""
+    per_token = training_flops_per_token(int(arch["n_layer"]), int(arch["n_head"]), int(arch["n_embd"]),
+                                         budget.block_size, vocab_size)
+    return per_token * budget.batch_size * budget.block_size
+
+
+def flops_per_token(arch: Mapping, block_size: int, vocab_size: int = 65) -> int:
+    """``training_flops_per_token`` of an architecture mapping (n_head does not change it)."""
+    return training_flops_per_token(int(arch["n_layer"]), int(arch.get("n_head", 1)), int(arch["n_embd"]),
+                                    int(block_size), vocab_size)
 
 
 # The derived per-evaluation time limit (eval_time_limit): a floor for start-up (spawning

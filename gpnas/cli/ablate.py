@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -21,37 +22,42 @@ def _f(x, spec=".4f"):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a preset value, e.g. ga.n_males=6 (repeatable).")
 @click.option("--generations", type=int, default=20, show_default=True,
-              help="Generations of the combined mode; its spend is every mode's token budget.")
+              help="Generations of the combined mode; its spend is every mode's FLOPs budget.")
 @click.option("--seeds", type=int, default=5, show_default=True,
               help="Seeds per mode: the preset's seed and the next ones.")
 @click.option("--modes", default=None, metavar="M1,M2,...",
               help="Comma-separated modes.  [default: all: baseline, male, female, combined, within-gender, "
                    "random, successive-halving, regularized-evolution]")
-@click.option("--budget-tokens", type=int, default=None,
-              help="Training tokens per run, the same for every mode.  [default: what combined spends]")
+@click.option("--budget-flops", type=float, default=None,
+              help="Training FLOPs per run, the same for every mode, e.g. 2e12.  [default: what combined spends]")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Ablation folder; run the same command again to continue an interrupted ablation.")
 @data_dir_option
 @device_options
 @backend_options
-def ablate_command(preset, overrides, generations, seeds, modes, budget_tokens, out, data_dir, device, threads,
+def ablate_command(preset, overrides, generations, seeds, modes, budget_flops, out, data_dir, device, threads,
                    backend, workers, address):
     """Compare every mode with baseline, random search, successive halving and
-    regularized evolution at the same training-token budget, over several seeds.
+    regularized evolution at the same budget of training FLOPs (6 N + 12 L H Q T per
+    token, nanoGPT's estimate_mfu), over several seeds.
 
     Each run is a run folder OUT/runs/MODE-sSEED sharing OUT/archive.sqlite.
     Prints a line per run and generation, then the table (also written to
     OUT/table.md and OUT/table.csv) and the plots' paths (OUT/plots/).
     """
     from gpnas.config import load_preset
+    from gpnas.errors import ConfigError
     from gpnas.jobs.ablation import ALL_MODES, make_plan, run_ablation
     from gpnas.report.ablation import write_plots, write_tables
     from gpnas.train.data import load_dataset
 
     chosen = list(ALL_MODES) if modes is None else [m.strip() for m in modes.split(",") if m.strip()]
-    plan = make_plan(load_preset(preset, overrides), generations, seeds, chosen, budget_tokens)
+    if budget_flops is not None and not math.isfinite(budget_flops):
+        raise ConfigError(f"--budget-flops must be a finite number, got {budget_flops}")
+    budget_flops = None if budget_flops is None else int(budget_flops)
+    plan = make_plan(load_preset(preset, overrides), generations, seeds, chosen, budget_flops)
     dataset = load_dataset(data_dir)
-    budget = (f"{budget_tokens:,} tokens per run" if budget_tokens else
+    budget = (f"{budget_flops:.3g} FLOPs per run" if budget_flops else
               f"the combined mode's spend over {generations} generations")
     echo(f"ablation {out}: preset {plan.preset.name}, seeds {', '.join(map(str, plan.seeds))}, "
          f"modes {', '.join(plan.ordered_modes())}; budget: {budget}")
@@ -62,18 +68,19 @@ def ablate_command(preset, overrides, generations, seeds, modes, budget_tokens, 
             r = info["record"]
             best = r["best"] or {}
             echo(f"{name}: done in {_f(r['wall_seconds'], '.1f')} s: best final val loss "
-                 f"{_f(best.get('final_val_loss'))}, {r['compute']['tokens']:,} tokens in "
+                 f"{_f(best.get('final_val_loss'))}, {r['compute']['flops']:.3g} FLOPs "
+                 f"({r['compute']['tokens']:,} tokens) in "
                  f"{r['compute']['evaluations']} evaluations, {r['generations']} generations")
         else:
-            limit = info["budget_tokens"]
-            echo(f"{name}: {event} ({'no budget: sets it' if limit is None else f'budget {limit:,} tokens'})"
+            limit = info["budget_flops"]
+            echo(f"{name}: {event} ({'no budget: sets it' if limit is None else f'budget {limit:.3g} FLOPs'})"
                  f"  {info['folder']}")
 
     def on_generation(mode, seed, state, row):
         echo(f"  {mode} s{seed} gen {row['generation']:3d}  evaluated {row['evaluated']:2d}  "
-             f"cache hits {row['cache_hits']:2d}  best true {_f(row['best_true'])}  "
-             f"tokens {row['tokens']:,}" + (f"  FAILED {row['failed']}: {row['failure'][:120]}"
-                                                   if row.get("failed") else ""))
+                   f"cache hits {row['cache_hits']:2d}  best true {_f(row['best_true'])}  "
+             f"FLOPs {row['flops']:.3g}  tokens {row['tokens']:,}"
+             + (f"  FAILED {row['failed']}: {row['failure'][:120]}" if row.get("failed") else ""))
 
     try:
         with make_backend(backend, workers, address, threads) as map_fn:

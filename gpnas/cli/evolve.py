@@ -20,14 +20,13 @@ def _generation_line(state, row) -> str:
     def f(x, spec=".4f"):
         return "n/a" if x is None else format(x, spec)
 
-    line = (f"gen {row['generation']:3d}  evaluated {row['evaluated']:2d}  cache hits {row['cache_hits']:2d}  "
-            f"best predicted {f(row['best_predicted'])}  best true {f(row['best_true'])}  "
-            f"female held-out error {f(row['female_holdout_error'])}  "
-            f"compute {row['steps']:,} steps {row['tokens']:,} tokens {row['train_seconds']:.1f} s")
-    if row.get("failed"):
-        reason = row.get("failure") or "unknown"
-        line += f"  FAILED {row['failed']}: {reason if len(reason) <= 120 else reason[:117] + '...'}"
-    return line
+    reason = row.get("failure") or "unknown"
+    failed = (f"  FAILED {row['failed']}: {reason if len(reason) <= 120 else reason[:117] + '...'}"
+              if row.get("failed") else "")
+    return (f"gen {row['generation']:3d}  evaluated {row['evaluated']:2d}  cache hits {row['cache_hits']:2d}  "
+            f"best predicted {f(row['best_predicted'])} (early score {f(row.get('best_early_score'), '.3f')})  "
+            f"best true {f(row['best_true'])}  female held-out error {f(row['female_holdout_error'])}  "
+            f"compute {row.get('flops', 0):.3g} FLOPs {row['tokens']:,} tokens {row['train_seconds']:.1f} s{failed}")
 
 
 @click.command("evolve")

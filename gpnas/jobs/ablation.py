@@ -3,8 +3,8 @@
 The loop, as ``run_ablation`` executes it::
 
     for seed in seeds:
-        combined first: its spend over --generations is the seed's token
-            budget (unless --budget-tokens fixes one for all)
+        combined first: its spend over --generations, in training FLOPs,
+            is the seed's budget (unless --budget-flops fixes one for all)
         every other mode: run until the budget is spent (never beyond it),
             at most GENERATION_CAP x --generations generations
     results.json <- one record per run; table and plots from it
@@ -46,7 +46,7 @@ class Plan:
     generations: int
     seeds: tuple[int, ...]
     modes: tuple[str, ...]
-    budget_tokens: int | None = None
+    budget_flops: int | None = None
 
     def check(self) -> None:
         unknown = [m for m in self.modes if m not in ALL_MODES]
@@ -58,24 +58,24 @@ class Plan:
             raise ConfigError("--seeds must be at least 1")
         if self.generations < 1:
             raise ConfigError(f"--generations must be at least 1, got {self.generations}")
-        if self.budget_tokens is not None and self.budget_tokens < 1:
-            raise ConfigError(f"--budget-tokens must be at least 1, got {self.budget_tokens}")
-        if self.budget_tokens is None and REFERENCE_MODE not in self.modes:
-            raise ConfigError(f"without --budget-tokens the {REFERENCE_MODE} mode sets the budget; "
-                              f"add {REFERENCE_MODE} to --modes or give --budget-tokens")
+        if self.budget_flops is not None and self.budget_flops < 1:
+            raise ConfigError(f"--budget-flops must be at least 1, got {self.budget_flops}")
+        if self.budget_flops is None and REFERENCE_MODE not in self.modes:
+            raise ConfigError(f"without --budget-flops the {REFERENCE_MODE} mode sets the budget; "
+                              f"add {REFERENCE_MODE} to --modes or give --budget-flops")
 
     def ordered_modes(self) -> list[str]:
         """The modes in table order; the budget-setting combined mode runs first."""
         modes = [m for m in ALL_MODES if m in self.modes]
-        return sorted(modes, key=lambda m: m != REFERENCE_MODE) if self.budget_tokens is None else modes
+        return sorted(modes, key=lambda m: m != REFERENCE_MODE) if self.budget_flops is None else modes
 
 
-def make_plan(preset, generations: int, n_seeds: int, modes, budget_tokens: int | None = None) -> Plan:
+def make_plan(preset, generations: int, n_seeds: int, modes, budget_flops: int | None = None) -> Plan:
     """Seeds are the preset's seed and the next ``n_seeds - 1`` integers."""
     if n_seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {n_seeds}")
     plan = Plan(preset, generations, tuple(preset.seed + i for i in range(n_seeds)),
-                tuple(dict.fromkeys(modes)), budget_tokens)
+                tuple(dict.fromkeys(modes)), budget_flops)
     plan.check()
     return plan
 
@@ -92,7 +92,7 @@ def prepare(out, plan: Plan, dataset) -> None:
     """
     out = Path(out)
     meta = {"format": FORMAT, "preset": preset_to_dict(plan.preset), "generations": plan.generations,
-            "budget_tokens": plan.budget_tokens, "data_sha256": dataset.sha256}
+            "budget_flops": plan.budget_flops, "data_sha256": dataset.sha256}
     path = out / "ablation.json"
     if path.exists():
         old = read_json(path)
@@ -116,9 +116,9 @@ def run_ablation(out, plan: Plan, dataset, dataset_loader, map_fn=None, device: 
     prepare(out, plan, dataset)
     records = {(r["mode"], r["seed"]): r for r in load_results(out)}
     for seed in plan.seeds:
-        budget = plan.budget_tokens
+        budget = plan.budget_flops
         for mode in plan.ordered_modes():
-            sets_budget = mode == REFERENCE_MODE and plan.budget_tokens is None
+            sets_budget = mode == REFERENCE_MODE and plan.budget_flops is None
             limit = None if sets_budget else budget
             generations = plan.generations if limit is None else plan.generations * GENERATION_CAP
 
@@ -131,7 +131,7 @@ def run_ablation(out, plan: Plan, dataset, dataset_loader, map_fn=None, device: 
             records[(mode, seed)] = record
             write_results(out, records.values())
             if sets_budget:
-                budget = record["compute"]["tokens"]
+                budget = record["compute"]["flops"]
     return sorted(records.values(), key=lambda r: (ALL_MODES.index(r["mode"]), r["seed"]))
 
 
@@ -139,7 +139,7 @@ def run_one(out: Path, preset, mode: str, seed: int, dataset, dataset_loader, ge
             limit: int | None, map_fn, device, threads, on_run, callbacks) -> dict:
     """One run folder: skipped when finished, resumed when interrupted, else started."""
     folder = out / "runs" / run_name(mode, seed)
-    info = {"folder": str(folder), "budget_tokens": limit}
+    info = {"folder": str(folder), "budget_flops": limit}
     if (folder / "record.json").exists():  # written last: the run is finished
         if on_run:
             on_run("skip", mode, seed, info)
@@ -154,7 +154,7 @@ def run_one(out: Path, preset, mode: str, seed: int, dataset, dataset_loader, ge
     if on_run:
         on_run(event, mode, seed, info)
     summary, _ = execute(run, generations, map_fn=map_fn, device=device, threads=threads,
-                         callbacks=callbacks, max_tokens=limit)
+                         callbacks=callbacks, max_flops=limit)
     record = make_record(summary, limit, out / "archive.sqlite")
     write_json(folder / "record.json", record)
     if on_run:
@@ -162,7 +162,7 @@ def run_one(out: Path, preset, mode: str, seed: int, dataset, dataset_loader, ge
     return record
 
 
-def make_record(summary: dict, budget_tokens: int | None, archive_path: Path) -> dict:
+def make_record(summary: dict, budget_flops: int | None, archive_path: Path) -> dict:
     """What the table and plots need from one run: its best architecture with
     metrics and learning curve, and every completed evaluation with the
     compute spent when it finished."""
@@ -178,14 +178,15 @@ def make_record(summary: dict, budget_tokens: int | None, archive_path: Path) ->
     return {
         "mode": summary["mode"],
         "seed": summary["seed"],
-        "budget_tokens": budget_tokens,
+        "budget_flops": budget_flops,
         "generations": summary["generations"],
         "budget_exhausted": summary["budget_exhausted"],
         "compute": summary["compute"],
         "best": best,
         "best_curve": curve,
-        "completions": [{k: p.get(k) for k in ("generation", "tokens", "true", "predicted", "key")}
+        "completions": [{k: p.get(k) for k in ("generation", "tokens", "flops", "true", "predicted", "raw", "key")}
                         for p in summary["promotions"]],
+        "mating": summary.get("mating"),
         "failures": len(summary["failures"]),
         "wall_seconds": summary["timing"]["wall_seconds"],
         "cache": summary["cache"],

@@ -174,7 +174,7 @@ def _diff(a, b, prefix=""):
 
 
 def execute(run: Run, generations: int, map_fn=None, device: str = "auto", threads=None,
-            callbacks=(), max_tokens: int | None = None, keep_checkpoints: bool = False,
+            callbacks=(), max_flops: int | None = None, keep_checkpoints: bool = False,
             reference: bool = True) -> tuple[dict, object]:
     """Run (or continue) to ``generations`` and write the report; returns (summary, state).
 
@@ -182,6 +182,7 @@ def execute(run: Run, generations: int, map_fn=None, device: str = "auto", threa
     (full budget, the run's seed; cached in the archive like any evaluation,
     reported beside the best and not charged to the run's compute), and every
     checkpoint the run made is deleted unless ``keep_checkpoints``.
+    ``max_flops``: the training FLOPs the run may charge (None: no limit).
     """
     if generations < 1:
         raise ConfigError(f"--generations must be at least 1, got {generations}")
@@ -190,11 +191,11 @@ def execute(run: Run, generations: int, map_fn=None, device: str = "auto", threa
     started = time.perf_counter()
     check_archive(run.folder)  # again: the folder may have changed since it was opened
     with run.folder.hold():
-        return _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, started,
+        return _execute(run, generations, map_fn, device, threads, callbacks, max_flops, started,
                         keep_checkpoints, reference)
 
 
-def _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, started, keep_checkpoints,
+def _execute(run, generations, map_fn, device, threads, callbacks, max_flops, started, keep_checkpoints,
              reference):
     run.folder.remove_temporary_files()
     remove_stale_checkpoint_files(run.folder.checkpoints_dir)
@@ -206,7 +207,8 @@ def _execute(run, generations, map_fn, device, threads, callbacks, max_tokens, s
             data_sha256=run.dataset.sha256, archive=archive, checkpoints_dir=run.folder.checkpoints_dir,
             evaluate=Evaluator(map_fn, dataset_dir, time_limit=eval_time_limit(run.preset, device)),
             seed=run.seed, task_name=run.dataset.name, device=device, threads=threads,
-            snapshots=run.folder, callbacks=callbacks, max_tokens=max_tokens, keep_checkpoints=keep_checkpoints,
+            snapshots=run.folder, callbacks=callbacks, max_flops=max_flops, keep_checkpoints=keep_checkpoints,
+            vocab_size=run.dataset.vocab_size,
         )
         state = engine.run(generations)
         engine.prune_checkpoints(state, final=True)

@@ -26,7 +26,8 @@ METRICS = (
     ("final_train_loss", "final train loss", 4),
     ("total_train_time_s", "train time (s)", 1),
     ("avg_inference_tokens_per_s", "inference tokens/s", 0),
-    ("tokens_to_baseline", "tokens to baseline loss", 0),
+    ("flops_to_baseline", "FLOPs to baseline loss", 0),
+    ("flops_used", "FLOPs used", 0),
     ("tokens_used", "tokens used", 0),
 )
 
@@ -69,12 +70,14 @@ def sign_flip_p(differences, max_exact: int = 16, samples: int = 100_000) -> flo
     return float(min(1.0, result.pvalue))
 
 
-def tokens_to_reach(completions, target: float | None) -> float | None:
-    """Training tokens spent when a completed evaluation first reached ``target``
-    (true final val loss <= target); None if never or no target."""
+def compute_to_reach(completions, target: float | None, unit: str = "flops") -> float | None:
+    """Training compute (``unit``: "flops" or "tokens") spent when a completed
+    evaluation first reached ``target`` (true final val loss <= target); None if
+    never, no target, or the records predate that unit."""
     if target is None:
         return None
-    hits = [c["tokens"] for c in completions if c["true"] is not None and c["true"] <= target]
+    hits = [c.get(unit) for c in completions if c["true"] is not None and c["true"] <= target]
+    hits = [h for h in hits if h is not None]
     return float(min(hits)) if hits else None
 
 
@@ -86,12 +89,14 @@ def run_metrics(records) -> list[dict]:
     for r in records:
         best = r["best"] or {}
         rows.append({
-            "mode": r["mode"], "seed": r["seed"], "budget_tokens": r["budget_tokens"],
+            "mode": r["mode"], "seed": r["seed"], "budget_flops": r.get("budget_flops"),
             **{k: best.get(k) for k in ("final_val_loss", "best_val_loss", "final_train_loss",
                                         "total_train_time_s", "avg_inference_tokens_per_s", "n_params")},
-            "tokens_to_baseline": tokens_to_reach(r["completions"], baseline.get(r["seed"])),
+            "flops_to_baseline": compute_to_reach(r["completions"], baseline.get(r["seed"])),
+            "tokens_to_baseline": compute_to_reach(r["completions"], baseline.get(r["seed"]), "tokens"),
             "reached_baseline": None if r["seed"] not in baseline else
-            tokens_to_reach(r["completions"], baseline[r["seed"]]) is not None,
+            compute_to_reach(r["completions"], baseline[r["seed"]], "tokens") is not None,
+            "flops_used": r["compute"].get("flops"),
             "tokens_used": r["compute"]["tokens"],
             "evaluations": r["compute"]["evaluations"],
             "completed": len(r["completions"]),
@@ -131,6 +136,8 @@ def summary_rows(records, modes) -> list[dict]:
 
 
 def _fmt(x, digits):
+    if x is not None and abs(x) >= 1e9:  # FLOPs: three significant digits
+        return f"{x:.3g}"
     return "n/a" if x is None else f"{x:,.{digits}f}"
 
 
@@ -138,6 +145,8 @@ def _interval(row, key, digits):
     mean, lo, hi = row[key], row[f"{key}_lo"], row[f"{key}_hi"]
     if mean is None:
         return "n/a"
+    if lo is not None and abs(mean) >= 1e9:  # FLOPs: the half-width in the same notation
+        return f"{mean:.3g} ± {(hi - lo) / 2:.2g}"
     return _fmt(mean, digits) if lo is None else f"{_fmt(mean, digits)} ± {_fmt((hi - lo) / 2, digits)}"
 
 
@@ -150,7 +159,7 @@ def markdown_table(rows) -> str:
         cells = [row["mode"], str(row["seeds"])]
         for key, _, digits in METRICS:
             cell = _interval(row, key, digits)
-            if key == "tokens_to_baseline" and row["reached_baseline"]:
+            if key == "flops_to_baseline" and row["reached_baseline"]:
                 cell = f"{cell} (reached {row['reached_baseline']})"
             cells.append(cell)
         if row["diff_vs_combined"] is None:
@@ -176,9 +185,9 @@ def _pyplot():
 
 
 def best_so_far(completions, grid) -> np.ndarray:
-    """Best true final val loss reached by each compute in ``grid`` (NaN before the first)."""
+    """Best true final val loss reached by each compute (training FLOPs) in ``grid`` (NaN before the first)."""
     out = np.full(len(grid), np.nan)
-    points = sorted((c["tokens"], c["true"]) for c in completions if c["true"] is not None)
+    points = sorted((c["flops"], c["true"]) for c in completions if c["true"] is not None and c.get("flops") is not None)
     best = math.inf
     for tokens, true in points:
         best = min(best, true)
@@ -187,9 +196,9 @@ def best_so_far(completions, grid) -> np.ndarray:
 
 
 def plot_best_so_far(records, modes, path) -> None:
-    """Best val loss so far against training tokens: mean over seeds and 95 % band."""
+    """Best val loss so far against training FLOPs: mean over seeds and 95 % band."""
     plt = _pyplot()
-    top = max((r["compute"]["tokens"] for r in records), default=1)
+    top = max((r["compute"].get("flops") or 0 for r in records), default=1) or 1
     grid = np.linspace(0, top, 200)
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, mode in enumerate(modes):
@@ -212,7 +221,7 @@ def plot_best_so_far(records, modes, path) -> None:
             ax.fill_between(grid, mean - half, mean + half, color=color, alpha=0.15, where=full)
     seeds = sorted({len([r for r in records if r["mode"] == m]) for m in modes} - {0})
     band = "95 % t band" if seeds and min(seeds) >= MIN_SEEDS_FOR_BAND else f"band from {MIN_SEEDS_FOR_BAND} seeds on"
-    ax.set(xlabel="training tokens charged", ylabel="best true final val loss so far",
+    ax.set(xlabel="training FLOPs charged", ylabel="best true final val loss so far",
            title=f"Best architecture found against compute (mean over seeds, {band})")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -283,16 +292,58 @@ def write_plots(records, modes, folder) -> list:
     return paths
 
 
+def coupling_rows(records, modes) -> list[dict]:
+    """Per mode with predictions: the mating operator's guided sons (share, early
+    loss against random sons of the same generation) and the calibration of
+    promoted males (calibrated prediction - true final), mean and 95 % interval
+    over seeds. Records from before these were kept give None."""
+    rows = []
+    for mode in modes:
+        mine = [r for r in records if r["mode"] == mode]
+        per_seed = {"guided_fraction": [], "paired_difference": [], "calibration_bias": [], "raw_bias": []}
+        for r in mine:
+            m = r.get("mating") or {}
+            for key in ("guided_fraction", "paired_difference"):
+                if isinstance(m.get(key), (int, float)):
+                    per_seed[key].append(m[key])
+            pairs = [c for c in r["completions"] if isinstance(c.get("raw"), (int, float))
+                     and isinstance(c.get("predicted"), (int, float)) and c.get("true") is not None]
+            if pairs:
+                per_seed["calibration_bias"].append(float(np.mean([c["predicted"] - c["true"] for c in pairs])))
+                per_seed["raw_bias"].append(float(np.mean([c["raw"] - c["true"] for c in pairs])))
+        if not any(per_seed.values()):
+            continue
+        row = {"mode": mode, "seeds": len(mine)}
+        for key, values in per_seed.items():
+            row[key], row[f"{key}_lo"], row[f"{key}_hi"] = mean_ci(values)
+        rows.append(row)
+    return rows
+
+
+def coupling_markdown(rows) -> str:
+    head = ["mode", "seeds", "guided share of sons", "early loss guided - random (same generation)",
+            "promoted: calibrated - true", "promoted: raw - true"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        lines.append("| " + " | ".join([row["mode"], str(row["seeds"]), _interval(row, "guided_fraction", 3),
+                                         _interval(row, "paired_difference", 4),
+                                         _interval(row, "calibration_bias", 4), _interval(row, "raw_bias", 4)])
+                     + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_tables(records, modes, folder) -> dict:
-    """table.md, table.csv (per mode) and runs.csv (per run) in ``folder``; returns
+    """table.md, table.csv (per mode), runs.csv (per run) and coupling.md (guided sons
+    and calibration, per mode) in ``folder``; returns
     {"markdown": text, "paths": [...]}."""
     from gpnas.runs.folder import csv_text, write_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(records, modes)
     markdown = markdown_table(rows)
-    paths = [folder / "table.md", folder / "table.csv", folder / "runs.csv"]
+    paths = [folder / "table.md", folder / "table.csv", folder / "runs.csv", folder / "coupling.md"]
     write_atomic(paths[0], markdown)
     write_atomic(paths[1], csv_text(rows))
     write_atomic(paths[2], csv_text(run_metrics(records)))
+    write_atomic(paths[3], coupling_markdown(coupling_rows(records, modes)))
     return {"markdown": markdown, "paths": paths}

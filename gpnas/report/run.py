@@ -18,6 +18,7 @@ from gpnas.predict import closedform
 from gpnas.predict import predictor as pred
 from gpnas.runs.folder import write_atomic, write_json
 from gpnas.search import females as fem
+from gpnas.search.mating import son_statistics
 
 NONDETERMINISTIC = ("timing", "cache")
 # inside otherwise deterministic records: measured durations and speeds, and the
@@ -87,7 +88,7 @@ def summarize(engine, state, folder, wall_seconds: float, reference: dict | None
     the preset's reference architecture trained the same way (jobs.run.train_reference)."""
     formulas, baselines, chosen = female_table(engine, state)
     stats = state.mating_stats
-    sons = stats["guided"] + stats["random"]
+    sons = son_statistics(state.sons)
     compute = dict(vars(state.compute))
     compute["train_seconds"] = _num(compute["train_seconds"], 3)
     evaluation = engine.eval_seconds
@@ -103,8 +104,9 @@ def summarize(engine, state, folder, wall_seconds: float, reference: dict | None
         "females": formulas,
         "baselines": baselines,
         "predictor": chosen,
-        "mating": {**stats, "guided_fraction": _num(stats["guided"] / sons) if sons else None,
+        "mating": {**stats, **{k: _num(v) if isinstance(v, float) else v for k, v in sons.items()},
                    "females_using_hyperparameters": sum(map(uses_hyperparameters, state.females))},
+        "calibration": calibration_summary(state.promotions),
         "compute": compute,
         "promotions": state.promotions,
         "failures": state.failures,
@@ -120,6 +122,23 @@ def summarize(engine, state, folder, wall_seconds: float, reference: dict | None
             "hits": sum(r["cache_hits"] for r in state.logbook) + int(bool(reference) and reference["cached"]),
         },
     }
+
+
+def calibration_summary(promotions) -> dict:
+    """How close the male fitness of promoted males came to their true final loss:
+    mean signed error (predicted - true) and mean absolute error, calibrated
+    (the fitness promotion used) and raw (the ensemble's mean before calibration)."""
+    pairs = [p for p in promotions if isinstance(p.get("predicted"), (int, float))
+             and isinstance(p.get("raw"), (int, float)) and isinstance(p.get("true"), (int, float))]
+    if not pairs:
+        return {"promoted": 0}
+    true = np.array([p["true"] for p in pairs])
+    out = {"promoted": len(pairs)}
+    for name, key in (("calibrated", "predicted"), ("raw", "raw")):
+        error = np.array([p[key] for p in pairs]) - true
+        out[f"{name}_bias"] = _num(error.mean())
+        out[f"{name}_mae"] = _num(np.abs(error).mean())
+    return out
 
 
 def deterministic_part(summary: dict) -> dict:
@@ -294,13 +313,28 @@ def render_summary(summary: dict) -> str:
                          f"{_fmt(row['spearman'], '.3f')} | {_fmt(row['regret'])}   {name}: final = {row['formula']}")
     m = summary["mating"]
     if m["guided"] + m["random"]:
-        lines.append(f"sons: {m['guided']} followed the mother's gradient, {m['random']} mutated at random "
-                     f"(no hyperparameter gradient in her formula); daughters: {m['chose']} crossed with the father's "
-                     f"choice, {m['tournament']} by tournament; {m['females_using_hyperparameters']} of the final "
-                     f"females read a hyperparameter")
+        share = m.get("guided_fraction")
+        lines.append(f"sons: {m['guided']} chosen by the mother (guided), {m['random']} at random (her predictions "
+                     f"did not differ among the candidates){'' if share is None else f'; guided share {share:.0%}'}")
+        if m.get("guided_early_loss") is not None or m.get("random_early_loss") is not None:
+            paired = m.get("paired_difference")
+            lines.append(f"  early loss: guided {_fmt(m.get('guided_early_loss'))} (n={m.get('guided_trained', 0)}), "
+                         f"random {_fmt(m.get('random_early_loss'))} (n={m.get('random_trained', 0)}); "
+                         + ("no generation had both" if paired is None else
+                            f"guided - random within a generation {paired:+.4f} on average over "
+                            f"{m['paired_generations']} generations, guided lower in {m['guided_lower_generations']}"))
+    if m["chose"] + m["tournament"]:
+        lines.append(f"daughters: {m['chose']} crossed with the father's choice, {m['tournament']} by tournament; "
+                     f"{m['females_using_hyperparameters']} of the final females read a hyperparameter")
+    cal = summary.get("calibration") or {}
+    if cal.get("promoted"):
+        lines.append(f"promoted males: calibrated prediction - true final {cal['calibrated_bias']:+.4f} on average "
+                     f"(mean |error| {cal['calibrated_mae']:.4f}); before calibration {cal['raw_bias']:+.4f} "
+                     f"({cal['raw_mae']:.4f}); n={cal['promoted']}")
     c, t = summary["compute"], summary["timing"]
-    lines.append(f"compute: {c['evaluations']} evaluations, {c['steps']:,} steps, {c['tokens']:,} tokens, "
-                 f"{c['train_seconds']:.1f} s training")
+    failed = f", {c['failed']} of them failed" if c.get("failed") else ""
+    lines.append(f"compute: {c['evaluations']} evaluations{failed}, {c.get('flops', 0):.3g} training FLOPs, "
+                 f"{c['steps']:,} steps, {c['tokens']:,} tokens, {c['train_seconds']:.1f} s training")
     lines.append(f"wall time {_fmt(t['wall_seconds'], '.1f')} s, of which engine overhead "
                  f"{_fmt(t['engine_seconds'], '.1f')} s ({_fmt((t['engine_fraction'] or 0) * 100, '.1f')} %); "
                  f"cache hits {summary['cache']['hits']}")

@@ -1,6 +1,7 @@
 """The search: males (architecture genomes), females (predictor trees), the
-cross-gender mating operator, the co-evolution engine, its state, and the
-standard methods (random search, successive halving, regularized evolution).
+cross-gender mating operator, the calibration of predictions and the
+promotion rule, the co-evolution engine, its state, and the standard methods
+(random search, Hyperband's successive halving, regularized evolution).
 
 It may import ``gpnas.runs`` (evaluations go through an ``Evaluator`` and the
 archive), ``gpnas.predict``, ``gpnas.config`` and ``gpnas.errors``; never the

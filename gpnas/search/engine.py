@@ -8,16 +8,30 @@ The loop, as ``Evolution.run`` executes it::
              random males, random females
     for gen in next .. generations:
         early-train every male without a cached early result        (1)
-        score females on the archive's completed curves; GP steps   (2)
-        male fitness <- mean prediction of the top females          (3)
-        promote the top promote_k males (+1 at random) to full
-            training by resuming their early checkpoints            (4)
-        breed: cross-gender mating (or the mode's alternative),
-            elites of each sex kept                                 (5)
+        score females on the archive's completed curves; in the
+            ablations, female_steps plain GP steps                  (2)
+        male fitness <- the chosen predictor's prediction, calibrated
+            on earlier promotions, its spread the uncertainty               (3)
+        promote the promote_k males of largest expected
+            improvement (+1 at random) to full training by
+            resuming their early checkpoints                        (4)
+        breed: sons by cross-gender mating, females by female_steps
+            mating passes (or the mode's alternative), elites of
+            each sex kept                                           (5)
         log; snapshot; callbacks                                    (6)
 
-Modes change steps 2, 3 and 5 only (see ``MODES``). Everything random draws
-from one ``random.Random`` whose state is part of every snapshot, so a resumed
+Modes change steps 2, 3 and 5 only (see ``MODES``). Combined and
+within-gender make the same number of variation events per generation:
+n_males - male_elites sons, and female_steps passes over the females, each
+making n_females - female_elites daughters (mating passes in combined, plain GP
+steps in within-gender); they differ in the operator alone.
+
+Compute is counted in training FLOPs (``config.training_flops_per_step``);
+a budget (``max_flops``) is never overspent, and a failed evaluation is
+charged the steps it was given (the worker reports no progress when it
+raises, so what it spent is bounded by what it was asked to do).
+
+Everything random draws from one ``random.Random`` whose state is part of every snapshot, so a resumed
 run ends exactly where an uninterrupted one does. Evaluations go through the
 ``map`` the engine was given; it never knows what runs them.
 """
@@ -32,24 +46,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gpnas.config import training_flops_per_step
 from gpnas.errors import EvaluationError, FileFormatError
+from gpnas.predict import fitness as fit
 from gpnas.predict import trees
 from gpnas.runs.archive import EvaluationRecord, evaluation_key
 from gpnas.runs.worker import EvalTask, Evaluator, result_curve
 from gpnas.search import females as fem
 from gpnas.search import mating
+from gpnas.search.calibration import Calibration, expected_improvement
 from gpnas.search.males import SPACE_GENE, decode, early_score, sample_genome, train_config_dict
 from gpnas.search.state import State, state_from_dict, state_to_dict
 
 WORST = fem.WORST
-
-
-def add_work(work: dict, more: dict) -> None:
-    """Add one ``evaluate`` call's counts to a generation's (the first failure reason kept)."""
-    work["evaluated"] += more["evaluated"]
-    work["cache_hits"] += more["cache_hits"]
-    work["failed"] = work.get("failed", 0) + more.get("failed", 0)
-    work["failure"] = work.get("failure") or more.get("failure", "")
 
 
 @dataclass(frozen=True)
@@ -74,7 +83,8 @@ class Evolution:
     def __init__(self, preset, mode: str, dataset_dir: str, data_sha256: str, archive, checkpoints_dir,
                  map_fn=None, seed: int = 0, task_name: str = "shakespeare_char",
                  device: str = "auto", threads: int | None = None, snapshots=None, callbacks=(),
-                 max_tokens: int | None = None, evaluate=None, keep_checkpoints: bool = False):
+                 max_flops: int | None = None, evaluate=None, vocab_size: int = 65,
+                 keep_checkpoints: bool = False):
         self.preset, self.mode = preset, mode if isinstance(mode, Mode) else MODES[mode]
         self.space, self.budget, self.ga = preset.space, preset.budget, preset.ga
         self.dataset_dir, self.data_sha256, self.task_name = dataset_dir, data_sha256, task_name
@@ -84,7 +94,8 @@ class Evolution:
         self.evaluate_tasks = evaluate or Evaluator(map_fn, dataset_dir)
         self.seed, self.device, self.threads = seed, device, threads
         self.snapshots, self.callbacks = snapshots, list(callbacks)
-        self.max_tokens = max_tokens  # training tokens the run may charge; None: no limit
+        self.max_flops = max_flops    # training FLOPs the run may charge; None: no limit
+        self.vocab_size = vocab_size  # enters the parameter count, hence the FLOPs
         self.keep_checkpoints = keep_checkpoints  # False: prune_checkpoints deletes what no promotion needs
         self.pset = fem.make_pset()
         self.gp_config = trees.GPConfig(max_depth=self.ga.tree_max_depth, max_size=self.ga.tree_max_size,
@@ -95,9 +106,8 @@ class Evolution:
         self.prefix_frac = self.budget.prefix_frac
         self.tokens_per_step = self.budget.batch_size * self.budget.block_size
         self.eval_seconds = 0.0   # wall time inside the map: training and model evaluation
-        self.derivatives = {}     # tree string -> sympy derivatives, reused across matings
-        self.tokens_at = {}       # evaluation key -> compute.tokens just after it was charged
-        self.spread = {}          # full-run key -> spread of the chosen ensemble's predictions
+        self.tokens_at = {}       # evaluation key -> (compute.tokens, compute.flops) just after it was charged
+        self.predicted = {}       # full-run key -> {raw, spread, early_score} of this generation's males
         self.choice = None        # the predictor chosen this generation (predict.CurvePredictor)
 
     # ----------------------------------------------------------------- the loop
@@ -128,8 +138,12 @@ class Evolution:
         """One generation, steps (1) to (5); returns its log row. Other search
         methods (gpnas.search.methods) replace this and ``start``, and keep the rest."""
         work = self.early_train(state, state.males)                        # (1)
+        self.note_sons(state)
         curve_set = self.completed_curves(state)
-        holdout = self.evolve_females(state, curve_set, rng)                # (2)
+        if self.mode.breeding == "cross":  # its females vary by mating passes, in (5)
+            _, holdout = fem.score(state.females, curve_set, self.pset)     # (2)
+        else:
+            holdout = self.evolve_females(state, curve_set, rng)            # (2)
         rows = self.assign_male_fitness(state, curve_set)                   # (3)
         self.check_any_trained(state, work)
         promoted = self.promote(state, rng, work)                           # (4)
@@ -193,39 +207,40 @@ class Evolution:
         """Run the tasks whose results the archive lacks; archive and charge them.
 
         Returns {"evaluated": trained now, "cache_hits": found in the archive,
-        "failed": how many of those trained now failed, "failure": the first one's reason}.
+        "failed": {reason: count} of the evaluations charged now that failed or diverged}.
         """
         unique = self.affordable(state, list({t.key: t for t in tasks}.values()))
         todo = [t for t in unique if self.archive.get(t.key) is None]
         started = time.perf_counter()
         results = self.evaluate_tasks(todo)
         self.eval_seconds += time.perf_counter() - started
-        failures = []
         for task, result in zip(todo, results):
             self.archive_result(task, result)
-            if not isinstance(result, dict):
-                failures.append(result.reason)
+        failed = {}
         for task in unique:
             if task.key not in state.charged:
                 state.charged[task.key] = None
                 self.charge(state, task)
-                self.tokens_at[task.key] = state.compute.tokens
-        return {"evaluated": len(todo), "cache_hits": len(unique) - len(todo), "failed": len(failures),
-                "failure": failures[0] if failures else ""}
+                self.tokens_at[task.key] = (state.compute.tokens, state.compute.flops)
+                record = self.archive.get(task.key)
+                if record is not None and record.status in ("failed", "diverged"):
+                    reason = record.failure if record.status == "failed" else "diverged (NaN or inf loss)"
+                    failed[reason or "unknown"] = failed.get(reason or "unknown", 0) + 1
+        return {"evaluated": len(todo), "cache_hits": len(unique) - len(todo), "failed": failed}
 
     def affordable(self, state: State, tasks: list[EvalTask]) -> list[EvalTask]:
-        """The tasks that fit in what is left of the token budget, in order.
+        """The tasks that fit in what is left of the FLOPs budget, in order.
 
         A task that does not fit is dropped and marks the run exhausted, so a
         mode never spends more than its budget; already charged tasks are free.
         """
-        if self.max_tokens is None:
+        if self.max_flops is None:
             return tasks
-        left = self.max_tokens - state.compute.tokens
+        left = self.max_flops - state.compute.flops
         kept = []
         for task in tasks:
             if task.key not in state.charged:
-                cost = (task.stop_at - self.resumed_at(task)) * self.tokens_per_step
+                cost = (task.stop_at - self.resumed_at(task)) * self.flops_per_step(task)
                 if cost > left:
                     state.exhausted = True
                     continue
@@ -271,14 +286,24 @@ class Evolution:
         """The step a task starts from: a resumed task does not pay for its checkpoint's steps."""
         return self.budget.early_iters if task.resume_from else 0
 
+    def flops_per_step(self, task: EvalTask) -> int:
+        return training_flops_per_step(task.train_config, self.budget, self.vocab_size)
+
     def charge(self, state: State, task: EvalTask):
+        """Charge the steps the task trained (a diverged run: up to where it stopped); a
+        failed task, which reports no progress, the steps it was given."""
         record = self.record(task.key)
-        if record is None or record.result is None:
+        if record is None:
+            return
+        start = self.resumed_at(task)
+        if record.result is None:
+            state.compute.charge(max(0, task.stop_at - start), self.tokens_per_step, 0.0,
+                                 self.flops_per_step(task), failed=True)
             return
         curve = record.result["curve"]
-        start = self.resumed_at(task)
         steps = max(0, len(curve["train_loss"]) - start)
-        state.compute.charge(steps, self.tokens_per_step, float(sum(curve["step_time_s"][start:])))
+        state.compute.charge(steps, self.tokens_per_step, float(sum(curve["step_time_s"][start:])),
+                             self.flops_per_step(task))
 
     # ---------------------------------------------------------------- steps
     def early_train(self, state: State, males) -> dict:
@@ -312,40 +337,56 @@ class Evolution:
         return [self.record(k) if k in state.charged else None for k in keys]
 
     def assign_male_fitness(self, state: State, curve_set) -> dict:
-        """Fitness of every male; returns {male index: feature row} for mating."""
+        """Fitness of every male; returns {male index: mating.Father} (his early curve
+        and feature row) for mating.
+
+        Prediction modes: the raw prediction of a male is the chosen predictor's
+        (``females.choose``: cross-validated among the females' front and the
+        baselines; an ensemble of dissimilar formulas), his uncertainty its
+        spread; both go through the calibration fitted on the run's earlier
+        promotions (``calibration``), and the calibrated mean is his fitness. The early score is computed for every male, for the log.
+        """
         records = self.early_curves(state, state.males)
         usable = [i for i, r in enumerate(records) if r is not None and r.status == "early"]
+        self.predicted = {}
         for i, r in enumerate(records):
             if i not in usable:
                 state.males[i].fitness.values = (WORST,)
                 self.note_failure(state, r)
         if not usable:
             return {}
+        scores = {}
+        for i in usable:
+            curve = records[i].result["curve"]
+            scores[i] = early_score(curve["val_loss"], curve["eval_steps"],
+                                    len(curve["train_loss"]) * self.tokens_per_step)
         if self.mode.male_fitness == "early":
             for i in usable:
-                curve = records[i].result["curve"]
-                score = early_score(curve["val_loss"], curve["eval_steps"],
-                                           len(curve["train_loss"]) * self.tokens_per_step)
-                state.males[i].fitness.values = (-score if math.isfinite(score) else WORST,)
+                state.males[i].fitness.values = (-scores[i] if math.isfinite(scores[i]) else WORST,)
+                self.predicted[self.key(state.males[i], self.budget.full_iters)] = {
+                    "raw": None, "spread": None, "early_score": _finite(scores[i])}
             return {}
         curves = [result_curve(records[i].result, records[i].arch, records[i].key, self.task_name,
                                horizon=self.full_evals) for i in usable]
-        # the predictor the run reports: chosen by cross-validation among the females'
-        # front and the baselines; the last value until enough curves completed
+        # the raw prediction: the predictor chosen by cross-validation among the females'
+        # front and the baselines, its ensemble's spread the uncertainty; the last value
+        # until enough curves completed. Then the calibration on earlier promotions.
         model = fem.choose(state.females, curve_set, formulas=False)
         _, columns = fem.predict_finals([], curves, self.prefix_frac, self.pset)
         if model is not None:
-            predictions, spread = model.predict(curves, return_std=True)
+            raw, spread = model.predict(curves, return_std=True)
         else:
-            predictions, spread = np.array([c.values[-1] for c in curves]), np.zeros(len(curves))
-        self.spread = {self.key(state.males[i], self.budget.full_iters): float(spread[j])
-                       for j, i in enumerate(usable)}
+            raw, spread = np.array([c.values[-1] for c in curves]), np.zeros(len(curves))
         self.choice = model
+        calibration = self.calibration(state)
+        mean, sigma = calibration(raw), calibration.spread(spread)
         rows = {}
         for j, i in enumerate(usable):
-            p = float(predictions[j])
+            p = float(mean[j])
             state.males[i].fitness.values = (p if math.isfinite(p) else WORST,)
-            rows[i] = {name: float(col[j]) for name, col in columns.items()}
+            self.predicted[self.key(state.males[i], self.budget.full_iters)] = {
+                "raw": _finite(raw[j]), "spread": _finite(sigma[j]), "early_score": _finite(scores[i])}
+            rows[i] = mating.Father(curves[j], {name: float(col[j]) for name, col in columns.items()})
         return rows
 
     def check_any_trained(self, state: State, work: dict) -> None:
@@ -355,9 +396,15 @@ class Evolution:
         installation). The failures are recorded in the archive, and the run folder
         keeps the generations before."""
         if state.males and all(g.fitness.values[0] >= WORST for g in state.males) and state.failures:
-            reason = work.get("failure") or state.failures[-1]["reason"]
+            reason = next(iter(work.get("failed") or {}), None) or state.failures[-1]["reason"]
             raise EvaluationError(f"every male of generation {state.generation} failed to train ({reason}); "
                                   "the run stops here: fix the cause (see the reason) and start a new run")
+
+    def calibration(self, state: State) -> Calibration:
+        """The monotone map raw -> true fitted on this run's earlier promotions by prediction."""
+        pairs = [(p["raw"], p["true"]) for p in state.promotions
+                 if isinstance(p.get("raw"), (int, float)) and isinstance(p.get("true"), (int, float))]
+        return Calibration.fit(*zip(*pairs)) if pairs else Calibration.fit([], [])
 
     def note_failure(self, state: State, record):
         if record is None or record.status not in ("failed", "diverged"):
@@ -367,9 +414,23 @@ class Evolution:
             state.failures.append({"key": record.key, "arch": record.arch, "reason": reason})
 
     def promote(self, state: State, rng: random.Random, work: dict) -> list:
-        """Resume the most promising males to the full budget (+1 at random, for calibration)."""
-        ranked = sorted((i for i, g in enumerate(state.males) if g.fitness.values[0] < WORST),
-                        key=lambda i: state.males[i].fitness.values[0])
+        """Resume the promote_k males of largest expected improvement to the full
+        budget (+1 at random, for calibration); see ``gpnas.search.calibration``.
+
+        Expected improvement is over the best true final loss so far, with each
+        male's calibrated mean and spread; ties (no spread, all worse than the
+        best) go to the lower mean. Modes without predictions rank by fitness.
+        """
+        alive = [i for i, g in enumerate(state.males) if g.fitness.values[0] < WORST]
+        mu = np.array([state.males[i].fitness.values[0] for i in alive])
+        sigma = np.array([self.predicted.get(self.key(state.males[i], self.budget.full_iters), {}).get("spread")
+                          or 0.0 for i in alive])
+        best = state.hall_of_fame[0]["final_val_loss"] if state.hall_of_fame else (mu.min() if mu.size else 0.0)
+        gain = (expected_improvement(mu, sigma, best) if self.mode.male_fitness == "prediction"
+                else np.zeros(len(alive)))
+        raw = [self.predicted.get(self.key(state.males[i], self.budget.full_iters), {}).get("raw") for i in alive]
+        raw = [r if r is not None else 0.0 for r in raw]  # the calibration is flat at its ends: raw breaks ties
+        ranked = [alive[j] for j in sorted(range(len(alive)), key=lambda j: (-gain[j], mu[j], raw[j], j))]
         fresh, seen = [], set()
         for i in ranked:
             key = self.key(state.males[i], self.budget.full_iters)
@@ -380,8 +441,7 @@ class Evolution:
         rest = fresh[self.ga.promote_k:]
         if self.ga.calibration and rest:
             chosen.append(rest[rng.randrange(len(rest))])
-        more = self.evaluate(state, [self.full_task(state.males[i], state) for i in chosen])
-        add_work(work, more)
+        add_work(work, self.evaluate(state, [self.full_task(state.males[i], state) for i in chosen]))
         for i in chosen:
             self.record_complete(state, state.males[i], predicted=state.males[i].fitness.values[0])
         return chosen
@@ -394,9 +454,12 @@ class Evolution:
             return
         curve = record.result["curve"]
         true = float(curve["val_loss"][-1])
+        seen = self.predicted.get(key, {}) if predicted is not None else {}
+        tokens, flops = self.tokens_at.get(key, (state.compute.tokens, state.compute.flops))
         state.promotions.append({"generation": state.generation, "key": key, "arch": record.arch,
-                                 "predicted": predicted, "spread": self.spread.get(key), "true": true,
-                                 "tokens": self.tokens_at.get(key, state.compute.tokens)})
+                                 "predicted": predicted, "raw": seen.get("raw"), "spread": seen.get("spread"),
+                                 "early_score": seen.get("early_score"), "true": true,
+                                 "tokens": tokens, "flops": flops})
         if not any(h["key"] == key for h in state.hall_of_fame):
             state.hall_of_fame.append({
                 "key": key, "arch": record.arch, "final_val_loss": true, "generation": state.generation,
@@ -406,54 +469,85 @@ class Evolution:
             state.hall_of_fame.sort(key=lambda h: h["final_val_loss"])
 
     def breed(self, state: State, rows: dict, curve_set, rng: random.Random):
-        """Next generation's males and females, elites of each sex kept."""
+        """Next generation's males and females, elites of each sex kept.
+
+        Every mode makes n_males - male_elites sons. Combined makes its
+        daughters in female_steps mating passes (each pass: n_females -
+        female_elites daughters of tournament mothers and their fathers'
+        choices, then scored); the other modes' females already had their
+        female_steps plain GP steps in (2) and pass through unchanged.
+        """
         ga = self.ga
-        ranked = sorted(state.males, key=lambda g: g.fitness.values[0])
+        ranked = sorted(state.males, key=lambda g: (g.fitness.values[0], self.raw_of(g)))
         male_elites = [copy.deepcopy(g) for g in ranked[: ga.male_elites]]
-        female_elites = [fem.clone(f) for f in fem.best(state.females, ga.female_elites)]
-        n_sons, n_daughters = ga.n_males - len(male_elites), len(state.females) - len(female_elites)
-        ctx = self.mating_context(state, curve_set, rng)
+        n_sons = ga.n_males - len(male_elites)
+        ctx = self.mating_context(state, state.females, curve_set, rng)
         if self.mode.breeding == "random":
-            sons = [sample_genome(self.space, rng) for _ in range(ga.n_males)]
-            _, daughters = mating.breed_within([], self.select_females(state, n_daughters, rng), ctx)
-            return sons, female_elites + daughters
+            return [sample_genome(self.space, rng) for _ in range(ga.n_males)], state.females
         if self.mode.breeding == "within":
             fathers = mating.sel_tournament(state.males, n_sons, ga.male_tournament, rng)
-            sons, daughters = mating.breed_within(fathers, self.select_females(state, n_daughters, rng), ctx)
-            return male_elites + sons, female_elites + daughters
-        sons, daughters = [], []
-        for n in range(max(n_sons, n_daughters)):
+            return male_elites + mating.breed_within(fathers, ctx), state.females
+        sons = []
+        for _ in range(n_sons):
             father_i = self.select_father(state, rows, rng)
             mother = mating.sel_tournament(state.females, 1, ga.female_tournament, rng)[0]
-            father = state.males[father_i]
-            if n < n_sons:
-                son, guided = mating.make_son(father, mother, rows.get(father_i, {}), ctx)
-                sons.append(son)
-                state.mating_stats["guided" if guided else "random"] += 1
-            if n < n_daughters:
-                daughter, chose = mating.make_daughter(mother, self.key(father, self.budget.full_iters), ctx)
-                daughters.append(daughter)
-                state.mating_stats["chose" if chose else "tournament"] += 1
-        return male_elites + sons, female_elites + daughters
+            son, guided = mating.make_son(state.males[father_i], mother, rows.get(father_i), ctx)
+            sons.append(son)
+            state.mating_stats["guided" if guided else "random"] += 1
+            state.sons.append({"generation": state.generation + 1, "key": self.key(son, self.budget.early_iters),
+                               "guided": guided, "early_loss": None})
+        females = state.females
+        for _ in range(ga.female_steps):
+            females = self.mating_pass(state, females, rows, curve_set, rng)
+        return male_elites + sons, females
+
+    def mating_pass(self, state: State, females: list, rows: dict, curve_set, rng) -> list:
+        """One pass of daughters over the females: elites kept, the rest daughters, all scored."""
+        ga = self.ga
+        ctx = self.mating_context(state, females, curve_set, rng)
+        elites = [fem.clone(f) for f in fem.best(females, ga.female_elites)]
+        daughters = []
+        for _ in range(len(females) - len(elites)):
+            father = state.males[self.select_father(state, rows, rng)]
+            mother = mating.sel_tournament(females, 1, ga.female_tournament, rng)[0]
+            daughter, chose = mating.make_daughter(mother, self.key(father, self.budget.full_iters), ctx)
+            daughters.append(daughter)
+            state.mating_stats["chose" if chose else "tournament"] += 1
+        population = elites + daughters
+        fem.score(population, curve_set, self.pset)
+        return population
+
+    def raw_of(self, g) -> float:
+        """A male's raw (uncalibrated) prediction, where he has one: ties of the calibrated fitness."""
+        raw = self.predicted.get(self.key(g, self.budget.full_iters), {}).get("raw")
+        return raw if raw is not None else 0.0
 
     def select_father(self, state: State, rows: dict, rng: random.Random) -> int:
         """A tournament among the males that have a feature row (an early curve)."""
-        pool = sorted(rows or range(len(state.males)), key=lambda i: state.males[i].fitness.values[0])
+        pool = sorted(rows or range(len(state.males)),
+                      key=lambda i: (state.males[i].fitness.values[0], self.raw_of(state.males[i])))
         return pool[min(rng.randrange(len(pool)) for _ in range(self.ga.male_tournament))]
 
-    def select_females(self, state: State, k: int, rng: random.Random) -> list:
-        return trees.sel_parsimony(state.females, k, rng, self.gp_config) if state.females else []
-
-    def mating_context(self, state: State, curve_set, rng) -> mating.MatingContext:
-        predictions = (fem.predict_all(state.females, curve_set.columns, self.pset)
-                       if state.females and curve_set.curves else np.empty((len(state.females), 0)))
+    def mating_context(self, state: State, females: list, curve_set, rng) -> mating.MatingContext:
+        predictions = (fem.predict_all(females, curve_set.columns, self.pset)
+                       if females and curve_set.curves else np.empty((len(females), 0)))
         return mating.MatingContext(
-            space=self.space, pset=self.pset, rng=rng, gp_config=self.gp_config,
-            step_scale=self.ga.guided_step, mutation_scale=self.ga.mutation_sigma, p_guided=self.ga.p_guided,
+            space=self.space, pset=self.pset, rng=rng, gp_config=self.gp_config, prefix_frac=self.prefix_frac,
+            n_candidates=self.ga.son_candidates, step_scale=self.ga.guided_step,
+            mutation_scale=self.ga.mutation_sigma, p_guided=self.ga.p_guided,
             cx_prob=self.ga.cx_prob, mut_prob=self.ga.mut_prob, female_predictions=predictions,
-            completed_targets=curve_set.targets, completed_index=curve_set.index, females=state.females,
-            tournament_size=self.ga.female_tournament, derivatives=self.derivatives,
+            completed_targets=curve_set.targets, completed_index=curve_set.index, females=females,
+            ranges=fit.feature_ranges(curve_set.train.columns) if curve_set.curves else {},
+            tournament_size=self.ga.female_tournament,
         )
+
+    def note_sons(self, state: State):
+        """Fill in the early loss of this generation's sons, now that they are trained."""
+        for son in state.sons:
+            if son["generation"] == state.generation and son.get("early_loss") is None:
+                record = self.record(son["key"]) if son["key"] in state.charged else None
+                if record is not None and record.status == "early":
+                    son["early_loss"] = float(record.result["curve"]["val_loss"][-1])
 
     # ------------------------------------------------------------- logging
     def log_row(self, state: State, work: dict, promoted: list, holdout) -> dict:
@@ -465,14 +559,20 @@ class Evolution:
             if holdout is not None:
                 value = holdout[next(i for i, f in enumerate(state.females) if f is best_female)]
                 holdout_best = None if np.isnan(value) else float(value)
+        best_male = min((g for g in state.males if g.fitness.valid and g.fitness.values[0] < WORST),
+                        key=lambda g: g.fitness.values[0], default=None)
+        seen = self.predicted.get(self.key(best_male, self.budget.full_iters), {}) if best_male is not None else {}
+        failed = work.get("failed", {})
         return {
             "generation": state.generation,
             "evaluated": work["evaluated"],
             "cache_hits": work["cache_hits"],
-            "failed": work.get("failed", 0),
-            "failure": work.get("failure", ""),
+            "failed": sum(failed.values()),
+            "failure": "; ".join(f"{n} x {reason}" for reason, n in sorted(failed.items(), key=lambda kv: -kv[1])),
             "promoted": len(promoted),
             "best_predicted": min(fitnesses) if fitnesses and min(fitnesses) < WORST else None,
+            "best_raw": seen.get("raw"),
+            "best_early_score": seen.get("early_score"),
             "best_true": state.hall_of_fame[0]["final_val_loss"] if state.hall_of_fame else None,
             "female_train_error": best_female.fitness.values[0] if best_female is not None else None,
             "female_holdout_error": holdout_best,
@@ -483,6 +583,7 @@ class Evolution:
                                  if self.choice is not None else None),
             "steps": state.compute.steps,
             "tokens": state.compute.tokens,
+            "flops": state.compute.flops,
             "train_seconds": round(state.compute.train_seconds, 3),
         }
 
@@ -514,6 +615,20 @@ class Evolution:
         for key in state.charged:
             if key not in keep:
                 (self.checkpoints_dir / f"{key}.pt").unlink(missing_ok=True)
+
+
+def add_work(work: dict, more: dict) -> None:
+    """Add one ``evaluate`` call's counts to a generation's."""
+    work["evaluated"] += more["evaluated"]
+    work["cache_hits"] += more["cache_hits"]
+    failed = work.setdefault("failed", {})
+    for reason, n in more.get("failed", {}).items():
+        failed[reason] = failed.get(reason, 0) + n
+
+
+def _finite(x) -> float | None:
+    x = None if x is None else float(x)
+    return x if x is not None and math.isfinite(x) else None
 
 
 def _rounded(x, digits: int = 4):

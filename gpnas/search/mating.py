@@ -4,17 +4,26 @@ ablation.
 ``mate(father, mother, ctx) -> (son, daughter)``; each child inherits from
 both parents:
 
-- the **son** is the father's genome moved one step in the direction that the
-  mother's formula says lowers the predicted final loss. The direction comes
-  from sympy derivatives of her closed form with respect to her
-  hyperparameter terminals, evaluated at the father's own feature row, and
-  chained to genes (log lr -> log10_lr, log n_embd and log n_params -> n_embd
-  and n_layer). Then ordinary random mutation. Where her formula uses no
-  hyperparameter (or its gradient vanishes at the father) the step is random;
-  the run counts both cases.
+- the **son** is the best of m candidate neighbours of the father
+  (``son_candidates``): each candidate changes one or two genes by one step in
+  the gene's own units (a discrete gene moves to the neighbouring allowed
+  value, by index: n_embd 48 -> 32 or 64 whatever the numbers; a continuous gene
+  moves by ``guided_step`` of its range, times U(0.5, 1.5)). The mother ranks
+  the candidates with her own formula, evaluated on each candidate's
+  hyperparameters and the father's curve features: she chooses the direction.
+  The son is *guided* when her predictions differ among the candidates (he is
+  then the candidate she predicts lowest, ties at random), *random* otherwise
+  (a candidate drawn uniformly). Evaluating the formula, rather than its
+  symbolic derivative, works for piecewise formulas (``Min(-0.161, -dropout)``
+  has derivative 0 on most of the range but still separates candidates across
+  its kink) and for discrete genes, where a derivative means nothing. Guided
+  and random sons come from the same candidates, so their early losses compare
+  the mother's choice with chance and nothing else.
 - the **daughter** is the mother's tree crossed with the tree of the female
-  that predicted the father's completed curve best (his "choice"); a father
-  without a completed curve chooses by tournament. Then mutated.
+  that predicted the father's completed curve best (his "choice"), judged on
+  training curves only, so held-out curves never shape a female; ties at
+  random. A father without a completed training curve chooses by tournament.
+  Then mutated.
 
 The within-gender ablation (``breed_within``) replaces all of this with DEAP's
 ordinary operators and random pairing.
@@ -23,118 +32,219 @@ ordinary operators and random pairing.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-import sympy
 from deap import tools
 
-from gpnas.predict import closedform, trees
 from gpnas.predict import fitness as fit
+from gpnas.predict import trees
+from gpnas.predict.curves import Curve
 from gpnas.search import females as fem
-from gpnas.search.males import GENES, cx_genome, decode, gene_span, hyperparameter_features, mut_genome, step_genome
+from gpnas.search.males import SPACE_GENE, cx_genome, decode, encode, hyperparameter_features, mut_genome
 
-# gene -> the mother's terminals that move with it
+# predictions closer than this (in r, the scale-free correction) are the same prediction
+SAME = 1e-12
+
+
+@dataclass
+class Father:
+    """What the mother sees of a father: his early curve and its feature row (as
+    predicted in this generation). Either may be missing (all his evaluations failed)."""
+
+    curve: Curve | None
+    row: dict | None
 
 
 @dataclass
 class MatingContext:
-    """What the operator needs beyond the two parents, for one generation."""
+    """What the operator needs beyond the two parents, for one generation (or one
+    pass over the females)."""
 
     space: object                      # the preset's search space
     pset: object                       # the female primitive set
     rng: random.Random
-    gp_config: trees.GPConfig             # tree limits and operator rates
-    step_scale: float                  # guided step length, in normalised gene units
-    mutation_scale: float              # random mutation, in normalised gene units
-    p_guided: float                    # chance the son follows a gradient that exists
+    gp_config: trees.GPConfig          # tree limits and operator rates
+    prefix_frac: float                 # the early prefix the females read
+    n_candidates: int                  # m: the son's candidate neighbours
+    step_scale: float                  # a candidate's step in a continuous gene, in units of its range
+    mutation_scale: float              # within-gender: Gaussian mutation, in units of each gene's range
+    p_guided: float                    # chance the son is the mother's choice when she has one
     cx_prob: float                     # within-gender: crossover probability per pair
     mut_prob: float                    # within-gender: mutation probability per child
     female_predictions: np.ndarray     # (n_females, n_completed) tree outputs r on completed curves
     completed_targets: np.ndarray      # (n_completed,) true r (see features.targets)
     completed_index: dict              # architecture key -> column in the two arrays above
-    females: list                      # the current female population
+    females: list                      # the females the father chooses among
+    training: np.ndarray | None = None  # (n_completed,) bool: a training curve (None: all are)
+    ranges: dict = dataclasses.field(default_factory=dict)  # feature -> training range (the mother clips to it)
     tournament_size: int = 3
-    derivatives: dict = field(default_factory=dict)  # tree string -> {terminal: sympy derivative}
 
 
-def hyperparameter_gradient(mother, row: dict, ctx: MatingContext) -> dict:
-    """d(predicted final loss)/d(terminal) at the father's feature row, for
-    every hyperparameter terminal the mother's formula uses."""
-    scaling = getattr(mother, "scaling", None)
-    text = f"{mother} {scaling.coef if scaling else ''}"
-    if text not in ctx.derivatives:
-        # her prediction is a0 + sum b_i gene_i (linear scaling), so differentiate that
-        genes = fit.genes(mother)
-        if scaling is not None and len(scaling.coef) == len(genes) + 1:
-            expr = sum((sympy.Float(b) * closedform.to_sympy(g) for b, g in zip(scaling.coef[1:], genes) if b),
-                       sympy.Integer(0))
-        else:  # a hand-built mother, never scored: her tree as it is
-            expr = closedform.to_sympy(mother)
-        hyper = set(trees.config_terminals(ctx.pset))
-        used = [s for s in expr.free_symbols if s.name in hyper]
-        ctx.derivatives[text] = {s.name: sympy.diff(expr, s) for s in used}
-    subs = {closedform.symbol(name): float(value) for name, value in row.items()}
-    gradient = {}
-    for name, derivative in ctx.derivatives[text].items():
-        value = complex(derivative.evalf(subs=subs))
-        if math.isfinite(value.real) and value.imag == 0 and value.real != 0:
-            gradient[name] = value.real
-    return gradient
+# ------------------------------------------------------------------ sons
 
+def neighbour(arch: dict, space, genes, rng: random.Random, step_scale: float) -> dict:
+    """``arch`` with each of ``genes`` moved one step, in that gene's own units.
 
-def gene_gradient(terminal_gradient: dict, arch: dict) -> dict:
-    """Chain d(prediction)/d(terminal) to d(prediction)/d(gene), in gene units."""
-    g = dict.fromkeys(GENES, 0.0)
-    g["log10_lr"] = terminal_gradient.get("log10_learning_rate", 0.0)   # the gene is log10 lr
-    for gene in ("dropout", "n_layer", "n_head", "n_embd"):
-        g[gene] = terminal_gradient.get(gene, 0.0)
-    d_log_params = terminal_gradient.get("log10_n_params", 0.0)
-    if d_log_params:
-        # d log10 n_params / d gene by a central difference of the exact count
-        for gene in ("n_layer", "n_embd"):
-            lo, hi = dict(arch), dict(arch)
-            lo[gene], hi[gene] = arch[gene] - 1, arch[gene] + 1
-            slope = (math.log10(hyperparameter_features(hi)["n_params"])
-                     - math.log10(hyperparameter_features(lo)["n_params"])) / 2.0
-            g[gene] += d_log_params * slope
-    return {gene: value for gene, value in g.items() if value != 0.0}
-
-
-def descent_direction(gradient: dict, space) -> dict:
-    """Steepest descent in normalised gene units, expressed in natural units.
-
-    With u = (gene - lo) / span, d(pred)/du = gradient * span, so descent in u
-    moves each gene by -gradient * span**2 in natural units (``step_genome``
-    rescales by span and normalises the length).
+    Discrete genes move to the adjacent allowed value (by index; at an end, the
+    only neighbour there is); continuous genes by ``step_scale`` of their range
+    times U(0.5, 1.5), in log10 for the learning rate, reflected at a bound.
     """
-    return {gene: -d * gene_span(space, gene) ** 2 for gene, d in gradient.items()}
+    out = dict(arch)
+    for gene in genes:
+        name = SPACE_GENE[gene]
+        spec = space.gene(name)
+        if spec.discrete:
+            values = list(spec.values())
+            i = min(range(len(values)), key=lambda j: abs(values[j] - arch[name]))
+            moves = [j for j in (i - 1, i + 1) if 0 <= j < len(values)]
+            if moves:
+                out[name] = values[rng.choice(moves)]
+            continue
+        log = spec.log
+        lo, hi = (math.log10(spec.low), math.log10(spec.high)) if log else (spec.low, spec.high)
+        x = math.log10(arch[name]) if log else arch[name]
+        delta = rng.choice((-1.0, 1.0)) * step_scale * (hi - lo) * rng.uniform(0.5, 1.5)
+        y = x + delta if lo <= x + delta <= hi else x - delta  # reflect at a bound
+        y = min(max(y, lo), hi)
+        out[name] = 10 ** y if log else y
+    return out
 
 
-def make_son(father, mother, row: dict, ctx: MatingContext):
-    """The father's genome, moved along the mother's gradient; returns (son, guided)."""
-    arch = decode(father, ctx.space)
-    gradient = gene_gradient(hyperparameter_gradient(mother, row, ctx), arch)
-    son = copy.deepcopy(father)
-    guided = bool(gradient) and ctx.rng.random() < ctx.p_guided
-    if guided:
-        step_genome(son, descent_direction(gradient, ctx.space), ctx.space, ctx.rng, ctx.step_scale)
-    else:
-        mut_genome(son, ctx.space, ctx.rng, ctx.step_scale)
-    if ctx.mutation_scale > 0:
+def son_candidates(father, space, rng: random.Random, m: int, step_scale: float) -> list:
+    """Up to ``m`` distinct neighbours of the father (genomes), each one or two
+    genes away (a repair may move n_embd with n_head), none equal to him."""
+    arch = decode(father, space)
+    genes = [g for g in SPACE_GENE if _movable(space, SPACE_GENE[g])]
+    seen, out = {_arch_key(arch)}, []
+    for _ in range(8 * m):  # a small space may have fewer than m neighbours
+        if len(out) == m or not genes:
+            break
+        chosen = rng.sample(genes, min(len(genes), rng.choice((1, 2))))
+        genome = encode(neighbour(arch, space, chosen, rng, step_scale), space)
+        key = _arch_key(decode(genome, space))
+        if key not in seen:
+            seen.add(key)
+            out.append(genome)
+    return out
+
+
+def _movable(space, name: str) -> bool:
+    spec = space.gene(name)
+    return len(spec.values()) > 1 if spec.discrete else spec.high > spec.low
+
+
+def _arch_key(arch: dict) -> tuple:
+    return tuple(sorted(arch.items()))
+
+
+def candidate_columns(father: Father, candidates: list, space, prefix_frac: float) -> dict:
+    """Feature columns, one row per candidate: the father's own feature row, with
+    every column that depends on the hyperparameters recomputed for the candidate.
+
+    The columns that depend on them are found, not listed: the father's curve
+    is featurised once with each candidate's hyperparameters, and whatever
+    column varies is the candidate's; every other column is the father's row
+    (which also keeps cohort features as they were computed among his
+    generation).
+    """
+    configs = [hyperparameter_features(decode(c, space)) for c in candidates]
+    probes = [dataclasses.replace(father.curve, config=father.curve.config)]
+    probes += [dataclasses.replace(father.curve, config=config) for config in configs]
+    computed = fit.Problem.build(probes, prefix_frac, fem.FEATURE_NAMES, fem.CONFIG_KEYS).columns
+    n = len(candidates)
+    columns = {}
+    for name, value in father.row.items():
+        col = computed.get(name)
+        varies = col is not None and np.ptp(col) > 0
+        columns[name] = np.array(col[1:], dtype=np.float64) if varies else np.full(n, float(value))
+    return columns
+
+
+def mother_ranking(mother, father: Father, candidates: list, ctx: MatingContext) -> np.ndarray | None:
+    """The mother's outputs r for the candidates (lower r: lower predicted final loss,
+    since final = last + s * r with the father's last and s > 0); None when she
+    cannot see the father (no early curve)."""
+    if father is None or father.curve is None or not father.row or not candidates:
+        return None
+    columns = candidate_columns(father, candidates, ctx.space, ctx.prefix_frac)
+    return fem.predict_all([mother], fit.clip_columns(columns, ctx.ranges), ctx.pset)[0]
+
+
+def make_son(father, mother, view: Father | None, ctx: MatingContext):
+    """The best of the father's candidate neighbours by the mother's formula;
+    returns (son, guided)."""
+    candidates = son_candidates(father, ctx.space, ctx.rng, ctx.n_candidates, ctx.step_scale)
+    if not candidates:  # a space of one architecture: nothing to move to
+        son = copy.deepcopy(father)
         mut_genome(son, ctx.space, ctx.rng, ctx.mutation_scale)
+        return son, False
+    r = mother_ranking(mother, view, candidates, ctx)
+    guided = r is not None and bool(np.all(np.isfinite(r))) and float(np.ptp(r)) > SAME \
+        and ctx.rng.random() < ctx.p_guided
+    if guided:
+        best = [i for i in range(len(r)) if r[i] <= r.min() + SAME]
+        son = candidates[ctx.rng.choice(best)]
+    else:
+        son = candidates[ctx.rng.randrange(len(candidates))]
+    son = copy.deepcopy(son)
+    _invalidate(son)
     return son, guided
 
 
+def _invalidate(genome) -> None:
+    if hasattr(genome, "fitness") and genome.fitness.valid:
+        del genome.fitness.values
+
+
+def son_statistics(sons: list) -> dict:
+    """Guided against random sons: counts, and their mean early loss once trained.
+
+    ``sons`` are the state's son records ({generation, guided, early_loss}).
+    The paired figure compares guided and random sons of the same generation
+    (both bred from the same population): the mean over generations with both
+    kinds trained of mean(guided) - mean(random); negative means the mother's
+    choice learned faster early.
+    """
+    guided = [s for s in sons if s.get("guided")]
+    rand = [s for s in sons if not s.get("guided")]
+
+    def mean_loss(group):
+        losses = [s["early_loss"] for s in group if isinstance(s.get("early_loss"), (int, float))]
+        return (float(np.mean(losses)) if losses else None), len(losses)
+
+    by_generation = {}
+    for s in sons:
+        if isinstance(s.get("early_loss"), (int, float)):
+            by_generation.setdefault(s["generation"], ([], []))[0 if s.get("guided") else 1].append(s["early_loss"])
+    diffs = [float(np.mean(g) - np.mean(r)) for g, r in by_generation.values() if g and r]
+    g_mean, g_n = mean_loss(guided)
+    r_mean, r_n = mean_loss(rand)
+    return {
+        "guided": len(guided), "random": len(rand),
+        "guided_fraction": len(guided) / len(sons) if sons else None,
+        "guided_early_loss": g_mean, "guided_trained": g_n,
+        "random_early_loss": r_mean, "random_trained": r_n,
+        "paired_generations": len(diffs),
+        "paired_difference": float(np.mean(diffs)) if diffs else None,
+        "guided_lower_generations": sum(d < 0 for d in diffs),
+    }
+
+
+# ------------------------------------------------------------------ daughters
+
 def father_choice(father_key: str | None, ctx: MatingContext):
-    """The female whose prediction of the father's completed curve was best,
-    or a tournament winner when he has none."""
+    """The female whose prediction of the father's completed training curve was
+    best (ties at random), or a tournament winner when he has none."""
     column = ctx.completed_index.get(father_key)
-    if column is not None and len(ctx.females) and ctx.female_predictions.shape[1] > column:
+    training = column is not None and (ctx.training is None or bool(ctx.training[column]))
+    if training and len(ctx.females) and ctx.female_predictions.shape[1] > column:
         errors = np.abs(ctx.female_predictions[:, column] - ctx.completed_targets[column])
-        return ctx.females[int(np.argmin(errors))], True
+        best = np.flatnonzero(errors <= errors.min() + SAME)
+        return ctx.females[int(best[ctx.rng.randrange(len(best))])], True
     return sel_tournament(ctx.females, 1, ctx.tournament_size, ctx.rng)[0], False
 
 
@@ -146,13 +256,9 @@ def make_daughter(mother, father_key: str | None, ctx: MatingContext):
     return daughter, chose
 
 
-def mate(father, mother, row: dict, father_key: str | None, ctx: MatingContext):
-    """The cross-gender operator: (son, daughter, stats) from one pair.
-
-    ``row`` is the father's feature row (the columns the mother's terminals
-    read, as used when the generation's males were predicted).
-    """
-    son, guided = make_son(father, mother, row, ctx)
+def mate(father, mother, view: Father | None, father_key: str | None, ctx: MatingContext):
+    """The cross-gender operator: (son, daughter, stats) from one pair."""
+    son, guided = make_son(father, mother, view, ctx)
     daughter, chose = make_daughter(mother, father_key, ctx)
     return son, daughter, {"guided": guided, "chose": chose}
 
@@ -163,13 +269,13 @@ def sel_tournament(individuals, k: int, size: int, rng: random.Random) -> list:
         return tools.selTournament(individuals, k, tournsize=size)
 
 
-def breed_within(male_parents, female_parents, ctx: MatingContext):
-    """The ablation: ordinary DEAP variation inside each sex.
+def breed_within(male_parents, ctx: MatingContext) -> list:
+    """The ablation's sons: ordinary DEAP variation, no female involved.
 
-    Parents come already selected (tournaments); consecutive parents pair up,
-    so no male is matched with a female at all. Sons: crossover with
-    ``cx_prob``, mutation with ``mut_prob`` (varAnd); daughters likewise with
-    subtree crossover and mutation.
+    Parents come already selected (tournaments); consecutive parents pair up.
+    Crossover with ``cx_prob``, mutation with ``mut_prob`` (varAnd). The
+    ablation's females vary by plain GP steps (``females.gp_step``), as many
+    passes as combined makes mating passes.
     """
     sons = []
     for i in range(0, len(male_parents), 2):
@@ -180,5 +286,4 @@ def breed_within(male_parents, female_parents, ctx: MatingContext):
             if ctx.rng.random() < ctx.mut_prob:
                 mut_genome(child, ctx.space, ctx.rng, ctx.mutation_scale)
             sons.append(child)
-    daughters = fem.vary(female_parents, ctx.pset, ctx.rng, ctx.gp_config) if female_parents else []
-    return sons[: len(male_parents)], daughters
+    return sons[: len(male_parents)]

@@ -2,8 +2,8 @@
 
 Each method is an ``Evolution`` that replaces only ``start`` (generation 0)
 and ``step`` (one generation). Everything else is the engine's own: tasks and
-archive keys, the shared cache, charging each distinct evaluation once, the
-token budget a run never overspends (a task that does not fit is not run),
+archive keys, the shared cache, charging each distinct evaluation once in
+training FLOPs, the budget a run never overspends (a task that does not fit is not run),
 snapshots and resume, the hall of fame, the promotions list and the report.
 So a method's compute is counted exactly as a mode's is.
 
@@ -12,14 +12,17 @@ baseline                    the preset's reference architecture trained fully,
                             once (generation 0 is the whole method)
 random                      each generation trains ``batch`` random
                             architectures fully
-successive-halving          each generation is one bracket: eta^(R-1) random
-                            architectures on the first rung, the best 1/eta of
-                            each rung resumed from its checkpoint (freeze-thaw)
-                            to the next; rungs grow geometrically from the
-                            early budget to the full one
+successive-halving          Hyperband (Li et al. 2018, eta = 3): generation g
+                            runs bracket s = s_max - (g - 1) mod (s_max + 1),
+                            successive halving of n_s random architectures
+                            from resource R eta^-s up to R (the full run), the
+                            best 1/eta of each rung resumed from its checkpoint
+                            (freeze-thaw) to the next; so the brackets cycle
+                            from the most exploratory to plain full training
 regularized-evolution       aging evolution (Real et al. 2019) on full
-                            training: population P, sample S, mutate the best
-                            of the sample, the oldest dies
+                            training: each cycle samples S of the population
+                            P, mutates one gene of the best of the sample,
+                            trains that one child, and the oldest member dies
 ==========================  =====================================================
 
 Their parameters are derived from the preset (``MethodConfig.from_preset``),
@@ -34,8 +37,9 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from gpnas.config import SPACE_GENES
 from gpnas.search.engine import WORST, Evolution, Mode, State, add_work
-from gpnas.search.males import encode, mut_genome, sample_genome
+from gpnas.search.males import decode, encode, sample_genome
 
 ETA = 3  # successive halving keeps the best 1/ETA of each rung (Hyperband's default)
 
@@ -47,8 +51,8 @@ class MethodConfig:
     batch: int             # random search: architectures trained per generation
     population: int        # regularized evolution: P, architectures alive at once
     sample: int            # regularized evolution: S, tournament size of a parent choice
-    children: int          # regularized evolution: children trained per generation
-    mutation_sigma: float  # regularized evolution: mut_genome's scale
+    children: int          # regularized evolution: cycles (one child each) per generation
+    mutation_sigma: float  # regularized evolution: a continuous gene's mutation, in units of its range
     eta: int = ETA
 
     @classmethod
@@ -61,53 +65,115 @@ class MethodConfig:
                    children=max(1, ga.promote_k + int(ga.calibration)), mutation_sigma=ga.mutation_sigma)
 
 
-# ------------------------------------------------------- successive halving, pure
+# ------------------------------------------------------- Hyperband, pure
 
-def rung_steps(early_iters: int, full_iters: int, eval_interval: int, eta: int = ETA) -> list[int]:
-    """Training steps of each rung: from ``early_iters`` to ``full_iters``, growing
-    about eta-fold, each a multiple of ``eval_interval`` (so a rung's curve is the
-    exact prefix of the full curve). At least two rungs.
+@dataclass(frozen=True)
+class Bracket:
+    """One Hyperband bracket: ``counts[i]`` architectures trained to ``steps[i]``."""
 
-    >>> rung_steps(40, 400, 10)
-    [40, 130, 400]
+    s: int
+    counts: tuple[int, ...]
+    steps: tuple[int, ...]
+
+    def cost(self, resume: bool = True) -> int:
+        """Training steps the bracket spends when none fails: with freeze-thaw each rung
+        pays only the steps it adds (``resume``), in the paper every rung trains from scratch."""
+        total, below = 0, 0
+        for n, r in zip(self.counts, self.steps):
+            total += n * (r - below if resume else r)
+            below = r
+        return total
+
+
+def hyperband_brackets(early_iters: int, full_iters: int, eval_interval: int, eta: int = ETA) -> list[Bracket]:
+    """Hyperband's brackets (Li et al. 2018, Algorithm 1), most exploratory first.
+
+    Resources are training steps: R = ``full_iters`` is the maximum, the
+    smallest is about ``early_iters`` (s_max = floor(log_eta(full / early))).
+    Bracket s starts n = ceil((s_max + 1) eta^s / (s + 1)) architectures at
+    r = R eta^-s; rung i trains floor(n eta^-i) of them to r eta^i steps (rounded
+    to a multiple of ``eval_interval``, so a rung's curve is the exact prefix of
+    the full one).
+
+    >>> [(b.counts, b.steps) for b in hyperband_brackets(30, 300, 10)]
+    [((9, 3, 1), (30, 100, 300)), ((5, 1), (100, 300)), ((3,), (300,))]
     """
-    n = max(2, round(math.log(full_iters / early_iters) / math.log(eta)) + 1)
-    steps = []
-    for i in range(n):
-        raw = early_iters * (full_iters / early_iters) ** (i / (n - 1))
-        step = min(full_iters, max(early_iters, eval_interval * round(raw / eval_interval)))
-        if not steps or step > steps[-1]:
+    s_max = int(math.floor(math.log(full_iters / early_iters) / math.log(eta) + 1e-9))
+    brackets = []
+    for s in range(s_max, -1, -1):
+        n = math.ceil((s_max + 1) * eta ** s / (s + 1))
+        counts, steps = [], []
+        for i in range(s + 1):
+            raw = full_iters * eta ** (i - s)
+            step = min(full_iters, max(eval_interval, eval_interval * round(raw / eval_interval)))
+            if steps and step <= steps[-1]:  # rounding merged two rungs: keep the later
+                counts.pop()
+                steps.pop()
+            counts.append(max(1, int(n * eta ** -i + 1e-9)))
             steps.append(step)
-    steps[-1] = full_iters
-    return steps
+        brackets.append(Bracket(s, tuple(counts), tuple(steps)))
+    return brackets
 
 
-def survivors(losses: Sequence[float], eta: int = ETA) -> list[int]:
-    """Indices of the best ``max(1, len // eta)`` losses, best first (ties: lower
-    index); NaN and inf (failed or diverged runs) never survive."""
+def survivors(losses: Sequence[float], keep: int) -> list[int]:
+    """Indices of the best ``keep`` losses, best first (ties: lower index); NaN and
+    inf (failed or diverged runs) never survive."""
     finite = [i for i, x in enumerate(losses) if math.isfinite(x)]
-    keep = max(1, len(losses) // eta)
     return sorted(finite, key=lambda i: (losses[i], i))[:keep]
 
 
-def successive_halving(n: int, n_rungs: int, losses_at: Callable[[list[int], int], list[float]],
-                       eta: int = ETA) -> list[list[int]]:
-    """One bracket: which of ``n`` configurations ran on each rung.
+def successive_halving(counts: Sequence[int], losses_at: Callable[[list[int], int], list[float]]) -> list[list[int]]:
+    """One bracket's successive halving: which of ``counts[0]`` configurations ran on each rung.
 
-    ``losses_at(members, rung)`` trains ``members`` (indices) to ``rung`` and
-    returns their losses there; the best 1/eta go on to the next rung. The
+    ``losses_at(members, rung)`` trains ``members`` (indices) to rung ``rung``
+    and returns their losses there; the best ``counts[rung + 1]`` go on. The
     last list holds the configurations trained on the top rung (empty if every
     one failed before).
     """
-    members, ladder = list(range(n)), []
-    for rung in range(n_rungs):
+    members, ladder = list(range(counts[0])), []
+    for rung in range(len(counts)):
         if not members:
             break
         ladder.append(members)
         losses = losses_at(members, rung)
-        if rung < n_rungs - 1:
-            members = [members[j] for j in survivors(losses, eta)]
+        if rung < len(counts) - 1:
+            members = [members[j] for j in survivors(losses, counts[rung + 1])]
     return ladder
+
+
+def mut_one_gene(genome, space, rng: random.Random, sigma: float):
+    """A copy of ``genome`` with one gene mutated (Real et al.'s mutation: one
+    change per child). The gene is drawn uniformly among those with more than one
+    value; a discrete gene takes another allowed value drawn uniformly, a
+    continuous one moves by N(0, sigma) of its range (log10 for the learning
+    rate), clipped. Redrawn until the architecture changes (a space of one
+    architecture returns the parent)."""
+    arch = decode(genome, space)
+    movable = [name for name in SPACE_GENES
+               if (len(_choices(space, name)) > 1 if space.gene(name).discrete
+                   else space.gene(name).high > space.gene(name).low)]
+    for _ in range(20):
+        if not movable:
+            break
+        name = rng.choice(movable)
+        child, spec = dict(arch), space.gene(name)
+        values = _choices(space, name)
+        if values is not None:
+            child[name] = rng.choice([v for v in values if v != arch[name]] or values)
+        elif spec.log:
+            lo, hi = math.log10(spec.low), math.log10(spec.high)
+            child[name] = 10 ** min(max(math.log10(arch[name]) + rng.gauss(0.0, sigma * (hi - lo)), lo), hi)
+        else:
+            child[name] = min(max(arch[name] + rng.gauss(0.0, sigma * (spec.high - spec.low)), spec.low), spec.high)
+        mutated = encode(child, space)
+        if decode(mutated, space) != arch:
+            return mutated
+    return copy.deepcopy(genome)
+
+
+def _choices(space, name: str):
+    spec = space.gene(name)
+    return spec.values() if spec.discrete else None
 
 
 # ------------------------------------------------------------------ methods
@@ -130,13 +196,12 @@ class Method(Evolution):
 
     @staticmethod
     def no_work() -> dict:
-        return {"evaluated": 0, "cache_hits": 0, "failed": 0, "failure": ""}
+        return {"evaluated": 0, "cache_hits": 0, "failed": {}}
 
     def train_fully(self, state: State, genomes: list, work: dict) -> list:
         """Train the genomes from scratch to the full budget (as far as the budget
         allows); returns the ones that completed. Adds to ``work``."""
-        more = self.evaluate(state, [self.task(g, self.budget.full_iters) for g in genomes])
-        add_work(work, more)
+        add_work(work, self.evaluate(state, [self.task(g, self.budget.full_iters) for g in genomes]))
         done = []
         for g in genomes:
             before = len(state.promotions)
@@ -182,12 +247,13 @@ class RandomSearch(Method):
 
 
 class SuccessiveHalving(Method):
-    """Brackets of successive halving (the most aggressive Hyperband bracket).
+    """Hyperband: successive halving inside brackets that cycle over generations.
 
-    Rungs run from the early budget to the full one (``rung_steps``); a bracket
-    starts eta^(R-1) random architectures, so one reaches the top rung when
-    none fails. A promoted architecture resumes from its rung checkpoint and
-    pays only the steps it adds.
+    Generation g runs bracket ``brackets[(g - 1) % len(brackets)]`` of
+    ``hyperband_brackets`` (eta 3): its random architectures start on its
+    first rung, and the best of each rung resume from their rung checkpoint
+    (freeze-thaw) to the next, paying only the steps they add. One cycle of
+    brackets is one Hyperband iteration; a budget ends the run wherever it is.
     """
 
     name = "successive-halving"
@@ -195,16 +261,21 @@ class SuccessiveHalving(Method):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         b = self.budget
-        self.rungs = rung_steps(b.early_iters, b.full_iters, b.eval_interval, self.config.eta)
-        self.bracket_size = self.config.eta ** (len(self.rungs) - 1)
+        self.brackets = hyperband_brackets(b.early_iters, b.full_iters, b.eval_interval, self.config.eta)
+        self.rungs = sorted({step for bracket in self.brackets for step in bracket.steps})
 
-    def rung_task(self, g, rung: int):
+    def bracket(self, generation: int) -> Bracket:
+        return self.brackets[(generation - 1) % len(self.brackets)]
+
+    def rung_task(self, g, steps: tuple, rung: int):
         if rung == 0:
-            return self.task(g, self.rungs[0])
-        below = self.checkpoints_dir / f"{self.key(g, self.rungs[rung - 1])}.pt"
-        return self.task(g, self.rungs[rung], str(below) if below.exists() else None)
+            return self.task(g, steps[0])
+        below = self.checkpoints_dir / f"{self.key(g, steps[rung - 1])}.pt"
+        return self.task(g, steps[rung], str(below) if below.exists() else None)
 
     def resumed_at(self, task) -> int:
+        """A rung resumes from the rung below it (every bracket's rungs are the last
+        rungs of the most exploratory one)."""
         return self.rungs[self.rungs.index(task.stop_at) - 1] if task.resume_from else 0
 
     def rung_loss(self, state: State, key: str) -> float:
@@ -216,17 +287,17 @@ class SuccessiveHalving(Method):
 
     def step(self, state: State, rng: random.Random) -> dict:
         work = self.no_work()
-        genomes = [sample_genome(self.space, rng) for _ in range(self.bracket_size)]
+        bracket = self.bracket(state.generation)
+        genomes = [sample_genome(self.space, rng) for _ in range(bracket.counts[0])]
 
         def losses_at(members, rung):
-            tasks = [self.rung_task(genomes[i], rung) for i in members]
-            more = self.evaluate(state, tasks)
-            add_work(work, more)
+            tasks = [self.rung_task(genomes[i], bracket.steps, rung) for i in members]
+            add_work(work, self.evaluate(state, tasks))
             return [self.rung_loss(state, t.key) for t in tasks]
 
-        ladder = successive_halving(len(genomes), len(self.rungs), losses_at, self.config.eta)
+        ladder = successive_halving(bracket.counts, losses_at)
         done = []
-        if len(ladder) == len(self.rungs):
+        if len(ladder) == len(bracket.counts):
             for i in ladder[-1]:
                 before = len(state.promotions)
                 self.record_complete(state, genomes[i], predicted=None)
@@ -236,13 +307,14 @@ class SuccessiveHalving(Method):
 
 
 class RegularizedEvolution(Method):
-    """Aging evolution (Real et al. 2019), batch-synchronous.
+    """Aging evolution (Real et al. 2019).
 
-    ``state.males`` is the population, oldest first. Each generation makes
-    ``children`` children, each by sampling S members at random and mutating
-    the best of them (``mut_genome``); the children train fully, join
-    the population, and as many of the oldest members are removed. Fitness is
-    the true final validation loss, looked up in the archive.
+    ``state.males`` is the population P, oldest first. Each cycle samples S
+    members at random, copies the best of the sample (lowest true final val
+    loss) and mutates one gene (``mut_one_gene``), trains that one child fully,
+    appends it and removes the oldest member; the next cycle sees the new
+    population. A generation is ``children`` cycles (as many full runs as a
+    generation of the engine promotes), a unit of logging only.
     """
 
     name = "regularized-evolution"
@@ -258,21 +330,20 @@ class RegularizedEvolution(Method):
 
     def step(self, state: State, rng: random.Random) -> dict:
         work = self.no_work()
-        population = state.males
-        if not population:  # the budget did not even pay for the first population
-            state.exhausted = True
-            return self.log_row(state, work, [], None)
-        losses = [self.final_loss(state, g) for g in population]
-        children = []
+        done = []
         for _ in range(self.config.children):
+            population = state.males
+            if not population:  # the budget did not even pay for the first population
+                state.exhausted = True
+                break
             sample = rng.sample(range(len(population)), min(self.config.sample, len(population)))
-            parent = min(sample, key=lambda i: (losses[i], i))
-            (child,) = mut_genome(copy.deepcopy(population[parent]), self.space, rng,
-                                         self.config.mutation_sigma)
-            children.append(child)
-        done = self.train_fully(state, children, work)
-        born = [c for c in children if self.key(c, self.budget.full_iters) in state.charged]
-        state.males = aged(population, born)
+            parent = min(sample, key=lambda i: (self.final_loss(state, population[i]), i))
+            child = mut_one_gene(population[parent], self.space, rng, self.config.mutation_sigma)
+            done += self.train_fully(state, [child], work)
+            if self.key(child, self.budget.full_iters) in state.charged:
+                state.males = aged(population, [child])
+            if state.exhausted:
+                break
         return self.log_row(state, work, done, None)
 
 

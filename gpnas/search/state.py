@@ -18,18 +18,29 @@ N_GENES = len(GENES)
 
 @dataclass
 class Compute:
-    """Training compute the run was charged: each distinct evaluation once."""
+    """Training compute the run was charged: each distinct evaluation once.
+
+    ``flops`` is what budgets and equal-compute comparisons count (training
+    FLOPs, ``config.training_flops_per_step``: each architecture costs what its
+    size and context cost); ``tokens`` is kept beside it. ``failed`` counts the
+    charged evaluations that raised instead of returning a curve.
+    """
 
     steps: int = 0
     tokens: int = 0
+    flops: int = 0
     train_seconds: float = 0.0
     evaluations: int = 0
+    failed: int = 0
 
-    def charge(self, steps: int, tokens_per_step: int, seconds: float):
+    def charge(self, steps: int, tokens_per_step: int, seconds: float, flops_per_step: int = 0,
+               failed: bool = False):
         self.steps += steps
         self.tokens += steps * tokens_per_step
+        self.flops += steps * flops_per_step
         self.train_seconds += seconds
         self.evaluations += 1
+        self.failed += int(failed)
 
 
 @dataclass
@@ -47,6 +58,7 @@ class State:
     promotions: list = field(default_factory=list)   # {generation, key, predicted, true}
     mating_stats: dict = field(default_factory=lambda: {"guided": 0, "random": 0, "chose": 0, "tournament": 0})
     failures: list = field(default_factory=list)     # {key, arch, reason}
+    sons: list = field(default_factory=list)         # {generation, key, guided, early_loss}: bred sons
     exhausted: bool = False                          # the token budget stopped the run
 
 
@@ -64,6 +76,7 @@ def state_to_dict(state: State) -> dict:
         "promotions": state.promotions,
         "mating_stats": state.mating_stats,
         "failures": state.failures,
+        "sons": state.sons,
         "exhausted": state.exhausted,
     }
 
@@ -123,13 +136,16 @@ def state_from_dict(data, pset, where) -> State:
             males=males,
             females=females,
             rng_state=rng_state,
-            compute=Compute(**{k: type(v)(data["compute"][k]) for k, v in vars(Compute()).items()}),
+            # a snapshot from before FLOPs were counted resumes with them at 0
+            compute=Compute(**{k: type(v)(data["compute"].get(k, v) if k in ("flops", "failed")
+                                          else data["compute"][k]) for k, v in vars(Compute()).items()}),
             charged=dict.fromkeys(str(k) for k in data["charged"]),
             hall_of_fame=records("hall_of_fame", {"key": str, "final_val_loss": number, "arch": dict}),
             logbook=records("logbook", {"generation": int}),
             promotions=records("promotions", {"key": str, "true": number, "arch": dict}),
             mating_stats={k: int(data["mating_stats"][k]) for k in State(0, [], [], ()).mating_stats},
             failures=records("failures", {"key": str, "reason": str}),
+            sons=records("sons", {"generation": int, "key": str}) if "sons" in data else [],
             exhausted=bool(data["exhausted"]),
         )
         if state.generation < 0:

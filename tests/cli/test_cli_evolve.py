@@ -25,7 +25,8 @@ def test_evolve_prints_generations_and_a_summary_then_show_repeats_it(runner, tm
     assert sum(line.startswith("gen ") for line in lines) == 3  # generation 0 (seeding), 1, 2
     assert "best architecture: n_layer=" in result.output
     assert "predictor chosen:" in result.output and "baseline last" in result.output
-    assert "followed the mother's gradient" in result.output
+    assert "chosen by the mother (guided)" in result.output and "daughters: " in result.output
+    assert any(" training FLOPs, " in line for line in lines)
 
     shown = runner.invoke(main, ["show", str(out)])
     assert shown.exit_code == 0

@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from gpnas.cli import main
-from gpnas.config import load_preset
+from gpnas.config import largest_architecture, load_preset, training_flops_per_step
 from gpnas.errors import ConfigError
 from gpnas.jobs.ablation import ALL_MODES, make_plan, run_ablation
-from gpnas.report.ablation import METRICS, best_so_far, mean_ci, sign_flip_p, t_quantile, tokens_to_reach
+from gpnas.report.ablation import METRICS, best_so_far, compute_to_reach, mean_ci, sign_flip_p, t_quantile
 from gpnas.runs.archive import Archive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,20 +77,25 @@ def test_every_mode_runs_and_the_table_has_every_mode_and_column(ablation):
 
 
 def test_every_mode_gets_the_combined_budget_of_its_seed_and_never_overspends(ablation):
+    from gpnas.train.data import load_dataset
+
     runs = results(ablation["out"])
-    spent = {r["seed"]: r["compute"]["tokens"] for r in runs if r["mode"] == "combined"}
-    full_run = 24 * 4 * 16
+    spent = {r["seed"]: r["compute"]["flops"] for r in runs if r["mode"] == "combined"}
+    micro = load_preset("micro")
+    vocab = load_dataset(ablation["data"]).vocab_size
+    full_run = training_flops_per_step(largest_architecture(micro.space), micro.budget, vocab) * 24
     for r in runs:
+        assert r["compute"]["flops"] > r["compute"]["tokens"] > 0  # FLOPs counted, tokens kept beside them
         if r["mode"] == "combined":
-            assert r["budget_tokens"] is None and r["generations"] == 1
+            assert r["budget_flops"] is None and r["generations"] == 1
             continue
-        assert r["budget_tokens"] == spent[r["seed"]]
-        assert r["compute"]["tokens"] <= r["budget_tokens"]
-        if r["mode"] != "baseline":  # spent all it could: less than one full run is left
-            assert r["compute"]["tokens"] > r["budget_tokens"] - full_run, r["mode"]
+        assert r["budget_flops"] == spent[r["seed"]]
+        assert r["compute"]["flops"] <= r["budget_flops"]
+        if r["mode"] != "baseline":  # spent all it could: less than the largest full run is left
+            assert r["compute"]["flops"] > r["budget_flops"] - full_run, r["mode"]
         untrained = r["best_curve"]["val_loss"][0]  # step 0: the same model before any step
         assert r["best"]["final_val_loss"] < untrained - 0.25  # micro's reference falls by about 0.37
-        assert all(c["tokens"] <= r["compute"]["tokens"] for c in r["completions"])
+        assert all(c["flops"] <= r["compute"]["flops"] for c in r["completions"])
 
 
 def test_runs_share_one_archive_and_a_rerun_trains_nothing(ablation):
@@ -128,8 +133,14 @@ def test_an_interrupted_ablation_resumes_where_it_stopped(tmp_path, micro_datase
             raise Interrupt
         return [fn(item) for item in items]
 
-    whole = run_ablation(tmp_path / "whole", plan, dataset, load_dataset, map_fn=counting_map, threads=1)
-    calls.update({"n": 0, "die at": calls["n"] - 1})  # inside the last run, successive halving
+    def on_run(event, mode, seed, info):
+        if event == "start" and mode == "successive-halving":
+            calls["halving starts after"] = calls["n"]
+
+    whole = run_ablation(tmp_path / "whole", plan, dataset, load_dataset, map_fn=counting_map, threads=1,
+                         on_run=on_run)
+    # inside the last run, successive halving, at its first evaluation
+    calls.update({"n": 0, "die at": calls["halving starts after"] + 1})
     with pytest.raises(Interrupt):
         run_ablation(tmp_path / "cut", plan, dataset, load_dataset, map_fn=counting_map, threads=1)
     assert [r["mode"] for r in results(tmp_path / "cut")] == ["combined", "random"]
@@ -137,8 +148,8 @@ def test_an_interrupted_ablation_resumes_where_it_stopped(tmp_path, micro_datase
     resumed = run_ablation(tmp_path / "cut", plan, dataset, load_dataset, threads=1)
 
     def same(records):
-        return [(r["mode"], r["compute"]["tokens"], r["best"]["final_val_loss"], r["budget_tokens"],
-                 [(c["tokens"], c["true"]) for c in r["completions"]]) for r in records]
+        return [(r["mode"], r["compute"]["flops"], r["best"]["final_val_loss"], r["budget_flops"],
+                 [(c["flops"], c["true"]) for c in r["completions"]]) for r in records]
 
     assert same(resumed) == same(whole)
 
@@ -146,11 +157,12 @@ def test_an_interrupted_ablation_resumes_where_it_stopped(tmp_path, micro_datase
 def test_a_fixed_budget_applies_to_every_mode_including_combined(tmp_path, micro_dataset_dir):
     from gpnas.train.data import load_dataset
 
-    plan = make_plan(load_preset("micro"), 1, 1, ["combined", "baseline", "random"], budget_tokens=4000)
+    budget = 400_000_000
+    plan = make_plan(load_preset("micro"), 1, 1, ["combined", "baseline", "random"], budget_flops=budget)
     dataset = load_dataset(micro_dataset_dir)
     records = run_ablation(tmp_path / "fixed", plan, dataset, load_dataset, threads=1)
-    assert [r["budget_tokens"] for r in records] == [4000] * 3
-    assert all(0 < r["compute"]["tokens"] <= 4000 for r in records)
+    assert [r["budget_flops"] for r in records] == [budget] * 3
+    assert all(0 < r["compute"]["flops"] <= budget for r in records)
 
 
 @pytest.fixture
@@ -162,8 +174,9 @@ def micro_dataset_dir(tmp_path):
     (["--modes", "combined,nope"], "unknown mode 'nope'"),
     (["--seeds", "0"], "--seeds"),
     (["--generations", "0"], "--generations"),
-    (["--modes", "random,baseline"], "--budget-tokens"),
-    (["--budget-tokens", "0"], "--budget-tokens"),
+    (["--modes", "random,baseline"], "--budget-flops"),
+    (["--budget-flops", "0"], "--budget-flops"),
+    (["--budget-flops", "inf"], "--budget-flops must be a finite number"),
     (["--set", "ga.nope=1"], "nope"),
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, micro_dataset_dir, args, message):
@@ -207,12 +220,14 @@ def test_sign_flip_test_is_exact():
 
 
 def test_compute_to_reach_a_loss_and_best_so_far():
-    completions = [{"tokens": 100, "true": 3.0}, {"tokens": 250, "true": 2.5}, {"tokens": 400, "true": 2.7},
-                   {"tokens": 500, "true": 2.0}]
-    assert tokens_to_reach(completions, 2.6) == 250
-    assert tokens_to_reach(completions, 1.0) is None
-    assert tokens_to_reach(completions, None) is None
-    curve = best_so_far(completions, [0, 100, 300, 450, 600])
+    completions = [{"tokens": 100, "flops": 1e9, "true": 3.0}, {"tokens": 250, "flops": 4e9, "true": 2.5},
+                   {"tokens": 400, "flops": 5e9, "true": 2.7}, {"tokens": 500, "flops": 8e9, "true": 2.0}]
+    assert compute_to_reach(completions, 2.6) == 4e9
+    assert compute_to_reach(completions, 2.6, "tokens") == 250
+    assert compute_to_reach(completions, 1.0) is None
+    assert compute_to_reach(completions, None) is None
+    assert compute_to_reach([{"tokens": 100, "true": 2.0}], 2.6) is None  # a record from before FLOPs
+    curve = best_so_far(completions, [0, 1e9, 4.5e9, 6e9, 9e9])
     assert math.isnan(curve[0]) and list(curve[1:]) == [3.0, 2.5, 2.5, 2.0]
 
 

@@ -170,3 +170,93 @@ def test_a_run_folder_is_held_by_one_process_at_a_time(tmp_path, micro, tiny_dat
             execute(run, 1)
     summary, _ = execute(run, 1)  # free again once the holder lets go
     assert summary["generations"] == 1
+
+
+# ------------------------------------------------------------ mating, calibration, compute
+
+def test_training_flops_follow_nanogpts_estimate_mfu():
+    from gpnas.config import training_flops_per_token
+    from gpnas.train.model import GPT, GPTConfig
+
+    for L, H, d, T, V in [(2, 4, 64, 32, 65), (3, 1, 96, 32, 65), (6, 6, 384, 256, 65), (1, 2, 16, 16, 40)]:
+        model = GPT(GPTConfig(block_size=T, vocab_size=V, n_layer=L, n_head=H, n_embd=d))
+        N = model.num_params()  # nanoGPT's get_num_params(): position embeddings left out
+        assert training_flops_per_token(L, H, d, T, V) == 6 * N + 12 * L * H * (d // H) * T
+
+
+@pytest.fixture(scope="module")
+def combined_run(tmp_path_factory):
+    """One combined run of three generations on micro, shared by the tests below."""
+    from conftest import make_corpus
+
+    root = tmp_path_factory.mktemp("combined")
+    (root / "corpus").mkdir()
+    (root / "corpus" / "input.txt").write_text(make_corpus(), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPNAS_CACHE_DIR", str(root / "cache"))
+        dataset = load_dataset(root / "corpus")
+        run = new_run(root / "run", load_preset("micro"), "combined", 0, dataset)
+        summary, state = execute(run, 3)
+    return summary, state
+
+
+def test_combined_makes_as_many_variation_events_as_the_ablation(combined_run):
+    summary, state = combined_run
+    ga = load_preset("micro").ga
+    m = summary["mating"]
+    assert m["guided"] + m["random"] == 3 * (ga.n_males - ga.male_elites)
+    # female_steps mating passes per generation, each of n_females - female_elites daughters
+    # (within-gender makes female_steps plain GP steps of the same size instead)
+    assert m["chose"] + m["tournament"] == 3 * ga.female_steps * (ga.n_females - ga.female_elites)
+    assert len(state.sons) == 3 * (ga.n_males - ga.male_elites)
+    trained = [s for s in state.sons if s["generation"] <= 3]
+    assert all(isinstance(s["early_loss"], float) for s in trained)  # early loss recorded once trained
+    assert m["guided_trained"] + m["random_trained"] == len(trained)
+
+
+def test_male_fitness_is_calibrated_on_earlier_promotions(combined_run):
+    from gpnas.search.calibration import Calibration
+
+    summary, state = combined_run
+    predicted = [p for p in state.promotions if p["raw"] is not None]
+    assert predicted and all(p["generation"] >= 1 for p in predicted)
+    for p in predicted:
+        earlier = [(q["raw"], q["true"]) for q in predicted if q["generation"] < p["generation"]]
+        calibration = Calibration.fit(*zip(*earlier)) if earlier else Calibration.fit([], [])
+        assert p["predicted"] == pytest.approx(float(calibration(p["raw"])))
+        assert p["spread"] >= 0 and isinstance(p["early_score"], float)
+    cal = summary["calibration"]
+    assert cal["promoted"] == len(predicted)
+    errors = [p["predicted"] - p["true"] for p in predicted]
+    assert cal["calibrated_bias"] == pytest.approx(sum(errors) / len(errors), abs=1e-6)
+    # the log line's fields: early score beside the calibrated prediction, FLOPs beside tokens
+    row = state.logbook[-1]
+    assert row["best_predicted"] is not None and row["best_early_score"] is not None
+    assert row["flops"] == state.compute.flops > row["tokens"] == state.compute.tokens > 0
+
+
+def failing_map(fn, items):
+    from gpnas.runs.parallel import Failure
+
+    return [Failure("RuntimeError: CUDA was asked for but is not available", 1) for _ in items]
+
+
+@pytest.mark.parametrize("mode", ["combined", "within-gender", "female", "male", "successive-halving",
+                                  "regularized-evolution", "random"])
+def test_a_run_where_every_evaluation_fails_goes_on_and_says_why(tmp_path, micro, tiny_dataset, mode):
+    from gpnas.cli.evolve import _generation_line
+
+    run = start(tmp_path, mode, micro, tiny_dataset, mode=mode)
+    summary, state = execute(run, 2, map_fn=failing_map)
+    assert summary["generations"] == 2 and summary["best_architecture"] is None
+    assert [row["generation"] for row in state.logbook] == [0, 1, 2]
+    assert all(row["evaluated"] > 0 for row in state.logbook[1:])  # (some methods train nothing in 0)
+    for row in (r for r in state.logbook if r["evaluated"]):
+        assert row["failed"] == row["evaluated"]
+        assert f"{row['failed']} x RuntimeError: CUDA was asked for" in row["failure"]
+        assert f"failed {row['failed']} ({row['failed']} x RuntimeError" in _generation_line(state, row)
+    # failed evaluations are charged the steps they were given
+    assert summary["compute"]["failed"] == summary["compute"]["evaluations"] > 0
+    assert summary["compute"]["flops"] > 0 and summary["compute"]["steps"] > 0
+    if mode == "combined":
+        assert summary["mating"]["guided"] == 0 and summary["mating"]["random"] > 0

@@ -1,4 +1,7 @@
-"""The cross-gender mating operator on hand-built parents."""
+"""The cross-gender mating operator on hand-built parents: sons the mother
+chooses among the father's neighbours (also through a piecewise formula whose
+derivative is zero), random sons when she has no opinion, daughters crossed
+with the father's choice on training curves only."""
 
 import random
 import re
@@ -7,15 +10,20 @@ import numpy as np
 import pytest
 
 from gpnas.config import load_preset
+from gpnas.predict import fitness as fit
 from gpnas.predict import trees
+from gpnas.runs.worker import result_curve
 from gpnas.search import females as fem
 from gpnas.search import mating
-from gpnas.search.males import decode, encode, hyperparameter_features
+from gpnas.search.males import decode, encode
+
+PREFIX = 0.1
+CURVE_NAMES = [n for n in fem.FEATURE_NAMES if n not in fem.CONFIG_KEYS]
 
 
 @pytest.fixture
 def space():
-    return load_preset("micro").space
+    return load_preset("cpu-small").space  # n_embd choices 32, 48, 64, 96; dropout 0..0.2
 
 
 @pytest.fixture
@@ -23,72 +31,115 @@ def pset():
     return fem.make_pset()
 
 
-def context(space, pset, *, females=(), predictions=None, targets=None, index=None, mutation=0.0, seed=0):
+def context(space, pset, *, females=(), predictions=None, targets=None, index=None, training=None, seed=0, m=8):
     return mating.MatingContext(
-        space=space, pset=pset, rng=random.Random(seed), gp_config=trees.GPConfig(),
-        step_scale=0.3, mutation_scale=mutation, p_guided=1.0, cx_prob=0.5, mut_prob=0.5,
+        space=space, pset=pset, rng=random.Random(seed), gp_config=trees.GPConfig(), prefix_frac=PREFIX,
+        n_candidates=m, step_scale=0.2, mutation_scale=0.15, p_guided=1.0, cx_prob=0.5, mut_prob=0.5,
         female_predictions=np.zeros((len(females), 0)) if predictions is None else predictions,
         completed_targets=np.zeros(0) if targets is None else targets,
-        completed_index=index or {}, females=list(females),
+        completed_index=index or {}, females=list(females), training=training,
     )
 
 
-def father_row(arch):
-    """A feature row for the father: neutral curve features, his hyperparameters."""
-    row = dict.fromkeys(fem.FEATURE_NAMES, 0.5)
-    hp = hyperparameter_features(arch)
-    row.update({name: np.log10(hp[key]) if name.startswith("log10_") else hp[key]
-                for name, key in fem.CONFIG_KEYS.items()})
-    return row
+def father_view(father, space):
+    """The father as the mother sees him: a falling early curve and its feature row."""
+    arch = decode(father, space)
+    result = {"curve": {"val_loss": [4.2, 3.6, 3.2, 3.0], "eval_steps": [0, 10, 20, 30],
+                        "eval_train_loss": [4.2, 3.5, 3.1, 2.9]}}
+    curve = result_curve(result, arch, "father", "task", horizon=31)
+    _, columns = fem.predict_finals([], [curve], PREFIX, fem.make_pset())
+    row = {name: float(col[0]) for name, col in columns.items()}
+    return mating.Father(curve, row)
+
+
+def scored(text, pset):
+    """A hand-built mother as scoring leaves her: r = her tree's genes, summed (a0 = 0, b = 1)."""
+    tree = trees.parse_tree(text, pset)
+    tree.scaling = fit.Scaling((0.0,) + (1.0,) * len(fit.genes(tree)))
+    return tree
 
 
 def male(space, **arch):
     return encode(arch, space)
 
 
-def test_son_steps_down_the_mothers_learning_rate_gradient(space, pset):
-    # she predicts final loss = 2 + 0.5 * log10 lr: a lower learning rate lowers it
-    mother = trees.parse_tree("add(2.0, mul(0.5, log10_learning_rate))", pset)
-    father = male(space, n_layer=1, n_head=2, n_embd=16, dropout=0.05, learning_rate=5e-3)
+def sons(space, pset, mother, father, seeds=range(20)):
+    out = []
+    for seed in seeds:
+        son, guided = mating.make_son(father, mother, father_view(father, space), context(space, pset, seed=seed))
+        out.append((decode(son, space), guided))
+    return out
+
+
+def test_candidates_are_distinct_neighbours_one_or_two_genes_away(space):
+    father = male(space, n_layer=2, n_head=2, n_embd=48, dropout=0.1, learning_rate=3e-3)
     arch = decode(father, space)
-    son, guided = mating.make_son(father, mother, father_row(arch), context(space, pset))
-    son_arch = decode(son, space)
-    assert guided
-    assert son_arch["learning_rate"] < arch["learning_rate"]
-    assert {k: son_arch[k] for k in ("n_layer", "n_head", "n_embd", "dropout")} == \
-           {k: arch[k] for k in ("n_layer", "n_head", "n_embd", "dropout")}
+    embds = list(space.n_embd.values())
+    for seed in range(10):
+        candidates = [decode(c, space) for c in mating.son_candidates(father, space, random.Random(seed), 8, 0.2)]
+        assert len(candidates) == 8
+        assert len({tuple(sorted(c.items())) for c in candidates}) == 8 and arch not in candidates
+        for c in candidates:
+            assert 1 <= sum(c[k] != arch[k] for k in arch) <= 2
+            # discrete genes move by index: one step along the choices, whatever the numbers
+            assert abs(embds.index(c["n_embd"]) - embds.index(arch["n_embd"])) <= 1
+            assert abs(c["n_layer"] - arch["n_layer"]) <= 1
+            # a continuous gene moves 0.5 to 1.5 steps of 0.2 of its range
+            if c["dropout"] != arch["dropout"]:
+                assert 0.5 * 0.04 - 1e-3 <= abs(c["dropout"] - arch["dropout"]) <= 1.5 * 0.04 + 1e-3
 
 
-def test_son_follows_a_dropout_gradient_upwards(space, pset):
-    # final loss falls as dropout rises
-    mother = trees.parse_tree("sub(3.0, dropout)", pset)
-    father = male(space, n_layer=2, n_head=1, n_embd=32, dropout=0.02, learning_rate=3e-3)
-    arch = decode(father, space)
-    son, guided = mating.make_son(father, mother, father_row(arch), context(space, pset))
-    assert guided and decode(son, space)["dropout"] > arch["dropout"]
+def test_a_piecewise_hyperparameter_term_guides_sons_where_its_derivative_is_zero(space, pset):
+    # r = min(-0.161, -dropout): flat (derivative 0) below dropout 0.161, the father sits at 0.15
+    mother = scored("min2(neg(0.161), neg(dropout))", pset)
+    father = male(space, n_layer=2, n_head=2, n_embd=48, dropout=0.15, learning_rate=3e-3)
+    results = sons(space, pset, mother, father)
+    guided = [arch for arch, g in results if g]
+    assert len(guided) >= 10  # a candidate crosses the kink with chance 1 - 0.85^8 = 0.73
+    # a guided son is her choice: a candidate past the kink, where she predicts a lower loss
+    assert all(arch["dropout"] > 0.161 for arch in guided)
+    assert all(arch["dropout"] <= 0.161 for arch, g in results if not g)
 
 
-def test_son_mutates_at_random_when_the_formula_uses_no_hyperparameter(space, pset):
-    mother = trees.parse_tree(f"mul(1.5, {fem.FEATURE_NAMES[0]})", pset)
-    father = male(space, n_layer=1, n_head=2, n_embd=16, dropout=0.05, learning_rate=5e-3)
-    arch = decode(father, space)
-    sons = set()
-    for seed in range(8):
-        son, guided = mating.make_son(father, mother, father_row(arch), context(space, pset, seed=seed))
-        assert not guided
-        sons.add(tuple(sorted(decode(son, space).items())))
-    assert len(sons) > 1, "random steps differ between seeds"
+def test_the_son_follows_her_learning_rate_and_a_discrete_gene_by_one_step(space, pset):
+    lower_lr = scored("mul(0.01, log10_learning_rate)", pset)            # lower lr: lower predicted loss
+    father = male(space, n_layer=2, n_head=2, n_embd=32, dropout=0.05, learning_rate=3e-3)
+    results = sons(space, pset, lower_lr, father)
+    # a seed whose 8 candidates all leave lr alone (chance 0.7^8 = 6 %) has nothing to choose
+    assert sum(g for _, g in results) >= 16
+    assert all(arch["learning_rate"] <= 3e-3 for arch, g in results if g)
+    assert sum(arch["learning_rate"] < 3e-3 for arch, g in results if g) >= 16
+    wider = scored("neg(mul(0.01, n_embd))", pset)                   # wider: lower predicted loss
+    results = sons(space, pset, wider, father)
+    assert all(arch["n_embd"] in (32, 48) for arch, _ in results)      # one index step, never 64 or 96
+    assert sum(arch["n_embd"] == 48 for arch, g in results if g) >= 10
+
+
+def test_a_mother_without_a_hyperparameter_term_does_not_guide(space, pset):
+    mother = scored(f"mul(1.5, {CURVE_NAMES[0]})", pset)
+    father = male(space, n_layer=2, n_head=2, n_embd=48, dropout=0.05, learning_rate=3e-3)
+    results = sons(space, pset, mother, father)
+    assert not any(g for _, g in results)
+    assert len({tuple(sorted(a.items())) for a, _ in results}) > 10, "random sons differ between seeds"
+
+
+def test_a_father_without_a_feature_row_gets_a_random_son(space, pset):
+    mother = scored("mul(0.01, log10_learning_rate)", pset)
+    father = male(space, n_layer=2, n_head=2, n_embd=48, dropout=0.05, learning_rate=3e-3)
+    for view in (None, mating.Father(None, None), mating.Father(None, {})):
+        son, guided = mating.make_son(father, mother, view, context(space, pset))
+        assert not guided and decode(son, space) != decode(father, space)
 
 
 def test_daughter_is_crossed_with_the_female_that_predicted_the_father_best(space, pset, monkeypatch):
-    a, b, c = fem.FEATURE_NAMES[:3]
+    a, b, c = CURVE_NAMES[:3]
     mother = trees.parse_tree(f"add({a}, {a})", pset)
     others = [trees.parse_tree(f"add({b}, {b})", pset), trees.parse_tree(f"add({c}, {c})", pset)]
     females = [mother, *others]
-    # the father's completed curve ended at 2.0; the second female (b) predicted 2.01
+    # the father's completed curve has r = 2.0; the second female (b) predicted 2.01
     predictions = np.array([[3.0], [2.01], [5.0]])
     ctx = context(space, pset, females=females, predictions=predictions, targets=np.array([2.0]),
-                  index={"father-key": 0})
+                  index={"father-key": 0}, training=np.array([True]))
     choice, chose = mating.father_choice("father-key", ctx)
     assert chose and choice is females[1]
     monkeypatch.setattr(trees, "mut_tree", lambda tree, *args, **kwargs: tree)  # isolate the crossover
@@ -97,21 +148,49 @@ def test_daughter_is_crossed_with_the_female_that_predicted_the_father_best(spac
     assert chose and b in names and a in names and c not in names
 
 
-def test_a_father_without_a_completed_curve_chooses_by_tournament(space, pset):
-    females = [trees.parse_tree(f"neg({name})", pset) for name in fem.FEATURE_NAMES[:4]]
+def test_the_choice_ignores_held_out_curves_and_breaks_ties_at_random(space, pset):
+    females = [trees.parse_tree(f"neg({name})", pset) for name in CURVE_NAMES[:4]]
     for i, f in enumerate(females):
         f.fitness.values = (float(i),)
-    ctx = context(space, pset, females=females)
-    choice, chose = mating.father_choice("never-completed", ctx)
+    predictions = np.array([[2.0, 1.0], [2.0, 0.0], [5.0, 9.0], [7.0, 9.0]])
+    targets = np.array([2.0, 0.0])
+    index = {"train-father": 0, "held-out-father": 1}
+    training = np.array([True, False])
+    picked = set()
+    for seed in range(20):
+        ctx = context(space, pset, females=females, predictions=predictions, targets=targets, index=index,
+                      training=training, seed=seed)
+        choice, chose = mating.father_choice("train-father", ctx)
+        assert chose
+        picked.add(females.index(choice))
+        # his curve is held out: female 1 predicted it exactly, but the choice may not use it
+        _, chose = mating.father_choice("held-out-father", ctx)
+        assert not chose
+    assert picked == {0, 1}  # the two that tie on his training curve, both drawn
+
+
+def test_a_father_without_a_completed_curve_chooses_by_tournament(space, pset):
+    females = [trees.parse_tree(f"neg({name})", pset) for name in CURVE_NAMES[:4]]
+    for i, f in enumerate(females):
+        f.fitness.values = (float(i),)
+    choice, chose = mating.father_choice("never-completed", context(space, pset, females=females))
     assert not chose and choice in females
 
 
-def test_the_gradient_is_evaluated_at_the_father(space, pset):
-    # final loss = (log lr)^2: its slope 2 ln(lr) < 0 at any lr < 1, so descent raises lr
-    mother = trees.parse_tree("mul(log10_learning_rate, log10_learning_rate)", pset)
-    father = male(space, n_layer=1, n_head=2, n_embd=16, dropout=0.05, learning_rate=2e-3)
-    arch = decode(father, space)
-    gradient = mating.hyperparameter_gradient(mother, father_row(arch), context(space, pset))
-    assert gradient == pytest.approx({"log10_learning_rate": 2 * np.log10(2e-3)})
-    son, guided = mating.make_son(father, mother, father_row(arch), context(space, pset))
-    assert guided and decode(son, space)["learning_rate"] > arch["learning_rate"]
+def test_son_statistics_compare_guided_and_random_sons_of_the_same_generation():
+    sons = [
+        {"generation": 1, "guided": True, "early_loss": 3.0}, {"generation": 1, "guided": False, "early_loss": 3.4},
+        {"generation": 1, "guided": True, "early_loss": 3.2},
+        {"generation": 2, "guided": True, "early_loss": 2.9}, {"generation": 2, "guided": False, "early_loss": 2.8},
+        {"generation": 3, "guided": True, "early_loss": None},  # not trained (yet, or it failed)
+        {"generation": 4, "guided": False, "early_loss": 2.5},  # no guided son to pair with
+    ]
+    stats = mating.son_statistics(sons)
+    assert (stats["guided"], stats["random"]) == (4, 3)
+    assert stats["guided_fraction"] == pytest.approx(4 / 7)
+    assert stats["guided_early_loss"] == pytest.approx((3.0 + 3.2 + 2.9) / 3) and stats["guided_trained"] == 3
+    assert stats["random_early_loss"] == pytest.approx((3.4 + 2.8 + 2.5) / 3)
+    # generation 1: 3.1 - 3.4 = -0.3; generation 2: 2.9 - 2.8 = +0.1
+    assert stats["paired_generations"] == 2 and stats["paired_difference"] == pytest.approx(-0.1)
+    assert stats["guided_lower_generations"] == 1
+    assert mating.son_statistics([])["guided_fraction"] is None
