@@ -67,7 +67,7 @@ SLOW = {
     "tests/test_hostile_inputs.py::test_deleting_the_damaged_snapshot_resumes_from_the_one_before": "resumes one",
     "tests/search/test_engine.py::test_summary_json_is_strict_json": "a run",
     "tests/search/test_engine.py::test_a_run_folder_is_held_by_one_process_at_a_time": "a run and a subprocess",
-    "tests/search/test_methods.py::test_successive_halving_resumes_its_rung_checkpoints": "a run",
+    "tests/search/test_methods.py::test_successive_halving_cycles_hyperbands_brackets_and_resumes_its_checkpoints": "a run",
     # worker processes and Ray (a private cluster starts), and planted hangs waited out
     "tests/runs/test_parallel.py::*[[]process[]]": "a pool of two spawned workers importing torch",
     "tests/runs/test_parallel.py::test_the_process_pool_*": "pool",

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gpnas.config import training_flops_per_step
-from gpnas.errors import EvaluationError, FileFormatError
+from gpnas.errors import FileFormatError
 from gpnas.predict import fitness as fit
 from gpnas.predict import trees
 from gpnas.runs.archive import EvaluationRecord, evaluation_key
@@ -145,7 +145,6 @@ class Evolution:
         else:
             holdout = self.evolve_females(state, curve_set, rng)            # (2)
         rows = self.assign_male_fitness(state, curve_set)                   # (3)
-        self.check_any_trained(state, work)
         promoted = self.promote(state, rng, work)                           # (4)
         curve_set = self.completed_curves(state)
         if self.mode.females:
@@ -388,17 +387,6 @@ class Evolution:
                 "raw": _finite(raw[j]), "spread": _finite(sigma[j]), "early_score": _finite(scores[i])}
             rows[i] = mating.Father(curves[j], {name: float(col[j]) for name, col in columns.items()})
         return rows
-
-    def check_any_trained(self, state: State, work: dict) -> None:
-        """Stop, with the reason, when no male of the generation could be trained:
-        without one early curve there is nothing to select, mate or promote, and
-        every further generation would fail the same way (a wrong device, a broken
-        installation). The failures are recorded in the archive, and the run folder
-        keeps the generations before."""
-        if state.males and all(g.fitness.values[0] >= WORST for g in state.males) and state.failures:
-            reason = next(iter(work.get("failed") or {}), None) or state.failures[-1]["reason"]
-            raise EvaluationError(f"every male of generation {state.generation} failed to train ({reason}); "
-                                  "the run stops here: fix the cause (see the reason) and start a new run")
 
     def calibration(self, state: State) -> Calibration:
         """The monotone map raw -> true fitted on this run's earlier promotions by prediction."""

@@ -168,11 +168,12 @@ def test_failed_evaluations_show_with_their_reason(tmp_path, corpus, monkeypatch
     assert len(summary["failures"]) <= count
 
 
-def test_a_run_whose_every_male_fails_stops_with_the_reason(tmp_path, corpus, monkeypatch):
+def test_a_run_whose_every_male_fails_goes_on_and_says_why(tmp_path, corpus, monkeypatch):
     _failing_for(monkeypatch, lambda task: True)
-    result = evolve("--generations", "5", "--data-dir", str(corpus), "--out", str(tmp_path / "run"))
-    assert result.exit_code == 1
-    assert "every male of generation 1 failed to train (RuntimeError: CUDA error" in result.output
+    result = evolve("--generations", "2", "--data-dir", str(corpus), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    failed = [ln for ln in result.output.splitlines() if ln.startswith("gen ") and "FAILED" in ln]
+    assert len(failed) == 3 and all("RuntimeError: CUDA error" in ln for ln in failed)
     assert "Traceback" not in result.output
 
 

@@ -254,7 +254,7 @@ def test_a_run_where_every_evaluation_fails_goes_on_and_says_why(tmp_path, micro
     for row in (r for r in state.logbook if r["evaluated"]):
         assert row["failed"] == row["evaluated"]
         assert f"{row['failed']} x RuntimeError: CUDA was asked for" in row["failure"]
-        assert f"failed {row['failed']} ({row['failed']} x RuntimeError" in _generation_line(state, row)
+        assert f"FAILED {row['failed']}: {row['failed']} x RuntimeError" in _generation_line(state, row)
     # failed evaluations are charged the steps they were given
     assert summary["compute"]["failed"] == summary["compute"]["evaluations"] > 0
     assert summary["compute"]["flops"] > 0 and summary["compute"]["steps"] > 0
