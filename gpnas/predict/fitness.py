@@ -242,13 +242,6 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(ra @ rb / math.sqrt(float(ra @ ra) * float(rb @ rb)))
 
 
-def regret_at(pred: np.ndarray, true: np.ndarray, k: int) -> float:
-    """Mean true value of the predicted best k minus the mean of the true best k (>= 0)."""
-    k = max(1, min(k, len(true)))
-    top = np.argsort(pred, kind="mergesort")[:k]
-    return float(np.mean(true[top]) - np.mean(np.sort(true)[:k]))
-
-
 def top_k(n: int) -> int:
     return max(1, int(round(0.1 * n)))
 

@@ -135,10 +135,6 @@ class Candidate:
     scaling: fit.Scaling | None = None       # fitted on all training curves (trees, last+offset)
     formula: str = ""
 
-    @property
-    def label(self) -> str:
-        return self.formula or self.tree or self.kind
-
 
 def cross_validate(candidates: list, pset, problem: fit.Problem, k: int, seed: int, prefix_frac: float,
                    repeats: int = 3) -> None:
