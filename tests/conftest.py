@@ -68,6 +68,22 @@ SLOW = {
     "tests/search/test_engine.py::test_summary_json_is_strict_json": "a run",
     "tests/search/test_engine.py::test_a_run_folder_is_held_by_one_process_at_a_time": "a run and a subprocess",
     "tests/search/test_methods.py::test_successive_halving_cycles_hyperbands_brackets_and_resumes_its_checkpoints": "a run",
+    # runs, trainings and fits whose behaviour the fast loop covers with a smaller case
+    "tests/search/test_engine.py::test_a_checkpoint_lives_only_while_its_male_may_be_promoted": "several generations",
+    "tests/cli/test_cli_user.py::test_on_a_terminal_the_bar_never_garbles_a_line": "a run under a pseudo-terminal",
+    "tests/cli/test_cli_user.py::test_train_on_a_terminal_prints_clean_eval_lines": "a training under a pseudo-terminal",
+    "tests/cli/test_cli_user.py::test_evolve_into_a_closed_pipe_still_finishes_the_run": "a run in a subprocess",
+    "tests/cli/test_cli_user.py::test_show_into_a_closed_pipe_ends_quietly": "a subprocess",
+    "tests/cli/test_cli_user.py::test_resume_runs_to_the_runs_own_target_and_says_where_it_is": "run and resume",
+    "tests/cli/test_cli_user.py::test_failed_evaluations_show_with_their_reason": "a run",
+    "tests/cli/test_cli_user.py::test_report_html_in_a_headless_browser": "a browser",
+    "tests/predict/test_predictor.py::test_experiment_scripts_run_in_tiny_mode": "script",
+    "tests/predict/test_predictor.py::test_same_seed_same_result_and_different_seeds_differ": "three fits",
+    "tests/predict/test_closedform.py::test_closed_form_equals_tree_on_many_random_trees": "many trees through sympy",
+    "tests/train/test_trainer.py::test_same_seed_same_curve_and_another_seed_another": "three trainings",
+    "tests/train/test_trainer.py::test_a_stopped_and_resumed_run_equals_an_uninterrupted_one[[]stops1-*":
+        "two more trainings",
+    "tests/runs/test_parallel.py::test_backends_give_identical_results_on_a_seeded_workload*": "trains a workload",
     # worker processes and Ray (a private cluster starts), and planted hangs waited out
     "tests/runs/test_parallel.py::*[[]process[]]": "a pool of two spawned workers importing torch",
     "tests/runs/test_parallel.py::test_the_process_pool_*": "pool",

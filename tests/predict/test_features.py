@@ -39,9 +39,9 @@ def test_every_feature_finite_on_hostile_curves(curves_values, frac):
     assert set(X) == {*FEATURE_NAMES, "log10_lr"}
     for name, col in X.items():
         assert col.shape == (len(curves),) and np.all(np.isfinite(col)), name
-        last, s = prefix_anchors(curves, frac)
-        r = targets(curves, frac)
-        baselines = [f(curves, frac) for f in BASELINES.values()]
+    last, s = prefix_anchors(curves, frac)
+    r = targets(curves, frac)
+    baselines = [f(curves, frac) for f in BASELINES.values()]
     assert np.all(np.isfinite(last)) and np.all(s > 0) and np.all(np.isfinite(r))
     for pred in baselines:
         assert pred.shape == (len(curves),) and np.all(np.isfinite(pred))
