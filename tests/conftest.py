@@ -141,6 +141,14 @@ def make_corpus(n_chars: int = 20_000, seed: int = 0) -> str:
     return "".join(lines)
 
 
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """A folder holding input.txt made by make_corpus, for runs through the CLI or a subprocess."""
+    folder = tmp_path_factory.mktemp("corpus")
+    (folder / "input.txt").write_text(make_corpus(), encoding="utf-8")
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own GPNAS_CACHE_DIR, so nothing reads or writes the user's cache."""

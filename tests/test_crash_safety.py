@@ -98,15 +98,6 @@ def env():
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from conftest import make_corpus
-
-    folder = tmp_path_factory.mktemp("corpus")
-    (folder / "input.txt").write_text(make_corpus(), encoding="utf-8")
-    return folder
-
-
-@pytest.fixture(scope="module")
 def reference(tmp_path_factory, corpus):
     """The uninterrupted run's summary (same preset, seed and data as the killed runs)."""
     with pytest.MonkeyPatch.context() as mp:

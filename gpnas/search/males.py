@@ -47,12 +47,6 @@ def _bounds(spec: GeneSpec) -> tuple[float, float]:
     return (math.log10(lo), math.log10(hi)) if spec.log else (float(lo), float(hi))
 
 
-def gene_span(space: SpaceConfig, gene: str) -> float:
-    """The width of a gene's range in genome units (decades for log10_lr)."""
-    lo, hi = _bounds(_spec(space, gene))
-    return hi - lo
-
-
 def _snap(spec: GeneSpec, x: float) -> float:
     """Clip to the bounds and, for a discrete gene, move to the nearest allowed value (ties: lower)."""
     lo, hi = _bounds(spec)
@@ -233,55 +227,6 @@ def mut_genome(genome: list, space: SpaceConfig, rng: random.Random,
     repair(genome, space)
     _invalidate(genome)
     return (genome,)
-
-
-def step_genome(genome: list, direction: Mapping[str, float], space: SpaceConfig,
-                rng: random.Random, scale: float) -> list:
-    """Move ``genome`` in place a distance ``scale`` (normalised units) along ``direction``; return it.
-
-    ``direction`` maps genes of ``GENES`` to signed steps in natural units
-    (decades for log10_lr), for example minus the gradient of a predicted
-    loss. It is rescaled by each gene's range and normalised to length 1, so
-    only its direction matters. Discrete genes land on a neighbouring allowed
-    value by stochastic rounding (the expected move equals the step), and if
-    no gene would change, the gene with the largest component moves one value
-    its way, so a nonzero direction always moves the genome unless it points
-    out of the space. A zero or non-finite direction leaves the genes as they
-    are. The result is repaired and its fitness invalidated.
-    """
-    repair(genome, space)
-    before = list(genome)
-    comps = {}
-    for gene, d in direction.items():
-        if gene not in SPACE_GENE:
-            raise ValueError(f"unknown gene {gene!r} in direction; genes are {GENES}")
-        lo, hi = _bounds(_spec(space, gene))
-        d = float(d)
-        if math.isfinite(d) and d != 0 and hi > lo:
-            comps[gene] = d / (hi - lo)
-    norm = math.sqrt(sum(c * c for c in comps.values()))
-    if norm > 0:
-        for gene, c in comps.items():
-            i, spec = GENES.index(gene), _spec(space, gene)
-            u = _to_unit(spec, genome[i]) + scale * c / norm
-            if spec.discrete:
-                n = len(_values(spec)) - 1
-                pos = min(max(u, 0.0), 1.0) * n
-                k = math.floor(pos)
-                k = k + 1 if rng.random() < pos - k else k
-                genome[i] = _values(spec)[min(k, n)]
-            else:
-                genome[i] = _from_unit(spec, u)
-        repair(genome, space)
-        if list(genome) == before:
-            gene = max(comps, key=lambda g: abs(comps[g]))
-            i, vals = GENES.index(gene), _values(_spec(space, gene))
-            if len(vals) > 1:
-                k = vals.index(genome[i]) + (1 if comps[gene] > 0 else -1)
-                genome[i] = vals[min(max(k, 0), len(vals) - 1)]
-                repair(genome, space)
-    _invalidate(genome)
-    return genome
 
 
 # ---------------------------------------------------------------- early score

@@ -19,16 +19,8 @@ from click.testing import CliRunner
 
 from gpnas.cli import main
 from tests.cli.terminal import ROOT, cursor_escapes, run_on_pty, screen_lines
-from tests.conftest import make_corpus
 
 MICRO = ["--preset", "micro", "--backend", "serial", "--threads", "1"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("corpus")
-    (folder / "input.txt").write_text(make_corpus(), encoding="utf-8")
-    return folder
 
 
 @pytest.fixture(scope="module")

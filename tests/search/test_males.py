@@ -18,7 +18,6 @@ from gpnas.search.males import (
     mut_genome,
     repair,
     sample_genome,
-    step_genome,
     train_config_dict,
 )
 
@@ -124,8 +123,7 @@ def test_operators_stay_valid_and_are_seeded():
             a, b = rng.sample(pop, 2)
             a, b = cx_genome(Male(a), Male(b), space, rng)
             (m,) = mut_genome(Male(a), space, rng, 0.3)
-            s = step_genome(Male(b), {"n_layer": rng.gauss(0, 1), "log10_lr": rng.gauss(0, 1)}, space, rng, 0.3)
-            for g in (a, b, m, s):
+            for g in (a, b, m):
                 assert_valid(g, space)
             pop[rng.randrange(len(pop))] = m
 
@@ -160,38 +158,6 @@ def test_mutation_scale_per_gene_and_fitness_invalidated():
     assert m[:4] == before[:4] and m[4] != before[4]
     moved = [mut_genome(Male(before), space, rng, 0.5)[0] for _ in range(50)]
     assert all(len({m[i] for m in moved}) > 1 for i in range(5))  # every gene moves sometimes
-
-
-def test_step_follows_the_direction():
-    p = PRESETS["shakespeare-char"]
-    space = p.space
-    rng = random.Random(0)
-    ref = encode(p.reference.as_dict(), space)  # n_layer 6, lr 1e-3
-    up = step_genome(Male(ref), {"n_layer": 1.0}, space, rng, 0.2)
-    assert up[0] > ref[0] and up[1:] == ref[1:]
-    down = step_genome(Male(ref), {"log10_lr": -0.5}, space, rng, 0.2)
-    assert down[4] == pytest.approx(ref[4] - 0.2 * 1.0)  # log10 range of 3e-4..3e-3 is 1 decade
-    both = step_genome(Male(ref), {"dropout": 0.3, "log10_lr": 1.0}, space, rng, 0.2)  # equal in unit terms
-    assert both[3] - ref[3] == pytest.approx(0.3 * 0.2 / math.sqrt(2))
-    assert both[4] - ref[4] == pytest.approx(0.2 / math.sqrt(2))
-    # Small steps on a discrete gene still move it (at least one value), in the right direction.
-    for _ in range(20):
-        tiny = step_genome(Male(ref), {"n_layer": -1.0}, space, rng, 0.01)
-        assert tiny[0] == ref[0] - 1
-    # Nothing to follow: the genome stays.
-    assert step_genome(Male(ref), {"n_layer": 0.0, "dropout": float("nan")}, space, rng, 0.2) == ref
-    with pytest.raises(ValueError):
-        step_genome(Male(ref), {"width": 1.0}, space, rng, 0.2)
-
-
-def test_stochastic_rounding_moves_discrete_genes_in_expectation():
-    space = PRESETS["cpu-small"].space  # n_layer 1..3
-    rng = random.Random(0)
-    start = encode(dict(n_layer=1, n_head=2, n_embd=64, dropout=0.1, learning_rate=1e-3), space)
-    # Equal unit components: n_layer moves 0.25 / sqrt(2) of its 2-layer range, 0.354 layers on average.
-    direction = {"n_layer": 1.0, "log10_lr": math.log10(1e-2 / 3e-4) / 2}
-    steps = [step_genome(Male(start), direction, space, rng, 0.25)[0] - 1 for _ in range(2000)]
-    assert sum(steps) / len(steps) == pytest.approx(0.5 / math.sqrt(2), abs=0.04)
 
 
 def test_hyperparameter_features_nanogpt_counts():
