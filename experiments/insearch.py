@@ -115,6 +115,8 @@ def main(argv=None):
     ap.add_argument("--methods", default="last,best,power_law,ridge,gbm,gpnas")
     ap.add_argument("--generations", type=int, default=30, help="gpnas: GP generations")
     ap.add_argument("--population", type=int, default=200, help="gpnas: population")
+    ap.add_argument("--rank-margin", type=float, default=2.0,
+                    help="gpnas: standard errors by which a formula must rank better than the last value")
     ap.add_argument("--json", help="also write the per-task results here")
     args = ap.parse_args(argv)
 
@@ -122,7 +124,8 @@ def main(argv=None):
     methods = {"last": baseline(predict_last), "best": baseline(predict_best),
                "power_law": baseline(predict_power_law), "ridge": learned_anchor("ridge"),
                "gbm": learned_anchor("gbm"),
-               "gpnas": gpnas_predictor({"generations": args.generations, "population": args.population})}
+               "gpnas": gpnas_predictor({"generations": args.generations, "population": args.population,
+                                         "rank_margin": args.rank_margin})}
     methods = {m: methods[m] for m in args.methods.split(",")}
     results = {m: {} for m in methods}
     seconds = dict.fromkeys(methods, 0.0)

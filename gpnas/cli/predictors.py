@@ -68,17 +68,20 @@ def predictors():
 @click.option("--generations", type=click.IntRange(0), default=30, show_default=True)
 @click.option("--population", type=click.IntRange(4), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--rank-margin", type=click.FloatRange(0), default=2.0, show_default=True,
+              help="Standard errors by which a formula must rank better than the last value, fold by fold, "
+                   "to be chosen; larger is safer on small archives (see the README's in-search protocol).")
 @click.option("--holdout-task", multiple=True, metavar="NAME",
               help="Keep this task's curves out of fitting and score the predictor on them (repeatable). "
                    "The choice itself is made by cross-validation on the fitted curves.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for predictor.json, predictor.tex, predictor.py.")
-def fit(curves_path, prefix_frac, generations, population, seed, holdout_task, out_dir):
+def fit(curves_path, prefix_frac, generations, population, seed, rank_margin, holdout_task, out_dir):
     """Evolve predictors on complete curves; print the equations and the baselines."""
     curves = read_curves(curves_path)
     check_complete(curves, curves_path, prefix_frac or 0.2)
     config = PredictorConfig(prefix_frac=prefix_frac or 0.2, population=population,
-                             generations=generations, seed=seed)
+                             generations=generations, seed=seed, rank_margin=rank_margin)
     holdout = None
     if holdout_task:
         tasks = {c.task for c in curves}

@@ -12,8 +12,8 @@
                  linear scaling is refitted without the fold it predicts
     best_     <- among the last value, the last value + offset (both rank as
                  the last value does) and the candidates that rank better than
-                 the last value fold by fold (Spearman and regret, by more than a
-                 standard error): the simplest whose cross-validated objective is
+                 the last value fold by fold (Spearman and regret, by more than
+                 ``rank_margin`` standard errors): the simplest whose cross-validated objective is
                  within one standard error of the lowest; when no formula ranks
                  better, one of the first two is the predictor
     ensemble_ <- the chosen tree and up to two dissimilar runners-up; the
@@ -55,7 +55,6 @@ TARGET_RULE = ("final = last + scale * clip(a0 + sum_i b_i gene_i, lo, hi), last
                "genes = the terms joined by add/sub at the tree's root (see gpnas.predict.fitness)")
 OFFSET_TREE = "0.0"
 BASELINE_KINDS = ("last", "last+offset", "power_law")
-RANK_MARGIN_SE = 2.0
 
 
 @dataclass
@@ -70,6 +69,7 @@ class PredictorConfig:
     ensemble: int = 3
     nested: bool = False         # also check the chosen formula by nested cross-validation (slower)
     nested_repeats: int = 2
+    rank_margin: float = 2.0    # standard errors by which a formula must rank better than the last value
     simplify_timeout_s: float = 2.0
     gp: trees.GPConfig = field(default_factory=lambda: trees.GPConfig(max_size=25, max_depth=6))
 
@@ -82,6 +82,8 @@ class PredictorConfig:
             raise ConfigError("the holdout fraction must be in [0, 1)")
         if self.folds < 2:
             raise ConfigError("cross-validation needs at least 2 folds")
+        if not (self.rank_margin >= 0 and math.isfinite(self.rank_margin)):
+            raise ConfigError(f"rank margin {self.rank_margin} must be a number >= 0 (standard errors); try 2")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -167,17 +169,19 @@ def rank_score(cv: dict) -> float:
     return fit.RANK_WEIGHT * (1 - cv["spearman"]) + fit.REGRET_WEIGHT * min(cv["regret"], 1.0)
 
 
-def ranks_better(cv: dict, bar: dict) -> bool:
+def ranks_better(cv: dict, bar: dict, margin: float) -> bool:
     """Whether a candidate ranks better than the bar (the last value) fold by fold:
-    its rank score is lower on average by more than RANK_MARGIN_SE standard errors
-    of the paired differences (the folds of repeated K-fold overlap, so their
-    standard error is optimistic; two of them are asked for). A fold of a few curves gives a noisy Spearman, and the
-    best of many candidates on noisy folds looks better than it is."""
+    its rank score is lower on average by more than ``margin`` standard errors of
+    the paired differences. The folds of repeated K-fold overlap, so their
+    standard error is optimistic; and the best of many candidates on noisy folds
+    (a fold of a few curves gives a noisy Spearman) looks better than it is: the
+    default margin asks for two standard errors, a larger one is safer on small
+    archives and gives up more of the gains (results/predictors/margins.md)."""
     diff = np.array([rank_score(a) - rank_score(b) for a, b in zip(cv["_folds"], bar["_folds"])])
     diff = diff[np.isfinite(diff)]
     if len(diff) < 2:
         return False
-    return float(diff.mean()) < -RANK_MARGIN_SE * float(diff.std(ddof=1)) / math.sqrt(len(diff))
+    return float(diff.mean()) < -margin * float(diff.std(ddof=1)) / math.sqrt(len(diff))
 
 
 def one_standard_error(candidates: list, eligible: list[int]) -> int:
@@ -191,13 +195,13 @@ def one_standard_error(candidates: list, eligible: list[int]) -> int:
     return min(near, key=lambda i: (candidates[i].complexity, candidates[i].cv["objective"], i))
 
 
-def choose(candidates: list, ensemble_size: int) -> tuple[int, list[int], bool]:
+def choose(candidates: list, ensemble_size: int, margin: float) -> tuple[int, list[int], bool]:
     """(chosen index, ensemble indices, whether a formula beat the last value) — see the module doc."""
     last = next(i for i, c in enumerate(candidates) if c.kind == "last")
     bar = candidates[last].cv
     same_order = {"last", "last+offset"}  # rank exactly as the last value does
     eligible = [i for i, c in enumerate(candidates)
-                if c.kind in same_order or ranks_better(c.cv, bar)]
+                if c.kind in same_order or ranks_better(c.cv, bar, margin)]
     chosen = one_standard_error(candidates, eligible)
     beat = candidates[chosen].kind not in same_order
     if candidates[chosen].kind != "tree":
@@ -282,13 +286,13 @@ class CurvePredictor:
             candidates = [Candidate(kind) for kind in BASELINE_KINDS]
             candidates += [Candidate("tree", text, size, value) for size, value, text in front if text != OFFSET_TREE]
             cross_validate(candidates, self.pset, train, cfg.folds, cfg.seed, cfg.prefix_frac)
-            chosen = candidates[choose(candidates, 1)[0]]
+            chosen = candidates[choose(candidates, 1, cfg.rank_margin)[0]]
             pred = self._problem_finals(chosen, held, cfg.prefix_frac)
             mine.append({**fit.objective_parts(pred, held), "objective": fit.objective(pred, held)})
             last.append({**fit.objective_parts(held.last, held), "objective": fit.objective(held.last, held)})
         mean = {who: {key: float(np.nanmean([p[key] for p in parts])) for key in ("objective", "spearman", "regret")}
                 for who, parts in (("procedure", mine), ("last", last))}
-        better = ranks_better({"_folds": mine}, {"_folds": last})
+        better = ranks_better({"_folds": mine}, {"_folds": last}, cfg.rank_margin)
         return {**mean, "folds": len(outer), "better": bool(better)}
 
     def _problem_finals(self, c: Candidate, problem, frac) -> np.ndarray:
@@ -329,7 +333,7 @@ class CurvePredictor:
         candidates = [Candidate(kind) for kind in BASELINE_KINDS]
         candidates += [Candidate("tree", text, size, value) for size, value, text in rows if text != OFFSET_TREE]
         cross_validate(candidates, self.pset, problem, cfg.folds, cfg.seed, cfg.prefix_frac)
-        self.best_index_, self.ensemble_, self.beats_last_ = choose(candidates, cfg.ensemble)
+        self.best_index_, self.ensemble_, self.beats_last_ = choose(candidates, cfg.ensemble, cfg.rank_margin)
         for c in candidates:
             c.cv.pop("_pred", None)
             c.cv.pop("_folds", None)

@@ -38,6 +38,16 @@ def test_fit_refuses_too_few_curves_in_one_line(tmp_path):
     assert result.output.strip().splitlines() == ["Error: 5 completed curves to fit on; a predictor needs at least 8"]
 
 
+def test_fit_refuses_a_negative_rank_margin_in_one_line(tmp_path):
+    curves = tmp_path / "c.jsonl"
+    write_curves(curves, synthetic_curves(10))
+    result = CliRunner().invoke(main, ["predictors", "fit", "--curves", str(curves), "--rank-margin", "-1",
+                                       "--out", str(tmp_path / "p")])
+    assert result.exit_code == 2
+    assert "--rank-margin" in result.output and ">=0" in result.output.replace(" ", "")
+    assert not (tmp_path / "p").exists()
+
+
 def test_predict_writes_one_json_line_per_curve(fitted):
     curves, out, _ = fitted
     result = CliRunner().invoke(main, ["predictors", "predict", "--predictor", str(out / "predictor.json"),

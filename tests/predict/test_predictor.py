@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from gpnas.errors import DataError, FileFormatError
+from gpnas.errors import ConfigError, DataError, FileFormatError
 from gpnas.predict import fitness as fit
 from gpnas.predict import trees
 from gpnas.predict.baselines import predict_power_law, score_predictions, spearman
@@ -100,6 +100,17 @@ def test_a_planted_hyperparameter_effect_is_found():
     finals = np.array([c.final for c in test])
     last = prefix_anchors(test, 0.2)[0]
     assert spearman(model.predict(test), finals) > spearman(last, finals) + 0.3
+
+
+def test_the_rank_margin_decides_how_sure_the_choice_must_be(tmp_path):
+    train = hyperparameter_curves(60, seed=0)
+    cautious = CurvePredictor(population=80, generations=10, seed=0, prefix_frac=0.2, rank_margin=1e6).fit(train)
+    assert cautious.best_.kind in ("last", "last+offset")
+    assert not cautious.beats_last_
+    assert "no formula ranked better than the last value" in cautious.describe_choice()
+    assert CurvePredictor.load(cautious.save(tmp_path)).config.rank_margin == 1e6
+    with pytest.raises(ConfigError, match="rank margin -1"):
+        CurvePredictor(rank_margin=-1)
 
 
 def test_a_predictor_refuses_curves_that_lack_a_key_it_reads():
