@@ -71,7 +71,7 @@ SLOW = {
     # runs, trainings and fits whose behaviour the fast loop covers with a smaller case
     "tests/search/test_engine.py::test_a_checkpoint_lives_only_while_its_male_may_be_promoted": "several generations",
     "tests/cli/test_cli_user.py::test_on_a_terminal_the_bar_never_garbles_a_line": "a run under a pseudo-terminal",
-    "tests/cli/test_cli_user.py::test_train_on_a_terminal_prints_clean_eval_lines": "a training under a pseudo-terminal",
+    "tests/cli/test_cli_user.py::test_train_on_a_terminal_prints_clean_eval_lines": "a training on a pseudo-terminal",
     "tests/cli/test_cli_user.py::test_evolve_into_a_closed_pipe_still_finishes_the_run": "a run in a subprocess",
     "tests/cli/test_cli_user.py::test_show_into_a_closed_pipe_ends_quietly": "a subprocess",
     "tests/cli/test_cli_user.py::test_resume_runs_to_the_runs_own_target_and_says_where_it_is": "run and resume",
