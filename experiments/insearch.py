@@ -117,6 +117,8 @@ def main(argv=None):
     ap.add_argument("--population", type=int, default=200, help="gpnas: population")
     ap.add_argument("--rank-margin", type=float, default=2.0,
                     help="gpnas: standard errors by which a formula must rank better than the last value")
+    ap.add_argument("--nested", action="store_true",
+                    help="gpnas: also check the choice by nested cross-validation (PredictorConfig.nested)")
     ap.add_argument("--json", help="also write the per-task results here")
     args = ap.parse_args(argv)
 
@@ -125,7 +127,7 @@ def main(argv=None):
                "power_law": baseline(predict_power_law), "ridge": learned_anchor("ridge"),
                "gbm": learned_anchor("gbm"),
                "gpnas": gpnas_predictor({"generations": args.generations, "population": args.population,
-                                         "rank_margin": args.rank_margin})}
+                                         "rank_margin": args.rank_margin, "nested": args.nested})}
     methods = {m: methods[m] for m in args.methods.split(",")}
     results = {m: {} for m in methods}
     seconds = dict.fromkeys(methods, 0.0)

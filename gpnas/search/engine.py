@@ -475,9 +475,10 @@ class Evolution:
         if self.mode.breeding == "within":
             fathers = mating.sel_tournament(state.males, n_sons, ga.male_tournament, rng)
             return male_elites + mating.breed_within(fathers, ctx), state.females
+        pool = self.father_pool(state, rows)
         sons = []
         for _ in range(n_sons):
-            father_i = self.select_father(state, rows, rng)
+            father_i = self.select_father(pool, rng)
             mother = mating.sel_tournament(state.females, 1, ga.female_tournament, rng)[0]
             son, guided = mating.make_son(state.males[father_i], mother, rows.get(father_i), ctx)
             sons.append(son)
@@ -486,19 +487,20 @@ class Evolution:
                                "guided": guided, "early_loss": None})
         females = state.females
         for _ in range(ga.female_steps):
-            females = self.mating_pass(state, females, rows, curve_set, rng)
+            females = self.mating_pass(state, females, pool, curve_set, rng)
         return male_elites + sons, females
 
-    def mating_pass(self, state: State, females: list, rows: dict, curve_set, rng) -> list:
+    def mating_pass(self, state: State, females: list, pool: list[int], curve_set, rng) -> list:
         """One pass of daughters over the females: elites kept, the rest daughters, all scored."""
         ga = self.ga
         ctx = self.mating_context(state, females, curve_set, rng)
         elites = [fem.clone(f) for f in fem.best(females, ga.female_elites)]
+        keys = {i: self.key(state.males[i], self.budget.full_iters) for i in pool}
         daughters = []
         for _ in range(len(females) - len(elites)):
-            father = state.males[self.select_father(state, rows, rng)]
+            father = self.select_father(pool, rng)
             mother = mating.sel_tournament(females, 1, ga.female_tournament, rng)[0]
-            daughter, chose = mating.make_daughter(mother, self.key(father, self.budget.full_iters), ctx)
+            daughter, chose = mating.make_daughter(mother, keys[father], ctx)
             daughters.append(daughter)
             state.mating_stats["chose" if chose else "tournament"] += 1
         population = elites + daughters
@@ -510,10 +512,14 @@ class Evolution:
         raw = self.predicted.get(self.key(g, self.budget.full_iters), {}).get("raw")
         return raw if raw is not None else 0.0
 
-    def select_father(self, state: State, rows: dict, rng: random.Random) -> int:
-        """A tournament among the males that have a feature row (an early curve)."""
-        pool = sorted(rows or range(len(state.males)),
+    def father_pool(self, state: State, rows: dict) -> list[int]:
+        """The males that have a feature row (an early curve), best first: the fathers'
+        tournaments draw from it, so it is ranked once per generation."""
+        return sorted(rows or range(len(state.males)),
                       key=lambda i: (state.males[i].fitness.values[0], self.raw_of(state.males[i])))
+
+    def select_father(self, pool: list[int], rng: random.Random) -> int:
+        """A tournament over ``father_pool``: the best of ``male_tournament`` uniform draws."""
         return pool[min(rng.randrange(len(pool)) for _ in range(self.ga.male_tournament))]
 
     def mating_context(self, state: State, females: list, curve_set, rng) -> mating.MatingContext:
