@@ -485,12 +485,12 @@ class Evolution:
             state.mating_stats["guided" if guided else "random"] += 1
             state.sons.append({"generation": state.generation + 1, "key": self.key(son, self.budget.early_iters),
                                "guided": guided, "early_loss": None})
-        females = state.females
+        females, scored = state.females, {}  # one score per distinct tree over the passes
         for _ in range(ga.female_steps):
-            females = self.mating_pass(state, females, pool, curve_set, rng)
+            females = self.mating_pass(state, females, pool, curve_set, rng, scored)
         return male_elites + sons, females
 
-    def mating_pass(self, state: State, females: list, pool: list[int], curve_set, rng) -> list:
+    def mating_pass(self, state: State, females: list, pool: list[int], curve_set, rng, scored: dict) -> list:
         """One pass of daughters over the females: elites kept, the rest daughters, all scored."""
         ga = self.ga
         ctx = self.mating_context(state, females, curve_set, rng)
@@ -504,7 +504,7 @@ class Evolution:
             daughters.append(daughter)
             state.mating_stats["chose" if chose else "tournament"] += 1
         population = elites + daughters
-        fem.score(population, curve_set, self.pset)
+        fem.rescore(population, curve_set, self.pset, scored)
         return population
 
     def raw_of(self, g) -> float:

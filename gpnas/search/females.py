@@ -104,6 +104,12 @@ def score(females, curve_set: CurveSet, pset) -> tuple[np.ndarray, np.ndarray]:
     return predict_all(females, curve_set.train.columns, pset), errors
 
 
+def rescore(females, curve_set: CurveSet, pset, cache: dict) -> None:
+    """Fitness and scaling on the training curves only, for a mating pass (nothing
+    held out is reported); a tree scored before on the same curves comes from ``cache``."""
+    evo.score(females, pset, curve_set.train, cache)
+
+
 def predict_all(females, columns: dict, pset) -> np.ndarray:
     """(n_females, n_rows) scaled outputs r of each female on feature columns
     (a female not scored yet has no scaling and predicts r = 0, the last value)."""
