@@ -27,6 +27,7 @@ SLOW = {
     "tests/jobs/test_ablation.py::test_experiment_scripts_regenerate_the_table_and_plots": "script",
     "tests/test_crash_safety.py::test_crash_trials_script_runs_in_a_tiny_mode": "script",
     "tests/integrations/test_integrations_optuna.py::test_the_pruner_benchmark_runs_in_a_tiny_mode": "script",
+    "tests/cli/test_cli_user.py::test_the_engine_benchmark_replays_a_run_*": "script",
     "tests/cli/test_cli_curves.py::test_export_of_a_real_run_holds_its_completed_curves_as_the_archive_has_them":
         "a run",
     # many generations, many runs, or a run and its resume

@@ -357,3 +357,15 @@ def test_show_repeats_the_closing_lines(finished):
     assert "gpnas train --n-layer" in shown.output
     html = CliRunner().invoke(main, ["show", str(out), "--html"])
     assert html.exit_code == 0 and html.output.strip() == f"wrote {Path(out) / 'report.html'}"
+
+
+def test_the_engine_benchmark_replays_a_run_without_training_and_leaves_it_alone(finished, corpus):
+    out, _ = finished
+    before = sorted(p.name for p in (out / "snapshots").iterdir())
+    result = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench_engine.py"), str(out), "--after", "0",
+                             "--to", "2", "--repeats", "1", "--data-dir", str(corpus)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "generations 1-2: engine" in result.stdout
+    assert "snapshot equals the run's own" in result.stdout
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == before
