@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout runs without installing
 
-from gpnas.jobs.ablation import load_results, modes_in  # noqa: E402
+from gpnas.jobs.ablation import complete_seeds, load_results, modes_in  # noqa: E402
 from gpnas.report.ablation import write_tables  # noqa: E402
 
 
@@ -25,6 +25,10 @@ def main(argv=None) -> int:
         print(f"{args.out}: no finished runs (results.json); run gpnas ablate --out {args.out} first",
               file=sys.stderr)
         return 1
+    records, partial = complete_seeds(records)
+    if partial:
+        print(f"left out seeds {', '.join(map(str, partial))}: not every mode has finished them (rerun the "
+              "ablation to finish them)", file=sys.stderr)
     modes = modes_in(records)
     tables = write_tables(records, modes, args.to or args.out)
     print(tables["markdown"])

@@ -198,6 +198,15 @@ def modes_in(records) -> list[str]:
     return [m for m in ALL_MODES if any(r["mode"] == m for r in records)]
 
 
+def complete_seeds(records) -> tuple[list[dict], list[int]]:
+    """The records of the seeds every mode has finished, and the seeds left out: an
+    interrupted ablation's table compares modes on the same seeds only."""
+    modes = set(modes_in(records))
+    seeds = sorted({r["seed"] for r in records})
+    done = {s for s in seeds if {r["mode"] for r in records if r["seed"] == s} == modes}
+    return [r for r in records if r["seed"] in done], [s for s in seeds if s not in done]
+
+
 def load_results(out) -> list[dict]:
     path = Path(out) / "results.json"
     return read_json(path)["runs"] if path.exists() else []

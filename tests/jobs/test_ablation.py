@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from gpnas.cli import main
 from gpnas.config import largest_architecture, load_preset, training_flops_per_step
 from gpnas.errors import ConfigError
-from gpnas.jobs.ablation import ALL_MODES, make_plan, run_ablation
+from gpnas.jobs.ablation import ALL_MODES, complete_seeds, make_plan, run_ablation
 from gpnas.report.ablation import METRICS, best_so_far, compute_to_reach, mean_ci, sign_flip_p, t_quantile
 from gpnas.runs.archive import Archive
 
@@ -258,6 +258,15 @@ def test_run_script_in_a_tiny_mode(tmp_path, micro_dataset_dir):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "results" / "table.md").exists() and (tmp_path / "results" / "table.csv").exists()
     assert (tmp_path / "results" / "plots" / "best_so_far.png").exists()
+
+
+def test_an_interrupted_ablations_table_keeps_only_the_seeds_every_mode_finished():
+    records = [{"mode": m, "seed": s} for s in (0, 1) for m in ("combined", "random")]
+    records += [{"mode": "combined", "seed": 2}]
+    kept, left_out = complete_seeds(records)
+    assert sorted((r["mode"], r["seed"]) for r in kept) == sorted((m, s) for s in (0, 1) for m in ("combined", "random"))
+    assert left_out == [2]
+    assert complete_seeds(records[:4]) == (records[:4], [])
 
 
 def test_make_plan_refuses_what_it_cannot_run():
