@@ -68,9 +68,10 @@ def predictors():
 @click.option("--generations", type=click.IntRange(0), default=30, show_default=True)
 @click.option("--population", type=click.IntRange(4), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--rank-margin", type=click.FloatRange(0), default=2.0, show_default=True,
-              help="Standard errors by which a formula must rank better than the last value, fold by fold, "
-                   "to be chosen; larger is safer on small archives (see the README's in-search protocol).")
+@click.option("--rank-margin", type=click.FloatRange(0), default=PredictorConfig.rank_margin, show_default=True,
+              help="Standard errors by which an evolved formula must rank better than the last value, fold by "
+                   "fold, to be chosen; smaller gives formulas more chances and risks more on small archives "
+                   "(see the README's in-search protocol).")
 @click.option("--holdout-task", multiple=True, metavar="NAME",
               help="Keep this task's curves out of fitting and score the predictor on them (repeatable). "
                    "The choice itself is made by cross-validation on the fitted curves.")
@@ -126,7 +127,8 @@ def fit(curves_path, prefix_frac, generations, population, seed, rank_margin, ho
     echo(f"wrote {path}" + (" (+ .tex, .py)" if path.with_suffix(".py").exists() else ""))
 
 
-_BASELINE_TEXT = {"last": "last", "last+offset": "last + scale * offset", "power_law": "power law c + a t^-alpha"}
+_BASELINE_TEXT = {"last": "last", "last+offset": "last + scale * offset", "power_law": "power law c + a t^-alpha",
+                  "linear": "a0 + sum of b_j feature_j"}
 
 
 @predictors.command()

@@ -48,6 +48,7 @@ REGRET_WEIGHT = 1.0
 R_BOUND = 1.0
 MAX_GENES = 4
 RIDGE = 1e-6      # relative Tikhonov term: keeps collinear genes' coefficients finite
+LINEAR_RIDGE = 0.3  # the linear model's relative penalty on its standardised features (results/predictors/linear.md)
 MIN_RANK_GROUP = 3
 
 
@@ -143,6 +144,11 @@ def gene_matrix(tree, pset, columns) -> np.ndarray:
     return np.stack([compiled(g, pset)(columns) for g in genes(tree)])
 
 
+def linear_matrix(columns: dict, names) -> np.ndarray:
+    """(p, m) the features themselves (finite columns, ``features.feature_matrix``): the linear model's genes."""
+    return np.stack([columns[n] for n in names])
+
+
 @dataclass(frozen=True)
 class Scaling:
     """r = clip(a0 + b . g, lo, hi): the fitted linear map of a tree's genes."""
@@ -177,8 +183,10 @@ def output_range(y: np.ndarray) -> tuple[float, float]:
     return max(-R_BOUND, lo - pad), min(R_BOUND, hi + pad)
 
 
-def _solve(G: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Least squares of y on [1, G] (constant genes dropped, a tiny ridge for collinear ones)."""
+def _solve(G: np.ndarray, y: np.ndarray, ridge: float = RIDGE) -> tuple[float, np.ndarray]:
+    """Least squares of y on [1, G] with the penalty ``ridge * m * |b|^2`` on the
+    standardised genes (constant genes dropped; the default is a tiny ridge that
+    only keeps collinear genes finite)."""
     mean = G.mean(axis=1)
     Gc = G - mean[:, None]
     spread = np.sqrt((Gc ** 2).mean(axis=1))
@@ -186,7 +194,7 @@ def _solve(G: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     b = np.zeros(G.shape[0])
     if live.any():
         Z = Gc[live] / spread[live, None]                      # standardised genes (G', m)
-        A = Z @ Z.T + RIDGE * len(y) * np.eye(int(live.sum()))
+        A = Z @ Z.T + ridge * len(y) * np.eye(int(live.sum()))
         with np.errstate(all="ignore"):
             w = np.linalg.solve(A, Z @ (y - y.mean()))
         if np.all(np.isfinite(w)):
@@ -197,19 +205,19 @@ def _solve(G: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     return a0, b
 
 
-def fit_scaling(G: np.ndarray, y: np.ndarray) -> Scaling:
+def fit_scaling(G: np.ndarray, y: np.ndarray, ridge: float = RIDGE) -> Scaling:
     """Least squares of y on [1, genes], refitted once without the rows whose
     residual is an outlier (beyond 3 robust standard deviations): a few
     blown-up or odd curves must not decide the map for the rest."""
     lo, hi = output_range(y)
     if len(y) == 0:
         return Scaling((0.0,) + (0.0,) * G.shape[0], lo, hi)
-    a0, b = _solve(G, y)
+    a0, b = _solve(G, y, ridge)
     with np.errstate(all="ignore"):
         spread = np.abs(y - a0 - b @ G)               # least-squares residuals are centred
     keep = spread <= max(3 * 1.4826 * float(np.median(spread)), 1e-3)
     if 3 <= keep.sum() < len(y):
-        a0, b = _solve(G[:, keep], y[keep])
+        a0, b = _solve(G[:, keep], y[keep], ridge)
     return Scaling((a0, *map(float, b)), lo, hi)
 
 
@@ -290,6 +298,37 @@ def score_tree(tree, pset, problem: Problem) -> tuple[float, Scaling]:
     return objective(finals_of(scaling.apply(G), problem), problem), scaling
 
 
+def loo_finals(G: np.ndarray, problem: Problem, ridge: float = RIDGE) -> np.ndarray:
+    """Each curve's predicted final by the scaling fitted on all the other curves (leave one out)."""
+    pred = np.empty(problem.m)
+    everything = np.arange(problem.m)
+    for i in everything:
+        rest = np.delete(everything, i)
+        r = fit_scaling(G[:, rest], problem.y[rest], ridge).apply(G[:, i:i + 1])[0]
+        pred[i] = problem.last[i] + problem.scale[i] * r
+    return pred
+
+
+def rank_gain_z(pred_finals: np.ndarray, problem: Problem, seed: int = 0, draws: int = 200) -> float:
+    """How much better predictions rank the curves than their last values do, in
+    standard errors: the Spearman difference (within each task of at least
+    MIN_RANK_GROUP curves, averaged over tasks) divided by its bootstrap standard
+    error (curves resampled within their task, both rankings on the same draw).
+    The predictions must be out of sample (``loo_finals``) for this to mean anything."""
+    groups = [np.asarray(g) for g in problem.groups if len(g) >= MIN_RANK_GROUP]
+    if not groups:
+        return -math.inf
+
+    def gain(draw):
+        return float(np.mean([spearman(pred_finals[g], problem.finals[g]) - spearman(problem.last[g], problem.finals[g])
+                              for g in draw]))
+    rng = np.random.default_rng(seed)
+    boot = np.array([gain([rng.choice(g, len(g)) for g in groups]) for _ in range(draws)])
+    se = float(boot.std(ddof=1))
+    observed = gain(groups)
+    return observed / se if se > 0 else (math.inf if observed > 0 else -math.inf)
+
+
 def folds(problem: Problem, k: int, seed: int = 0) -> list[np.ndarray]:
     """K folds of row indices, stratified by task (each task's curves spread over the folds)."""
     rng = np.random.default_rng(seed)
@@ -302,7 +341,8 @@ def folds(problem: Problem, k: int, seed: int = 0) -> list[np.ndarray]:
     return [np.array(sorted(f), dtype=np.int64) for f in out if f]
 
 
-def cv_parts(G: np.ndarray | None, problem: Problem, fold_rows: list[np.ndarray], fixed=None) -> dict:
+def cv_parts(G: np.ndarray | None, problem: Problem, fold_rows: list[np.ndarray], fixed=None,
+             ridge: float = RIDGE) -> dict:
     """Cross-validated objective and its parts, computed within each fold and averaged.
 
     A scaling is fitted without the fold and predicts it (``G`` genes), or the
@@ -318,7 +358,7 @@ def cv_parts(G: np.ndarray | None, problem: Problem, fold_rows: list[np.ndarray]
             pred = fixed[rows]
         else:
             train = np.setdiff1d(everything, rows)
-            scaling = fit_scaling(G[:, train], problem.y[train])
+            scaling = fit_scaling(G[:, train], problem.y[train], ridge)
             pred = held.last + held.scale * scaling.apply(G[:, rows])
         parts.append({**objective_parts(pred, held), "objective": objective(pred, held)})
     out = {}

@@ -7,9 +7,10 @@
     population <- one tree per feature and the constant, then random trees
     repeat generations: population <- evolution.generation(...)   (linear scaling + objective)
     front     <- the best tree of each size (complexity/objective Pareto front)
-    choice    <- K-fold cross-validation of every front tree and the baselines
-                 (last value, last value + fitted offset, power law): each tree's
-                 linear scaling is refitted without the fold it predicts
+    choice    <- K-fold cross-validation of every front tree, the linear model
+                 (r = a0 + sum_j b_j feature_j, ridge-penalised) and the baselines
+                 (last value, last value + fitted offset, power law): each
+                 candidate's coefficients are refitted without the fold it predicts
     best_     <- among the last value, the last value + offset (both rank as
                  the last value does) and the candidates that rank better than
                  the last value fold by fold (Spearman and regret, by more than
@@ -23,7 +24,10 @@ The tree search is run once on all curves and the cross-validation refits only
 the linear coefficients, so the cross-validated figures of evolved trees are
 somewhat optimistic; the choice is still made on predictions of curves each
 scaling has not seen, which is what protects against constant corrections and
-overfitted formulas.
+overfitted formulas. The linear model's structure is fixed before it sees a
+curve (every feature, one coefficient each), so its cross-validated figures
+are honest: on gpnas's own curves it is what ranks best, on foreign curves the
+same rule rejects it (results/predictors/linear.md).
 """
 
 from __future__ import annotations
@@ -54,7 +58,9 @@ PREFIX_RULE = ("a curve of n evaluations is seen through its first k = max(4, ce
 TARGET_RULE = ("final = last + scale * clip(a0 + sum_i b_i gene_i, lo, hi), last = v_k, scale = |v_1|, "
                "genes = the terms joined by add/sub at the tree's root (see gpnas.predict.fitness)")
 OFFSET_TREE = "0.0"
+LINEAR_MARGIN = 1.0   # standard errors by which the linear model's leave-one-out ranking must beat the last value
 BASELINE_KINDS = ("last", "last+offset", "power_law")
+KINDS = ("tree", "linear", *BASELINE_KINDS)
 
 
 @dataclass
@@ -69,7 +75,7 @@ class PredictorConfig:
     ensemble: int = 3
     nested: bool = False         # also check the chosen formula by nested cross-validation (slower)
     nested_repeats: int = 2
-    rank_margin: float = 2.0    # standard errors by which a formula must rank better than the last value
+    rank_margin: float = 4.0    # standard errors by which an evolved formula must rank better than the last value
     simplify_timeout_s: float = 2.0
     gp: trees.GPConfig = field(default_factory=lambda: trees.GPConfig(max_size=25, max_depth=6))
 
@@ -129,7 +135,7 @@ def seed_trees(pset) -> list:
 class Candidate:
     """A row of the equations table: a baseline or an evolved tree, with its CV scores."""
 
-    kind: str                      # "tree" or one of BASELINE_KINDS
+    kind: str                      # one of KINDS: "tree", "linear" or a baseline
     tree: str | None = None
     complexity: int = 1
     train_fitness: float = math.nan
@@ -144,7 +150,6 @@ def cross_validate(candidates: list, pset, problem: fit.Problem, k: int, seed: i
     ``repeats`` times K folds, scored within each fold (``fitness.cv_parts``)."""
     k = max(2, min(k, problem.m // 8))  # folds of at least 8 curves: a Spearman needs some
     splits = [f for r in range(repeats) for f in fit.folds(problem, k, seed + r)]
-    offset = trees.parse_tree(OFFSET_TREE, pset)
     for c in candidates:
         if c.kind == "last":
             c.cv = fit.cv_parts(None, problem, splits, fixed=problem.last)
@@ -155,11 +160,28 @@ def cross_validate(candidates: list, pset, problem: fit.Problem, k: int, seed: i
             c.cv = fit.cv_parts(None, problem, splits, fixed=pred)
             c.cv["_pred"] = pred
             continue
-        tree = offset if c.kind == "last+offset" else trees.parse_tree(c.tree, pset)
-        G = fit.gene_matrix(tree, pset, problem.columns)
-        c.scaling = fit.fit_scaling(G, problem.y)
-        c.cv = fit.cv_parts(G, problem, splits)
+        ridge = fit.LINEAR_RIDGE if c.kind == "linear" else fit.RIDGE
+        G = genes_of(c, pset, problem.columns)
+        c.scaling = fit.fit_scaling(G, problem.y, ridge)
+        c.cv = fit.cv_parts(G, problem, splits, ridge=ridge)
         c.cv["_pred"] = problem.last + problem.scale * c.scaling.apply(G)
+        if c.kind == "linear":  # its structure saw no curve: leave-one-out ranks are honest
+            c.cv["rank_z"] = fit.rank_gain_z(fit.loo_finals(G, problem, ridge), problem, seed)
+
+
+def candidates_for(rows, features) -> list:
+    """The equations table before cross-validation: the baselines, the linear model
+    over every feature, and the evolved front (``(size, fitness, tree)`` rows)."""
+    out = [Candidate(kind) for kind in BASELINE_KINDS]
+    out.append(Candidate("linear", complexity=2 * len(features) - 1))  # the size of f1 + f2 + ... as a tree
+    return out + [Candidate("tree", text, size, value) for size, value, text in rows if text != OFFSET_TREE]
+
+
+def genes_of(c: Candidate, pset, columns) -> np.ndarray:
+    """The genes a candidate's scaling combines: a tree's, the features (linear), or none (last + offset)."""
+    if c.kind == "linear":
+        return fit.linear_matrix(columns, pset.arguments)
+    return fit.gene_matrix(trees.parse_tree(c.tree if c.kind == "tree" else OFFSET_TREE, pset), pset, columns)
 
 
 def rank_score(cv: dict) -> float:
@@ -200,8 +222,11 @@ def choose(candidates: list, ensemble_size: int, margin: float) -> tuple[int, li
     last = next(i for i, c in enumerate(candidates) if c.kind == "last")
     bar = candidates[last].cv
     same_order = {"last", "last+offset"}  # rank exactly as the last value does
-    eligible = [i for i, c in enumerate(candidates)
-                if c.kind in same_order or ranks_better(c.cv, bar, margin)]
+    same = [i for i, c in enumerate(candidates) if c.kind in same_order]
+    better = [i for i, c in enumerate(candidates)
+              if (c.kind == "tree" and ranks_better(c.cv, bar, margin))
+              or (c.kind == "linear" and c.cv.get("rank_z", -math.inf) > LINEAR_MARGIN)]
+    eligible = better or same
     chosen = one_standard_error(candidates, eligible)
     beat = candidates[chosen].kind not in same_order
     if candidates[chosen].kind != "tree":
@@ -283,8 +308,7 @@ class CurvePredictor:
         for rows in outer:
             train, held = problem.rows(np.setdiff1d(everything, rows)), problem.rows(rows)
             front, _, _ = self._evolve(train, rng)
-            candidates = [Candidate(kind) for kind in BASELINE_KINDS]
-            candidates += [Candidate("tree", text, size, value) for size, value, text in front if text != OFFSET_TREE]
+            candidates = candidates_for(front, self.features_)
             cross_validate(candidates, self.pset, train, cfg.folds, cfg.seed, cfg.prefix_frac)
             chosen = candidates[choose(candidates, 1, cfg.rank_margin)[0]]
             pred = self._problem_finals(chosen, held, cfg.prefix_frac)
@@ -300,8 +324,7 @@ class CurvePredictor:
             return problem.last.copy()
         if c.kind == "power_law":
             return predict_power_law(problem.curves, frac)
-        tree = trees.parse_tree(c.tree if c.kind == "tree" else OFFSET_TREE, self.pset)
-        return problem.last + problem.scale * c.scaling.apply(fit.gene_matrix(tree, self.pset, problem.columns))
+        return problem.last + problem.scale * c.scaling.apply(genes_of(c, self.pset, problem.columns))
 
     def _fall_back(self) -> None:
         """The last value, or the last value plus its offset (the same order), whichever
@@ -330,14 +353,13 @@ class CurvePredictor:
 
     def _choose_from(self, rows, problem, formulas: bool = True) -> None:
         cfg = self.config
-        candidates = [Candidate(kind) for kind in BASELINE_KINDS]
-        candidates += [Candidate("tree", text, size, value) for size, value, text in rows if text != OFFSET_TREE]
+        candidates = candidates_for(rows, self.features_)
         cross_validate(candidates, self.pset, problem, cfg.folds, cfg.seed, cfg.prefix_frac)
         self.best_index_, self.ensemble_, self.beats_last_ = choose(candidates, cfg.ensemble, cfg.rank_margin)
         for c in candidates:
             c.cv.pop("_pred", None)
             c.cv.pop("_folds", None)
-            if c.kind == "tree" and formulas:  # a short simplify for the table; the chosen one gets the full bound
+            if c.kind in ("tree", "linear") and formulas:  # a short simplify for the table; the chosen one gets the full bound
                 chosen = c is candidates[self.best_index_]
                 c.formula = closedform.as_text(self._sympy_r(c, None if chosen else 0.3))
         self.equations_ = candidates
@@ -360,9 +382,8 @@ class CurvePredictor:
             return predict_last(curves, frac)
         if c.kind == "power_law":
             return predict_power_law(curves, frac)
-        tree = trees.parse_tree(c.tree if c.kind == "tree" else OFFSET_TREE, self.pset)
         last, scale = prefix_anchors(curves, frac)
-        return last + scale * c.scaling.apply(fit.gene_matrix(tree, self.pset, columns))
+        return last + scale * c.scaling.apply(genes_of(c, self.pset, columns))
 
     def predict(self, curves, i=None, prefix_frac=None, return_std=False):
         """Predicted final values (lower is better) of ``curves``, seen through their
@@ -383,9 +404,12 @@ class CurvePredictor:
     # -- closed forms --
     def _sympy_r(self, c: Candidate, timeout_s: float | None = None):
         """r as a sympy expression: a0 + sum b_i gene_i (before the clip)."""
-        tree = trees.parse_tree(c.tree if c.kind == "tree" else OFFSET_TREE, self.pset)
-        timeout_s = self.config.simplify_timeout_s if timeout_s is None else timeout_s
-        parts = [closedform.simplify_bounded(closedform.to_sympy(g), timeout_s) for g in fit.genes(tree)]
+        if c.kind == "linear":
+            parts = [closedform.symbol(name) for name in self.features_]
+        else:
+            tree = trees.parse_tree(c.tree if c.kind == "tree" else OFFSET_TREE, self.pset)
+            timeout_s = self.config.simplify_timeout_s if timeout_s is None else timeout_s
+            parts = [closedform.simplify_bounded(closedform.to_sympy(g), timeout_s) for g in fit.genes(tree)]
         coef = c.scaling.coef
         expr = sympy.Float(coef[0])
         for b, g in zip(coef[1:], parts):
@@ -425,6 +449,8 @@ class CurvePredictor:
               f"regret {c.cv['regret']:.4f} vs {last.cv['regret']:.4f}")
         if c.kind == "tree":
             return f"chosen: an evolved formula ({vs})"
+        if c.kind == "linear":
+            return f"chosen: the linear model over the {len(self.features_)} features, no evolved formula ranked better ({vs})"
         return f"chosen: {c.kind} — no formula ranked better than the last value in cross-validation ({vs})"
 
     # -- files --
@@ -452,7 +478,7 @@ class CurvePredictor:
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
-        if self.best_.kind in ("tree", "last+offset", "last"):
+        if self.best_.kind != "power_law":
             _write_atomic(path.with_suffix(".tex"), self.latex() + "\n")
             _write_atomic(path.with_suffix(".py"), self.python())
         return path
@@ -519,18 +545,20 @@ def _index(i, n: int) -> int:
 
 
 def _candidate(row, pset) -> Candidate:
-    if not isinstance(row, dict) or row.get("kind") not in ("tree", *BASELINE_KINDS):
-        raise ValueError("every equation needs a kind: tree, last, last+offset or power_law")
+    if not isinstance(row, dict) or row.get("kind") not in KINDS:
+        raise ValueError(f"every equation needs a kind: {', '.join(KINDS)}")
     text = row.get("tree")
     if row["kind"] == "tree":
         if not isinstance(text, str):
             raise ValueError("a tree equation needs its tree string")
         text = str(trees.parse_tree(text, pset))  # token by token; nothing evaluated
     scaling = fit.Scaling.from_dict(row["scaling"]) if row.get("scaling") is not None else None
-    if row["kind"] in ("tree", "last+offset") and scaling is None:
+    if row["kind"] in ("tree", "linear", "last+offset") and scaling is None:
         raise ValueError(f"a {row['kind']} equation needs its scaling")
+    if row["kind"] == "linear" and len(scaling.coef) != 1 + len(pset.arguments):
+        raise ValueError("the linear equation needs one coefficient per feature and the constant")
     cv = {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
-          for k, v in (row.get("cv") or {}).items() if k in ("objective", "error", "spearman", "regret")}
+          for k, v in (row.get("cv") or {}).items() if k in ("objective", "error", "spearman", "regret", "rank_z")}
     return Candidate(row["kind"], text, int(row.get("complexity") or 1),
                      float(row["train_fitness"]) if isinstance(row.get("train_fitness"), (int, float)) else math.nan,
                      cv, scaling, str(row.get("formula") or ""))

@@ -9,7 +9,7 @@ from gpnas.predict import fitness as fit
 from gpnas.predict import trees
 from gpnas.predict.baselines import predict_power_law, score_predictions, spearman
 from gpnas.predict.curves import Curve
-from gpnas.predict.features import feature_matrix, prefix_anchors
+from gpnas.predict.features import available, feature_matrix, prefix_anchors
 from gpnas.predict.predictor import CurvePredictor, PredictorConfig
 
 
@@ -95,19 +95,59 @@ def test_a_planted_hyperparameter_effect_is_found():
     train, test = hyperparameter_curves(60, seed=0), hyperparameter_curves(80, seed=1)
     model = CurvePredictor(population=80, generations=10, seed=0, prefix_frac=0.2).fit(train)
     assert any(n.endswith("width") for n in model.features_) and any(n.endswith("depth") for n in model.features_)
-    assert model.best_.kind == "tree" and model.beats_last_
-    assert "width" in model.best_.tree
+    assert model.best_.kind in ("tree", "linear") and model.beats_last_
+    found = [c for c in model.equations_ if c.kind == "tree" and "width" in c.tree]
+    last = next(c for c in model.equations_ if c.kind == "last")
+    assert max(c.cv["spearman"] for c in found) > last.cv["spearman"] + 0.3   # the GP found the key
     finals = np.array([c.final for c in test])
     last = prefix_anchors(test, 0.2)[0]
     assert spearman(model.predict(test), finals) > spearman(last, finals) + 0.3
 
 
+def test_the_linear_model_is_cross_validated_honestly_and_chosen_for_an_additive_effect(tmp_path):
+    """Two keys add up to where a curve ends: no one-feature tree can say so, the linear
+    model over every feature can; it is refitted without each fold like any candidate."""
+    def additive(n_curves, seed):
+        out = []
+        for c in hyperparameter_curves(n_curves, seed=seed, effect=0.0):
+            w, d = c.config["width"], c.config["depth"]
+            v = c.values - 0.5 * (w + d) * np.clip((np.arange(1, 31) - 6) / 24, 0, 1)
+            out.append(Curve(values=v, task=c.task, config_id=c.config_id, config=c.config))
+        return out
+    train, test = additive(60, 0), additive(80, 1)
+    n_seeds = len(available(train, 0.2).names) + 1          # the constant and one tree per feature
+    model = CurvePredictor(population=n_seeds, generations=0, seed=0, prefix_frac=0.2).fit(train)
+    linear = next(c for c in model.equations_ if c.kind == "linear")
+    last = next(c for c in model.equations_ if c.kind == "last")
+    assert linear.complexity == 2 * len(model.features_) - 1
+    assert linear.cv["spearman"] > last.cv["spearman"] + 0.3
+    assert model.best_.kind == "linear" and model.beats_last_
+    assert "the linear model" in model.describe_choice()
+    finals = np.array([c.final for c in test])
+    assert spearman(model.predict(test), finals) > spearman(prefix_anchors(test, 0.2)[0], finals) + 0.3
+    again = CurvePredictor.load(model.save(tmp_path))
+    np.testing.assert_array_equal(again.predict(test), model.predict(test))
+    assert "width" in model.best_.formula and "depth" in model.best_.formula
+
+
+def test_rank_gain_is_measured_in_bootstrap_standard_errors():
+    curves = hyperparameter_curves(60, seed=0)
+    problem = fit.Problem.build(curves, 0.2, ["rel_last"])
+    rng = np.random.default_rng(0)
+    assert fit.rank_gain_z(problem.finals, problem) > 5                      # the truth ranks far better
+    assert fit.rank_gain_z(problem.last, problem) == -np.inf                  # the same order gains nothing
+    ranked = fit.Problem.build(synthetic_curves(60), 0.2, ["rel_last"])         # the last value ranks well here
+    assert fit.rank_gain_z(rng.normal(0, 1, ranked.m), ranked) < -2             # noise ranks worse
+    G = fit.linear_matrix(problem.columns, ["rel_last"])
+    loo = fit.loo_finals(G, problem)
+    alone = fit.fit_scaling(G[:, 1:], problem.y[1:])   # the first curve's prediction never saw it
+    assert loo[0] == pytest.approx(problem.last[0] + problem.scale[0] * alone.apply(G[:, :1])[0])
+
+
 def test_the_rank_margin_decides_how_sure_the_choice_must_be(tmp_path):
     train = hyperparameter_curves(60, seed=0)
     cautious = CurvePredictor(population=80, generations=10, seed=0, prefix_frac=0.2, rank_margin=1e6).fit(train)
-    assert cautious.best_.kind in ("last", "last+offset")
-    assert not cautious.beats_last_
-    assert "no formula ranked better than the last value" in cautious.describe_choice()
+    assert cautious.best_.kind != "tree"   # the linear model has its own (honest) test
     assert CurvePredictor.load(cautious.save(tmp_path)).config.rank_margin == 1e6
     with pytest.raises(ConfigError, match="rank margin -1"):
         CurvePredictor(rank_margin=-1)
@@ -216,6 +256,8 @@ def test_predictor_file_with_code_is_refused_without_running_it(tmp_path, monkey
     (lambda d: d.update(features=["rel_last", "os.system"]), "feature names"),
     (lambda d: d["equations"].append({"kind": "tree", "tree": 3}), "tree string"),
     (lambda d: d.update(best_index=99), "not one of the"),
+    (lambda d: next(e for e in d["equations"] if e["kind"] == "linear")["scaling"]["coef"].pop(),
+     "one coefficient per feature"),
 ])
 def test_malformed_predictor_files(tmp_path, mutate, problem):
     model = CurvePredictor(population=10, generations=1, seed=0).fit(synthetic_curves(30))
@@ -236,7 +278,7 @@ def test_final_closed_form_and_python_export_equal_predict():
     curves = hyperparameter_curves(40)
     model = CurvePredictor(population=40, generations=4, seed=0).fit(curves)
     for i, c in enumerate(model.equations_):
-        if c.kind not in ("tree", "last+offset"):
+        if c.kind not in ("tree", "linear", "last+offset"):
             continue
         expected = model.predict(curves, i=i)
         last, scale = prefix_anchors(curves, 0.2)
