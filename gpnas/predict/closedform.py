@@ -117,9 +117,12 @@ def simplify_bounded(expr, timeout_s: float = 2.0, simplify=None) -> sympy.Expr:
     deadline = time.monotonic() + timeout_s
     result: dict = {}
 
+    fired = []
+
     def tracer(frame, event, arg):  # called on every Python function call in the thread
-        if time.monotonic() > deadline:
-            raise _Abort
+        if not fired and time.monotonic() > deadline:
+            fired.append(True)  # once: the generators closed while _Abort unwinds must not raise it again
+            raise _Abort        # (Python would print "Exception ignored in: <generator ...>" for each)
         return None  # no per-line tracing: cheap
 
     def work():

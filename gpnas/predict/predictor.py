@@ -447,11 +447,15 @@ class CurvePredictor:
         c, last = self.best_, next(x for x in self.equations_ if x.kind == "last")
         vs = (f"cross-validated Spearman {c.cv['spearman']:.3f} vs last value {last.cv['spearman']:.3f}, "
               f"regret {c.cv['regret']:.4f} vs {last.cv['regret']:.4f}")
+        linear = next((x for x in self.equations_ if x.kind == "linear"), None)
+        z = linear.cv.get("rank_z", math.nan) if linear else math.nan
+        gain = (f"; the linear model's leave-one-out Spearman gain is {z:.2f} standard errors (needs > {LINEAR_MARGIN:g})"
+                if math.isfinite(z) else "")
         if c.kind == "tree":
             return f"chosen: an evolved formula ({vs})"
         if c.kind == "linear":
-            return f"chosen: the linear model over the {len(self.features_)} features, no evolved formula ranked better ({vs})"
-        return f"chosen: {c.kind} — no formula ranked better than the last value in cross-validation ({vs})"
+            return f"chosen: the linear model over the {len(self.features_)} features ({vs}{gain})"
+        return f"chosen: {c.kind} — no formula ranked better than the last value in cross-validation ({vs}{gain})"
 
     # -- files --
     def to_dict(self) -> dict:
