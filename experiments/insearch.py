@@ -115,8 +115,10 @@ def main(argv=None):
     ap.add_argument("--methods", default="last,best,power_law,ridge,gbm,gpnas")
     ap.add_argument("--generations", type=int, default=30, help="gpnas: GP generations")
     ap.add_argument("--population", type=int, default=200, help="gpnas: population")
-    ap.add_argument("--rank-margin", type=float, default=2.0,
-                    help="gpnas: standard errors by which a formula must rank better than the last value")
+    ap.add_argument("--rank-margin", type=float, default=PredictorConfig.rank_margin,
+                    help="gpnas: standard errors by which an evolved formula must rank better than the last value")
+    ap.add_argument("--linear-margin", type=float, default=PredictorConfig.linear_margin,
+                    help="gpnas: standard errors by which the linear model's leave-one-out ranking must beat the last value")
     ap.add_argument("--nested", action="store_true",
                     help="gpnas: also check the choice by nested cross-validation (PredictorConfig.nested)")
     ap.add_argument("--json", help="also write the per-task results here")
@@ -127,7 +129,8 @@ def main(argv=None):
                "power_law": baseline(predict_power_law), "ridge": learned_anchor("ridge"),
                "gbm": learned_anchor("gbm"),
                "gpnas": gpnas_predictor({"generations": args.generations, "population": args.population,
-                                         "rank_margin": args.rank_margin, "nested": args.nested})}
+                                         "rank_margin": args.rank_margin, "linear_margin": args.linear_margin,
+                                         "nested": args.nested})}
     methods = {m: methods[m] for m in args.methods.split(",")}
     results = {m: {} for m in methods}
     seconds = dict.fromkeys(methods, 0.0)

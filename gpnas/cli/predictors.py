@@ -107,7 +107,8 @@ def fit(curves_path, prefix_frac, generations, population, seed, rank_margin, ho
         mark = "*" if i == model.best_index_ else ("+" if i in model.ensemble_ else " ")
         cv = c.cv
         echo(f"{mark} {c.kind:<11} {c.complexity:>3} {_fmt(cv['objective']):>7} {_fmt(cv['error']):>7} "
-                   f"{_fmt(cv['spearman'], 3):>7} {_fmt(cv['regret']):>9}  {_short(c.formula or _BASELINE_TEXT[c.kind])}")
+                   f"{_fmt(cv['spearman'], 3):>7} {_fmt(cv['regret']):>9}  "
+                   f"{_short(c.formula or _BASELINE_TEXT[c.kind])}")
     echo("")
     echo(model.describe_choice())
     if model.nested_:

@@ -58,7 +58,6 @@ PREFIX_RULE = ("a curve of n evaluations is seen through its first k = max(4, ce
 TARGET_RULE = ("final = last + scale * clip(a0 + sum_i b_i gene_i, lo, hi), last = v_k, scale = |v_1|, "
                "genes = the terms joined by add/sub at the tree's root (see gpnas.predict.fitness)")
 OFFSET_TREE = "0.0"
-LINEAR_MARGIN = 1.0   # standard errors by which the linear model's leave-one-out ranking must beat the last value
 BASELINE_KINDS = ("last", "last+offset", "power_law")
 KINDS = ("tree", "linear", *BASELINE_KINDS)
 
@@ -76,6 +75,7 @@ class PredictorConfig:
     nested: bool = False         # also check the chosen formula by nested cross-validation (slower)
     nested_repeats: int = 2
     rank_margin: float = 4.0    # standard errors by which an evolved formula must rank better than the last value
+    linear_margin: float = 1.0  # ... and the linear model, by its leave-one-out Spearman gain
     simplify_timeout_s: float = 2.0
     gp: trees.GPConfig = field(default_factory=lambda: trees.GPConfig(max_size=25, max_depth=6))
 
@@ -89,7 +89,9 @@ class PredictorConfig:
         if self.folds < 2:
             raise ConfigError("cross-validation needs at least 2 folds")
         if not (self.rank_margin >= 0 and math.isfinite(self.rank_margin)):
-            raise ConfigError(f"rank margin {self.rank_margin} must be a number >= 0 (standard errors); try 2")
+            raise ConfigError(f"rank margin {self.rank_margin} must be a number >= 0 (standard errors); try 4")
+        if not (self.linear_margin >= 0 and math.isfinite(self.linear_margin)):
+            raise ConfigError(f"linear margin {self.linear_margin} must be a number >= 0 (standard errors); try 1")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -217,7 +219,8 @@ def one_standard_error(candidates: list, eligible: list[int]) -> int:
     return min(near, key=lambda i: (candidates[i].complexity, candidates[i].cv["objective"], i))
 
 
-def choose(candidates: list, ensemble_size: int, margin: float) -> tuple[int, list[int], bool]:
+def choose(candidates: list, ensemble_size: int, margin: float,
+           linear_margin: float = 1.0) -> tuple[int, list[int], bool]:
     """(chosen index, ensemble indices, whether a formula beat the last value) — see the module doc."""
     last = next(i for i, c in enumerate(candidates) if c.kind == "last")
     bar = candidates[last].cv
@@ -225,7 +228,7 @@ def choose(candidates: list, ensemble_size: int, margin: float) -> tuple[int, li
     same = [i for i, c in enumerate(candidates) if c.kind in same_order]
     better = [i for i, c in enumerate(candidates)
               if (c.kind == "tree" and ranks_better(c.cv, bar, margin))
-              or (c.kind == "linear" and c.cv.get("rank_z", -math.inf) > LINEAR_MARGIN)]
+              or (c.kind == "linear" and c.cv.get("rank_z", -math.inf) > linear_margin)]
     eligible = better or same
     chosen = one_standard_error(candidates, eligible)
     beat = candidates[chosen].kind not in same_order
@@ -310,7 +313,7 @@ class CurvePredictor:
             front, _, _ = self._evolve(train, rng)
             candidates = candidates_for(front, self.features_)
             cross_validate(candidates, self.pset, train, cfg.folds, cfg.seed, cfg.prefix_frac)
-            chosen = candidates[choose(candidates, 1, cfg.rank_margin)[0]]
+            chosen = candidates[choose(candidates, 1, cfg.rank_margin, cfg.linear_margin)[0]]
             pred = self._problem_finals(chosen, held, cfg.prefix_frac)
             mine.append({**fit.objective_parts(pred, held), "objective": fit.objective(pred, held)})
             last.append({**fit.objective_parts(held.last, held), "objective": fit.objective(held.last, held)})
@@ -355,11 +358,12 @@ class CurvePredictor:
         cfg = self.config
         candidates = candidates_for(rows, self.features_)
         cross_validate(candidates, self.pset, problem, cfg.folds, cfg.seed, cfg.prefix_frac)
-        self.best_index_, self.ensemble_, self.beats_last_ = choose(candidates, cfg.ensemble, cfg.rank_margin)
+        self.best_index_, self.ensemble_, self.beats_last_ = choose(candidates, cfg.ensemble, cfg.rank_margin,
+                                                                    cfg.linear_margin)
         for c in candidates:
             c.cv.pop("_pred", None)
             c.cv.pop("_folds", None)
-            if c.kind in ("tree", "linear") and formulas:  # a short simplify for the table; the chosen one gets the full bound
+            if c.kind in ("tree", "linear") and formulas:  # a short simplify for the table; the chosen gets the full one
                 chosen = c is candidates[self.best_index_]
                 c.formula = closedform.as_text(self._sympy_r(c, None if chosen else 0.3))
         self.equations_ = candidates
@@ -449,8 +453,8 @@ class CurvePredictor:
               f"regret {c.cv['regret']:.4f} vs {last.cv['regret']:.4f}")
         linear = next((x for x in self.equations_ if x.kind == "linear"), None)
         z = linear.cv.get("rank_z", math.nan) if linear else math.nan
-        gain = (f"; the linear model's leave-one-out Spearman gain is {z:.2f} standard errors (needs > {LINEAR_MARGIN:g})"
-                if math.isfinite(z) else "")
+        gain = (f"; the linear model's leave-one-out Spearman gain is {z:.2f} standard errors "
+                f"(needs > {self.config.linear_margin:g})" if math.isfinite(z) else "")
         if c.kind == "tree":
             return f"chosen: an evolved formula ({vs})"
         if c.kind == "linear":

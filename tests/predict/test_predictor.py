@@ -123,6 +123,9 @@ def test_the_linear_model_is_cross_validated_honestly_and_chosen_for_an_additive
     assert linear.cv["spearman"] > last.cv["spearman"] + 0.3
     assert model.best_.kind == "linear" and model.beats_last_
     assert "the linear model" in model.describe_choice()
+    assert linear.cv["rank_z"] > model.config.linear_margin
+    strict = CurvePredictor(population=n_seeds, generations=0, seed=0, prefix_frac=0.2, linear_margin=1e6).fit(train)
+    assert strict.best_.kind != "linear"
     finals = np.array([c.final for c in test])
     assert spearman(model.predict(test), finals) > spearman(prefix_anchors(test, 0.2)[0], finals) + 0.3
     again = CurvePredictor.load(model.save(tmp_path))
@@ -151,6 +154,8 @@ def test_the_rank_margin_decides_how_sure_the_choice_must_be(tmp_path):
     assert CurvePredictor.load(cautious.save(tmp_path)).config.rank_margin == 1e6
     with pytest.raises(ConfigError, match="rank margin -1"):
         CurvePredictor(rank_margin=-1)
+    with pytest.raises(ConfigError, match="linear margin -1"):
+        CurvePredictor(linear_margin=-1)
 
 
 def test_a_predictor_refuses_curves_that_lack_a_key_it_reads():
