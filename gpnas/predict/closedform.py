@@ -107,6 +107,16 @@ class _Abort(BaseException):
     """Raised inside the simplify thread at the deadline (BaseException: not swallowed by sympy)."""
 
 
+def _quiet_aborts(previous):
+    """Generators that sympy's unwinding closes raise _Abort again; Python reports
+    each as 'Exception ignored in ...'. Those reports (and only those) are dropped."""
+    def hook(unraisable):
+        if not isinstance(unraisable.exc_value, _Abort):
+            previous(unraisable)
+    hook.gpnas_quiet_aborts = True
+    return hook
+
+
 def simplify_bounded(expr, timeout_s: float = 2.0, simplify=None) -> sympy.Expr:
     """``sympy.simplify(expr)``, or ``expr`` itself if that takes longer than ``timeout_s``.
 
@@ -117,12 +127,9 @@ def simplify_bounded(expr, timeout_s: float = 2.0, simplify=None) -> sympy.Expr:
     deadline = time.monotonic() + timeout_s
     result: dict = {}
 
-    fired = []
-
     def tracer(frame, event, arg):  # called on every Python function call in the thread
-        if not fired and time.monotonic() > deadline:
-            fired.append(True)  # once: the generators closed while _Abort unwinds must not raise it again
-            raise _Abort        # (Python would print "Exception ignored in: <generator ...>" for each)
+        if time.monotonic() > deadline:
+            raise _Abort
         return None  # no per-line tracing: cheap
 
     def work():
@@ -136,6 +143,8 @@ def simplify_bounded(expr, timeout_s: float = 2.0, simplify=None) -> sympy.Expr:
         finally:
             sys.settrace(None)
 
+    if not getattr(sys.unraisablehook, "gpnas_quiet_aborts", False):
+        sys.unraisablehook = _quiet_aborts(sys.unraisablehook)
     thread = threading.Thread(target=work, name="gpnas-simplify", daemon=True)
     thread.start()
     thread.join(timeout_s + 0.05)

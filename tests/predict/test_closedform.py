@@ -1,4 +1,5 @@
 import random
+import sys
 import threading
 import time
 
@@ -57,6 +58,20 @@ def test_simplify_falls_back_when_too_slow_python():
     expr = x + x
     assert closedform.simplify_bounded(expr, timeout_s=0.2, simplify=slow) is expr
     assert not calls["done"]
+
+
+def test_only_the_abort_of_a_simplify_is_kept_out_of_unraisable_reports(monkeypatch):
+    from types import SimpleNamespace
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    x = closedform.symbol("rel_last")
+    closedform.simplify_bounded(x + x, timeout_s=1.0)          # installs the filter once
+    closedform.simplify_bounded(x + x, timeout_s=1.0)
+    assert sys.unraisablehook.gpnas_quiet_aborts
+    sys.unraisablehook(SimpleNamespace(exc_value=closedform._Abort()))
+    sys.unraisablehook(SimpleNamespace(exc_value=ValueError("a real one")))
+    assert [type(u.exc_value) for u in seen] == [ValueError]   # the others still reach the previous hook
 
 
 def test_simplify_abandons_a_call_stuck_in_c():
