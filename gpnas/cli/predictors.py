@@ -108,7 +108,7 @@ def fit(curves_path, prefix_frac, generations, population, seed, rank_margin, ho
         cv = c.cv
         echo(f"{mark} {c.kind:<11} {c.complexity:>3} {_fmt(cv['objective']):>7} {_fmt(cv['error']):>7} "
                    f"{_fmt(cv['spearman'], 3):>7} {_fmt(cv['regret']):>9}  "
-                   f"{_short(c.formula or _BASELINE_TEXT[c.kind])}")
+                   f"{closedform.shorten(c.formula or _BASELINE_TEXT[c.kind])}")
     echo("")
     echo(model.describe_choice())
     if model.nested_:
@@ -126,11 +126,6 @@ def fit(curves_path, prefix_frac, generations, population, seed, rank_margin, ho
     if model.best_.kind != "power_law":
         echo(f"chosen: final = {closedform.as_text(model.sympy())}")
     echo(f"wrote {path}" + (" (+ .tex, .py)" if path.with_suffix(".py").exists() else ""))
-
-
-def _short(formula: str, width: int = 110) -> str:
-    """A table row's formula, cut to ``width`` characters (predictor.json and .tex hold it whole)."""
-    return formula if len(formula) <= width else formula[: width - 3] + "..."
 
 
 _BASELINE_TEXT = {"last": "last", "last+offset": "last + scale * offset", "power_law": "power law c + a t^-alpha",

@@ -164,6 +164,11 @@ def as_text(expr) -> str:
     return str(round_constants(expr))
 
 
+def shorten(text: str, width: int = 110) -> str:
+    """A formula cut to ``width`` characters for a table row (the files hold it whole)."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def as_latex(expr) -> str:
     return sympy.latex(round_constants(expr))
 

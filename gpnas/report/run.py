@@ -194,6 +194,8 @@ def formulas_markdown(summary: dict) -> str:
         lines.append(f"- {name}{' (chosen)' if s['chosen'] else ''}: cross-validated Spearman {s['cv_spearman']}, "
                      f"regret {s['cv_regret']}; held-out error {s['holdout_error']}, Spearman {s['spearman']}, "
                      f"regret {s['regret']}")
+        if name == "linear":
+            lines += ["", "```", s["formula"], "```", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -307,10 +309,11 @@ def render_summary(summary: dict) -> str:
         lines.append("  by cross-validated objective (cv Spearman | cv regret || held-out error | Spearman | regret):")
         rows = [*summary["females"], *summary["baselines"].values()]
         for row in sorted(rows, key=lambda r: r["cv_objective"] if r["cv_objective"] is not None else math.inf):
-            name = "formula" if row["kind"] == "tree" else f"baseline {row['kind']}"
+            name = {"tree": "formula", "linear": "linear model"}.get(row["kind"], f"baseline {row['kind']}")
             lines.append(f"  {'*' if row['chosen'] else ' '} {_fmt(row['cv_spearman'], '.3f')} | "
                          f"{_fmt(row['cv_regret'])} || {_fmt(row['holdout_error'])} | "
-                         f"{_fmt(row['spearman'], '.3f')} | {_fmt(row['regret'])}   {name}: final = {row['formula']}")
+                         f"{_fmt(row['spearman'], '.3f')} | {_fmt(row['regret'])}   "
+                         f"{name}: final = {closedform.shorten(row['formula'])}")
     m = summary["mating"]
     if m["guided"] + m["random"]:
         share = m.get("guided_fraction")
