@@ -15,7 +15,8 @@ Predictors: last value, best so far, power law, ridge regression and gradient
 boosting on the same features (the anchors a practitioner would write in ten
 lines: the prefix features gpnas computes, the numeric config keys and the raw
 last value, predicting the final value; scikit-learn, the `bench` extra), and
-gpnas (``CurvePredictor``, cross-validated choice).
+gpnas (``CurvePredictor``, cross-validated choice); ``gpnas_linear`` is gpnas's
+linear model alone, whatever the choice.
 
     python3 experiments/insearch.py --curves FILE.jsonl --archive 40 --prefix 0.1 --reps 5
     python3 experiments/insearch.py --curves taskset_dev.jsonl --archive 30 --prefix 0.2 --reps 3
@@ -73,6 +74,13 @@ def gpnas_predictor(config: dict):
     return predict
 
 
+def gpnas_linear(archive, query, frac, seed):
+    """gpnas's linear model alone, whatever the choice (what the margins decide about)."""
+    model = CurvePredictor(PredictorConfig(prefix_frac=frac, seed=seed, population=4, generations=0)).fit(
+        archive, holdout=[])
+    return model.predict(query, i=next(i for i, c in enumerate(model.equations_) if c.kind == "linear"))
+
+
 def baseline(f):
     return lambda archive, query, frac, seed: f(query, frac)
 
@@ -127,7 +135,7 @@ def main(argv=None):
     curves = read_curves(args.curves)
     methods = {"last": baseline(predict_last), "best": baseline(predict_best),
                "power_law": baseline(predict_power_law), "ridge": learned_anchor("ridge"),
-               "gbm": learned_anchor("gbm"),
+               "gbm": learned_anchor("gbm"), "gpnas_linear": gpnas_linear,
                "gpnas": gpnas_predictor({"generations": args.generations, "population": args.population,
                                          "rank_margin": args.rank_margin, "linear_margin": args.linear_margin,
                                          "nested": args.nested})}

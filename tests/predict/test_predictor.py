@@ -322,10 +322,10 @@ def test_experiment_scripts_run_in_tiny_mode(tmp_path):
     assert "trees/s" in bench.stdout
     table = subprocess.run([sys.executable, str(root / "experiments/insearch.py"), "--curves", str(curves),
                             "--archive", "10", "--reps", "1", "--prefix", "0.2", "--generations", "1",
-                            "--population", "10", "--methods", "last,power_law,gpnas",
+                            "--population", "10", "--methods", "last,power_law,gpnas,gpnas_linear",
                             "--json", str(tmp_path / "t.json")], capture_output=True, text=True, check=True)
-    assert "| gpnas |" in table.stdout and "| last |" in table.stdout
-    assert set(json.loads((tmp_path / "t.json").read_text())["table"]) == {"last", "power_law", "gpnas"}
+    assert "| gpnas |" in table.stdout and "| last |" in table.stdout and "| gpnas_linear |" in table.stdout
+    assert set(json.loads((tmp_path / "t.json").read_text())["table"]) == {"last", "power_law", "gpnas", "gpnas_linear"}
 
 
 def test_predictor_side_never_imports_torch_or_the_trainer():
