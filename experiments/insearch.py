@@ -126,7 +126,8 @@ def main(argv=None):
     ap.add_argument("--rank-margin", type=float, default=PredictorConfig.rank_margin,
                     help="gpnas: standard errors by which an evolved formula must rank better than the last value")
     ap.add_argument("--linear-margin", type=float, default=PredictorConfig.linear_margin,
-                    help="gpnas: standard errors by which the linear model's leave-one-out ranking must beat the last value")
+                    help="gpnas: standard errors by which the linear model's leave-one-out ranking must "
+                         "beat the last value's")
     ap.add_argument("--nested", action="store_true",
                     help="gpnas: also check the choice by nested cross-validation (PredictorConfig.nested)")
     ap.add_argument("--json", help="also write the per-task results here")
