@@ -69,8 +69,10 @@ def gpnas_predictor(config: dict):
     def predict(archive, query, frac, seed):
         model = CurvePredictor(PredictorConfig(prefix_frac=frac, seed=seed, **config)).fit(archive, holdout=[])
         predict.choices.append(model.best_.kind)
+        linear = next(c for c in model.equations_ if c.kind == "linear")
+        predict.linear_z.append(linear.cv.get("rank_z", float("nan")))
         return model.predict(query)
-    predict.choices = []
+    predict.choices, predict.linear_z = [], []
     return predict
 
 
@@ -159,7 +161,7 @@ def main(argv=None):
         per_task = {t: {k: float(np.mean([row[k] for row in results[name][t]])) for k in ("spearman", "regret", "mae")}
                     for t in tasks}
         table[name] = {"mean": {k: float(np.mean([per_task[t][k] for t in tasks])) for k in ("spearman", "regret", "mae")},
-                       "per_task": per_task, "cpu_seconds": seconds[name]}
+                       "per_task": per_task, "per_repetition": results[name], "cpu_seconds": seconds[name]}
     print("\n| predictor | Spearman | regret@1 | MAE | CPU s |\n| --- | --- | --- | --- | --- |")
     for name, row in table.items():
         m = row["mean"]
@@ -173,6 +175,10 @@ def main(argv=None):
         print("\ngpnas chose: " + ", ".join(f"{k} {choices.count(k)}" for k in sorted(set(choices)))
               + f" (of {len(choices)} fits)")
         table["gpnas"]["choices"] = {k: choices.count(k) for k in set(choices)}
+        z = methods["gpnas"].linear_z
+        print("the linear model's leave-one-out Spearman gain over the last value, in standard errors, per fit: "
+              + " ".join(f"{v:+.2f}" for v in z))
+        table["gpnas"]["linear_z"] = [v if np.isfinite(v) else None for v in z]
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "table": table}, indent=1) + "\n")
 
