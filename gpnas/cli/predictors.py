@@ -72,17 +72,21 @@ def predictors():
               help="Standard errors by which an evolved formula must rank better than the last value, fold by "
                    "fold, to be chosen; smaller gives formulas more chances and risks more on small archives "
                    "(see the README's in-search protocol).")
+@click.option("--linear-margin", type=click.FloatRange(0), default=PredictorConfig.linear_margin, show_default=True,
+              help="Standard errors by which the linear model's leave-one-out ranking must beat the last value's "
+                   "to be chosen.")
 @click.option("--holdout-task", multiple=True, metavar="NAME",
               help="Keep this task's curves out of fitting and score the predictor on them (repeatable). "
                    "The choice itself is made by cross-validation on the fitted curves.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for predictor.json, predictor.tex, predictor.py.")
-def fit(curves_path, prefix_frac, generations, population, seed, rank_margin, holdout_task, out_dir):
+def fit(curves_path, prefix_frac, generations, population, seed, rank_margin, linear_margin, holdout_task, out_dir):
     """Evolve predictors on complete curves; print the equations and the baselines."""
     curves = read_curves(curves_path)
     check_complete(curves, curves_path, prefix_frac or 0.2)
     config = PredictorConfig(prefix_frac=prefix_frac or 0.2, population=population,
-                             generations=generations, seed=seed, rank_margin=rank_margin)
+                             generations=generations, seed=seed, rank_margin=rank_margin,
+                             linear_margin=linear_margin)
     holdout = None
     if holdout_task:
         tasks = {c.task for c in curves}

@@ -38,13 +38,14 @@ def test_fit_refuses_too_few_curves_in_one_line(tmp_path):
     assert result.output.strip().splitlines() == ["Error: 5 completed curves to fit on; a predictor needs at least 8"]
 
 
-def test_fit_refuses_a_negative_rank_margin_in_one_line(tmp_path):
+@pytest.mark.parametrize("option", ["--rank-margin", "--linear-margin"])
+def test_fit_refuses_a_negative_margin_in_one_line(tmp_path, option):
     curves = tmp_path / "c.jsonl"
     write_curves(curves, synthetic_curves(10))
-    result = CliRunner().invoke(main, ["predictors", "fit", "--curves", str(curves), "--rank-margin", "-1",
+    result = CliRunner().invoke(main, ["predictors", "fit", "--curves", str(curves), option, "-1",
                                        "--out", str(tmp_path / "p")])
     assert result.exit_code == 2
-    assert "--rank-margin" in result.output and ">=0" in result.output.replace(" ", "")
+    assert option in result.output and ">=0" in result.output.replace(" ", "")
     assert not (tmp_path / "p").exists()
 
 
@@ -106,3 +107,14 @@ def test_help_for_every_subcommand():
     for sub in ("fit", "predict", "eval"):
         r = CliRunner().invoke(main, ["predictors", sub, "--help"])
         assert r.exit_code == 0 and "--curves" in r.output
+
+
+def test_fit_saves_the_margins_it_was_given(tmp_path):
+    curves = tmp_path / "c.jsonl"
+    write_curves(curves, synthetic_curves(20))
+    result = CliRunner().invoke(main, ["predictors", "fit", "--curves", str(curves), "--generations", "0",
+                                       "--population", "4", "--rank-margin", "3", "--linear-margin", "0.5",
+                                       "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "p" / "predictor.json").read_text())["config"]
+    assert (config["rank_margin"], config["linear_margin"]) == (3.0, 0.5)
