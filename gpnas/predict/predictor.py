@@ -338,16 +338,18 @@ class CurvePredictor:
 
     @classmethod
     def from_trees(cls, population, curves, prefix_frac: float, features, config_keys=None,
-                   formulas: bool = True, **config) -> "CurvePredictor":
+                   formulas: bool = True, scored: bool = False, **config) -> "CurvePredictor":
         """The choice among an already evolved population (the engine's females);
-        ``formulas=False`` skips the closed forms (the engine's per-generation choice)."""
+        ``formulas=False`` skips the closed forms (the engine's per-generation choice);
+        ``scored=True`` says the trees' fitness is already on exactly these curves."""
         self = cls(PredictorConfig(prefix_frac=prefix_frac, generations=0, **config))
         check_fittable(curves)
         self.features_, self.config_keys_, self.left_out_ = tuple(features), dict(config_keys or {}), ()
         self.pset = trees.make_pset(self.features_)
         problem = fit.Problem.build(list(curves), prefix_frac, self.features_, self.config_keys_)
         front = evo.Front()
-        evo.score(population, self.pset, problem)
+        if not scored:
+            evo.score(population, self.pset, problem)
         front.add(population)
         self.history_, self.n_evaluated_ = [], len(population)
         self._choose_from(front.rows(), problem, formulas)

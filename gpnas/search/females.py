@@ -135,12 +135,14 @@ def gp_step(females, curve_set: CurveSet, pset, rng: random.Random, elites: int,
     return evo.generation(females, pset, curve_set.train, rng, config, elites)
 
 
-def choose(females, curve_set: CurveSet, formulas: bool = True) -> CurvePredictor | None:
+def choose(females, curve_set: CurveSet, formulas: bool = True, scored: bool = False) -> CurvePredictor | None:
     """The predictor the run uses and reports: the choice by cross-validation among
     the females' Pareto front and the baselines (as ``gpnas predictors fit``
-    makes it); None while fewer than MIN_CURVES training curves are complete."""
+    makes it); None while fewer than MIN_CURVES training curves are complete.
+    ``scored=True``: the females were just scored on ``curve_set`` (``score``), so
+    their fitness is not computed again."""
     train = curve_set.train.curves
     if len(train) < MIN_CURVES or not females:
         return None
     return CurvePredictor.from_trees([clone(f) for f in females], train, curve_set.prefix_frac,
-                                     FEATURE_NAMES, CONFIG_KEYS, formulas=formulas)
+                                     FEATURE_NAMES, CONFIG_KEYS, formulas=formulas, scored=scored)

@@ -338,3 +338,29 @@ def test_predictor_side_never_imports_torch_or_the_trainer():
             "('gpnas.train.trainer', 'gpnas.train.model', 'gpnas.train.data')]; print(bad); assert not bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2],
                    capture_output=True)
+
+
+def test_a_choice_among_trees_scored_on_the_same_curves_skips_scoring_and_is_the_same(monkeypatch):
+    import copy
+    import random
+
+    from gpnas.predict import evolution as evo
+    from gpnas.predict.predictor import seed_trees
+
+    curves = hyperparameter_curves(40)
+    found = available(curves, 0.2)
+    pset = trees.make_pset(found.names)
+    rng = random.Random(0)
+    population = seed_trees(pset) + [trees.random_tree(pset, rng, trees.GPConfig(max_size=15, max_depth=4))
+                                     for _ in range(20)]
+    evo.score(population, pset, fit.Problem.build(curves, 0.2, found.names, found.config_keys))
+    fresh = CurvePredictor.from_trees(copy.deepcopy(population), curves, 0.2, found.names, found.config_keys)
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scored again")
+    monkeypatch.setattr(evo, "score", no_scoring)
+    reused = CurvePredictor.from_trees(copy.deepcopy(population), curves, 0.2, found.names, found.config_keys,
+                                       scored=True)
+    assert reused.best_index_ == fresh.best_index_
+    assert [c.tree for c in reused.equations_] == [c.tree for c in fresh.equations_]
+    np.testing.assert_array_equal(reused.predict(curves), fresh.predict(curves))
