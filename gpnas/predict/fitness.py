@@ -48,7 +48,7 @@ REGRET_WEIGHT = 1.0
 R_BOUND = 1.0
 MAX_GENES = 4
 RIDGE = 1e-6      # relative Tikhonov term: keeps collinear genes' coefficients finite
-LINEAR_RIDGE = 0.3  # the linear model's relative penalty on its standardised features (results/predictors/linear.md)
+LINEAR_RIDGE = 0.3  # the linear model's relative penalty on its standardised features (set once, not tuned)
 MIN_RANK_GROUP = 3
 
 

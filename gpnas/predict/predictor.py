@@ -11,12 +11,14 @@
                  (r = a0 + sum_j b_j feature_j, ridge-penalised) and the baselines
                  (last value, last value + fitted offset, power law): each
                  candidate's coefficients are refitted without the fold it predicts
-    best_     <- among the last value, the last value + offset (both rank as
-                 the last value does) and the candidates that rank better than
-                 the last value fold by fold (Spearman and regret, by more than
-                 ``rank_margin`` standard errors): the simplest whose cross-validated objective is
-                 within one standard error of the lowest; when no formula ranks
-                 better, one of the first two is the predictor
+    best_     <- among the eligible candidates, the simplest whose cross-validated
+                 objective is within one standard error of the lowest. Eligible: the
+                 trees that rank better than the last value fold by fold (Spearman
+                 and regret, by more than ``rank_margin`` standard errors) and the
+                 linear model if its leave-one-out predictions rank the curves
+                 better than the last value by more than ``linear_margin`` bootstrap
+                 standard errors; when none is, the last value and the last value +
+                 offset (both rank as the last value does)
     ensemble_ <- the chosen tree and up to two dissimilar runners-up; the
                  spread of their predictions is the uncertainty
 
@@ -27,7 +29,7 @@ scaling has not seen, which is what protects against constant corrections and
 overfitted formulas. The linear model's structure is fixed before it sees a
 curve (every feature, one coefficient each), so its cross-validated figures
 are honest: on gpnas's own curves it is what ranks best, on foreign curves the
-same rule rejects it (results/predictors/linear.md).
+same rule rejects it (results/predictors/margins.md).
 """
 
 from __future__ import annotations
@@ -221,7 +223,7 @@ def one_standard_error(candidates: list, eligible: list[int]) -> int:
 
 def choose(candidates: list, ensemble_size: int, margin: float,
            linear_margin: float = 1.0) -> tuple[int, list[int], bool]:
-    """(chosen index, ensemble indices, whether a formula beat the last value) — see the module doc."""
+    """(chosen index, ensemble indices, whether a tree or the linear model beat the last value): the module doc."""
     last = next(i for i, c in enumerate(candidates) if c.kind == "last")
     bar = candidates[last].cv
     same_order = {"last", "last+offset"}  # rank exactly as the last value does
@@ -365,7 +367,7 @@ class CurvePredictor:
         for c in candidates:
             c.cv.pop("_pred", None)
             c.cv.pop("_folds", None)
-            if c.kind in ("tree", "linear") and formulas:  # a short simplify for the table; the chosen gets the full one
+            if c.kind in ("tree", "linear") and formulas:  # short simplify for the table; full for the chosen
                 chosen = c is candidates[self.best_index_]
                 c.formula = closedform.as_text(self._sympy_r(c, None if chosen else 0.3))
         self.equations_ = candidates
