@@ -368,8 +368,8 @@ class Evolution:
         curves = [result_curve(records[i].result, records[i].arch, records[i].key, self.task_name,
                                horizon=self.full_evals) for i in usable]
         # the raw prediction: the predictor chosen by cross-validation among the females'
-        # front and the baselines, its ensemble's spread the uncertainty; the last value
-        # until enough curves completed. Then the calibration on earlier promotions.
+        # front, the linear model and the baselines, its ensemble's spread the uncertainty;
+        # the last value until enough curves completed. Then the calibration on earlier promotions.
         model = fem.choose(state.females, curve_set, formulas=False, scored=True)  # scored in step (2)
         _, columns = fem.predict_finals([], curves, self.prefix_frac, self.pset)
         if model is not None:
