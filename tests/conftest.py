@@ -71,6 +71,8 @@ SLOW = {
     "tests/search/test_methods.py::test_successive_halving_cycles_hyperbands_brackets_and_resumes_its_checkpoints": "a run",
     # runs, trainings and fits whose behaviour the fast loop covers with a smaller case
     "tests/search/test_engine.py::test_a_checkpoint_lives_only_while_its_male_may_be_promoted": "several generations",
+    "tests/search/test_engine.py::test_females_are_not_scored_again_on_the_curves_their_last_mating_pass_scored":
+        "a 2-generation run",
     "tests/search/test_engine.py::test_combined_makes_as_many_variation_events_as_the_ablation": "a 3-generation run",
     "tests/search/test_engine.py::test_male_fitness_is_calibrated_on_earlier_promotions": "the same run",
     "tests/cli/test_cli_user.py::test_on_a_terminal_the_bar_never_garbles_a_line": "a run under a pseudo-terminal",

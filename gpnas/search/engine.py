@@ -109,6 +109,7 @@ class Evolution:
         self.tokens_at = {}       # evaluation key -> (compute.tokens, compute.flops) just after it was charged
         self.predicted = {}       # full-run key -> {raw, spread, early_score} of this generation's males
         self.choice = None        # the predictor chosen this generation (predict.CurvePredictor)
+        self.scored_on = None     # (females list, training curve keys) the females were last scored on
 
     # ----------------------------------------------------------------- the loop
     def run(self, generations: int) -> State:
@@ -141,14 +142,14 @@ class Evolution:
         self.note_sons(state)
         curve_set = self.completed_curves(state)
         if self.mode.breeding == "cross":  # its females vary by mating passes, in (5)
-            _, holdout = fem.score(state.females, curve_set, self.pset)     # (2)
+            holdout = self.score_females(state, curve_set, again=False)     # (2)
         else:
             holdout = self.evolve_females(state, curve_set, rng)            # (2)
         rows = self.assign_male_fitness(state, curve_set)                   # (3)
         promoted = self.promote(state, rng, work)                           # (4)
         curve_set = self.completed_curves(state)
         if self.mode.females:
-            _, holdout = fem.score(state.females, curve_set, self.pset)
+            holdout = self.score_females(state, curve_set)
         row = self.log_row(state, work, promoted, holdout)
         state.males, state.females = self.breed(state, rows, curve_set, rng)  # (5)
         return row
@@ -318,6 +319,19 @@ class Evolution:
         curves = [result_curve(r.result, r.arch, r.key, self.task_name)
                   for r in records if r is not None and r.status == "complete"]
         return fem.CurveSet.build(curves, self.prefix_frac)
+
+    def score_females(self, state: State, curve_set, again: bool = True):
+        """``females.score`` on the run's training curves; returns the held-out errors.
+        With ``again=False`` it is skipped (returning None) when these very females were
+        last scored on these very training curves: the previous generation's last mating
+        pass, when no curve has completed since."""
+        key = tuple(c.config_id for c in curve_set.train.curves)
+        if not again and self.scored_on is not None and self.scored_on[0] is state.females \
+                and self.scored_on[1] == key:
+            return None
+        _, holdout = fem.score(state.females, curve_set, self.pset)
+        self.scored_on = (state.females, key)
+        return holdout
 
     def evolve_females(self, state: State, curve_set, rng):
         """Score the females, then run the preset's plain GP steps among them."""
@@ -505,6 +519,7 @@ class Evolution:
             state.mating_stats["chose" if chose else "tournament"] += 1
         population = elites + daughters
         fem.rescore(population, curve_set, self.pset, scored)
+        self.scored_on = (population, tuple(c.config_id for c in curve_set.train.curves))
         return population
 
     def raw_of(self, g) -> float:

@@ -156,6 +156,19 @@ def test_a_checkpoint_lives_only_while_its_male_may_be_promoted(tmp_path, micro,
     assert len(list(kept.folder.checkpoints_dir.glob("*.pt"))) > micro.ga.n_males
 
 
+def test_females_are_not_scored_again_on_the_curves_their_last_mating_pass_scored(tmp_path, micro, tiny_dataset,
+                                                                                  monkeypatch):
+    from gpnas.search import females as fem
+
+    calls = []
+    real = fem.score
+    monkeypatch.setattr(fem, "score", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    execute(start(tmp_path, "r", micro, tiny_dataset), 2)
+    # generation 1's step (2) (the initial females), then once per generation after the
+    # promotions; step (2) of generation 2 finds the last mating pass's scores current
+    assert len(calls) == 1 + 2
+
+
 def test_summary_json_is_strict_json(tmp_path, micro, tiny_dataset):
     run = start(tmp_path, "j", micro, tiny_dataset)
     execute(run, 1)
