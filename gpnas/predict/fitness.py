@@ -300,13 +300,12 @@ def score_tree(tree, pset, problem: Problem) -> tuple[float, Scaling]:
 
 def loo_finals(G: np.ndarray, problem: Problem, ridge: float = RIDGE) -> np.ndarray:
     """Each curve's predicted final by the scaling fitted on all the other curves (leave one out)."""
-    pred = np.empty(problem.m)
+    r = np.empty(problem.m)
     everything = np.arange(problem.m)
     for i in everything:
         rest = np.delete(everything, i)
-        r = fit_scaling(G[:, rest], problem.y[rest], ridge).apply(G[:, i:i + 1])[0]
-        pred[i] = problem.last[i] + problem.scale[i] * r
-    return pred
+        r[i] = fit_scaling(G[:, rest], problem.y[rest], ridge).apply(G[:, i:i + 1])[0]
+    return finals_of(r, problem)
 
 
 def rank_gain_z(pred_finals: np.ndarray, problem: Problem, seed: int = 0, draws: int = 200) -> float:

@@ -168,7 +168,7 @@ def cross_validate(candidates: list, pset, problem: fit.Problem, k: int, seed: i
         G = genes_of(c, pset, problem.columns)
         c.scaling = fit.fit_scaling(G, problem.y, ridge)
         c.cv = fit.cv_parts(G, problem, splits, ridge=ridge)
-        c.cv["_pred"] = problem.last + problem.scale * c.scaling.apply(G)
+        c.cv["_pred"] = fit.finals_of(c.scaling.apply(G), problem)
         if c.kind == "linear":  # its structure saw no curve: leave-one-out ranks are honest
             c.cv["rank_z"] = fit.rank_gain_z(fit.loo_finals(G, problem, ridge), problem, seed)
 
@@ -222,7 +222,7 @@ def one_standard_error(candidates: list, eligible: list[int]) -> int:
 
 
 def choose(candidates: list, ensemble_size: int, margin: float,
-           linear_margin: float = 1.0) -> tuple[int, list[int], bool]:
+           linear_margin: float) -> tuple[int, list[int], bool]:
     """(chosen index, ensemble indices, whether a tree or the linear model beat the last value): the module doc."""
     last = next(i for i, c in enumerate(candidates) if c.kind == "last")
     bar = candidates[last].cv
@@ -329,7 +329,7 @@ class CurvePredictor:
             return problem.last.copy()
         if c.kind == "power_law":
             return predict_power_law(problem.curves, frac)
-        return problem.last + problem.scale * c.scaling.apply(genes_of(c, self.pset, problem.columns))
+        return fit.finals_of(c.scaling.apply(genes_of(c, self.pset, problem.columns)), problem)
 
     def _fall_back(self) -> None:
         """The last value, or the last value plus its offset (the same order), whichever

@@ -325,12 +325,12 @@ class Evolution:
         With ``again=False`` it is skipped (returning None) when these very females were
         last scored on these very training curves: the previous generation's last mating
         pass, when no curve has completed since."""
-        key = tuple(c.config_id for c in curve_set.train.curves)
+        keys = curve_set.keys
         if not again and self.scored_on is not None and self.scored_on[0] is state.females \
-                and self.scored_on[1] == key:
+                and self.scored_on[1] == keys:
             return None
         _, holdout = fem.score(state.females, curve_set, self.pset)
-        self.scored_on = (state.females, key)
+        self.scored_on = (state.females, keys)
         return holdout
 
     def evolve_females(self, state: State, curve_set, rng):
@@ -519,7 +519,7 @@ class Evolution:
             state.mating_stats["chose" if chose else "tournament"] += 1
         population = elites + daughters
         fem.rescore(population, curve_set, self.pset, scored)
-        self.scored_on = (population, tuple(c.config_id for c in curve_set.train.curves))
+        self.scored_on = (population, curve_set.keys)
         return population
 
     def raw_of(self, g) -> float:

@@ -67,6 +67,11 @@ class CurveSet:
                    fit.Problem.build(pick(True), prefix_frac, FEATURE_NAMES, CONFIG_KEYS), prefix_frac)
 
     @property
+    def keys(self) -> tuple:
+        """The training curves' keys, in order: which curves the females are scored on."""
+        return tuple(c.config_id for c in self.train.curves)
+
+    @property
     def index(self) -> dict:
         """config_id -> row of the training problem (the curves a daughter's choice may use)."""
         return {c.config_id: i for i, c in enumerate(self.train.curves)}
