@@ -70,7 +70,7 @@ def gpnas_predictor(config: dict):
         model = CurvePredictor(PredictorConfig(prefix_frac=frac, seed=seed, **config)).fit(archive, holdout=[])
         predict.choices.append(model.best_.kind)
         linear = next(c for c in model.equations_ if c.kind == "linear")
-        predict.linear_z.append(linear.cv.get("rank_z", float("nan")))
+        predict.linear_z.append({k: linear.cv.get(k, float("nan")) for k in ("error_z", "rank_z")})
         return model.predict(query)
     predict.choices, predict.linear_z = [], []
     return predict
@@ -128,8 +128,8 @@ def main(argv=None):
     ap.add_argument("--rank-margin", type=float, default=PredictorConfig.rank_margin,
                     help="gpnas: standard errors by which an evolved formula must rank better than the last value")
     ap.add_argument("--linear-margin", type=float, default=PredictorConfig.linear_margin,
-                    help="gpnas: standard errors by which the linear model's leave-one-out ranking must "
-                         "beat the last value's")
+                    help="gpnas: standard errors by which the linear model's leave-one-out squared error must "
+                         "beat the last value + offset's")
     ap.add_argument("--nested", action="store_true",
                     help="gpnas: also check the choice by nested cross-validation (PredictorConfig.nested)")
     ap.add_argument("--json", help="also write the per-task results here")
@@ -176,9 +176,10 @@ def main(argv=None):
               + f" (of {len(choices)} fits)")
         table["gpnas"]["choices"] = {k: choices.count(k) for k in set(choices)}
         z = methods["gpnas"].linear_z
-        print("the linear model's leave-one-out Spearman gain over the last value, in standard errors, per fit: "
-              + " ".join(f"{v:+.2f}" for v in z))
-        table["gpnas"]["linear_z"] = [v if np.isfinite(v) else None for v in z]
+        print("the linear model's leave-one-out gains, in standard errors, per fit (squared error over the last "
+              "value + offset / Spearman over the last value): " + " ".join(f"{v['error_z']:+.2f}/{v['rank_z']:+.2f}"
+                                                                         for v in z))
+        table["gpnas"]["linear_z"] = [{k: x if np.isfinite(x) else None for k, x in v.items()} for v in z]
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "table": table}, indent=1) + "\n")
 

@@ -235,7 +235,7 @@ def train_reference(engine) -> dict:
     task = engine.task(genome, engine.budget.full_iters)
     cached = engine.archive.get(task.key) is not None
     if not cached:
-        (result,) = engine.evaluate_tasks([task])
+        (result,) = engine.train([task])   # its wall time is evaluation, not engine overhead
         engine.archive_result(task, result)
     record = engine.archive.get(task.key)
     out = {"key": task.key, "arch": engine.arch(genome), "cached": cached, "charged": False}

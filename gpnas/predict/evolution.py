@@ -15,6 +15,8 @@ from __future__ import annotations
 import copy
 import random
 
+import numpy as np
+
 from gpnas.predict import fitness as fit
 from gpnas.predict import trees
 
@@ -23,16 +25,17 @@ WORST = 1e9  # fitness of a tree that cannot be scored
 
 def score(population, pset, problem, cache: dict | None = None) -> None:
     """Set every tree's fitness and scaling on ``problem`` (trees with the same
-    text share one score; ``cache`` keeps them across calls on the same problem)."""
+    text share one score; ``cache`` keeps them across calls on the same problem:
+    text -> (fitness, scaling, scaled outputs r on the problem's curves))."""
     cache = {} if cache is None else cache
     for tree in population:
         key = str(tree)
         if key not in cache:
             if problem.m == 0:
-                cache[key] = (WORST, fit.Scaling((0.0,)))
+                cache[key] = (WORST, fit.Scaling((0.0,)), np.zeros(0))
             else:
                 cache[key] = fit.score_tree(tree, pset, problem)
-        value, scaling = cache[key]
+        value, scaling, _ = cache[key]
         tree.fitness.values = (value,)
         tree.scaling = scaling
 

@@ -126,6 +126,8 @@ def genes(tree) -> list:
 
 
 _COMPILED: dict = {}
+_GENES: dict = {}
+CACHE_LIMIT = 50000
 
 
 def compiled(tree, pset):
@@ -133,15 +135,26 @@ def compiled(tree, pset):
     key = (id(pset), str(tree))
     fn = _COMPILED.get(key)
     if fn is None:
-        if len(_COMPILED) > 50000:
+        if len(_COMPILED) > CACHE_LIMIT:
             _COMPILED.clear()
         fn = _COMPILED[key] = trees.compile_tree(tree, pset)
     return fn
 
 
+def gene_functions(tree, pset) -> tuple:
+    """The compiled genes of a tree, split and looked up once per distinct tree."""
+    key = (id(pset), str(tree))
+    fns = _GENES.get(key)
+    if fns is None:
+        if len(_GENES) > CACHE_LIMIT:
+            _GENES.clear()
+        fns = _GENES[key] = tuple(compiled(g, pset) for g in genes(tree))
+    return fns
+
+
 def gene_matrix(tree, pset, columns) -> np.ndarray:
     """(G, m) outputs of the tree's genes on the feature columns."""
-    return np.stack([compiled(g, pset)(columns) for g in genes(tree)])
+    return np.stack([fn(columns) for fn in gene_functions(tree, pset)])
 
 
 def linear_matrix(columns: dict, names) -> np.ndarray:
@@ -187,22 +200,35 @@ def _solve(G: np.ndarray, y: np.ndarray, ridge: float = RIDGE) -> tuple[float, n
     """Least squares of y on [1, G] with the penalty ``ridge * m * |b|^2`` on the
     standardised genes (constant genes dropped; the default is a tiny ridge that
     only keeps collinear genes finite)."""
-    mean = G.mean(axis=1)
+    m = len(y)                                                 # means as sums / m: the hot path of scoring
+    mean = G.sum(axis=1) / m
     Gc = G - mean[:, None]
-    spread = np.sqrt((Gc ** 2).mean(axis=1))
+    spread = np.sqrt((Gc * Gc).sum(axis=1) / m)
     live = spread > 1e-9 * (1.0 + np.abs(mean))
     b = np.zeros(G.shape[0])
+    y_mean = y.sum() / m
     if live.any():
         Z = Gc[live] / spread[live, None]                      # standardised genes (G', m)
-        A = Z @ Z.T + ridge * len(y) * np.eye(int(live.sum()))
+        A = Z @ Z.T + ridge * m * np.eye(int(live.sum()))
         with np.errstate(all="ignore"):
-            w = np.linalg.solve(A, Z @ (y - y.mean()))
+            w = np.linalg.solve(A, Z @ (y - y_mean))
         if np.all(np.isfinite(w)):
             b[live] = w / spread[live]
-    a0 = float(y.mean() - b @ mean)
+    a0 = float(y_mean - b @ mean)
     if not math.isfinite(a0):
-        return float(y.mean()), np.zeros(G.shape[0])
+        return float(y_mean), np.zeros(G.shape[0])
     return a0, b
+
+
+def _median(x: np.ndarray) -> float:
+    """``np.median`` of a 1-D array (NaN if any value is), without its generality's overhead."""
+    n, h = len(x), len(x) // 2
+    if np.isnan(x).any():
+        return math.nan
+    if n % 2:
+        return float(np.partition(x, h)[h])
+    p = np.partition(x, (h - 1, h))
+    return float((p[h - 1] + p[h]) / 2)
 
 
 def fit_scaling(G: np.ndarray, y: np.ndarray, ridge: float = RIDGE) -> Scaling:
@@ -215,7 +241,7 @@ def fit_scaling(G: np.ndarray, y: np.ndarray, ridge: float = RIDGE) -> Scaling:
     a0, b = _solve(G, y, ridge)
     with np.errstate(all="ignore"):
         spread = np.abs(y - a0 - b @ G)               # least-squares residuals are centred
-    keep = spread <= max(3 * 1.4826 * float(np.median(spread)), 1e-3)
+    keep = spread <= max(3 * 1.4826 * _median(spread), 1e-3)
     if 3 <= keep.sum() < len(y):
         a0, b = _solve(G[:, keep], y[keep], ridge)
     return Scaling((a0, *map(float, b)), lo, hi)
@@ -291,11 +317,12 @@ def finals_of(r: np.ndarray, problem: Problem) -> np.ndarray:
     return problem.last + problem.scale * r
 
 
-def score_tree(tree, pset, problem: Problem) -> tuple[float, Scaling]:
-    """(objective, fitted scaling) of one tree on a problem."""
+def score_tree(tree, pset, problem: Problem) -> tuple[float, Scaling, np.ndarray]:
+    """(objective, fitted scaling, scaled outputs r on the problem's curves) of one tree."""
     G = gene_matrix(tree, pset, problem.columns)
     scaling = fit_scaling(G, problem.y)
-    return objective(finals_of(scaling.apply(G), problem), problem), scaling
+    r = scaling.apply(G)
+    return objective(finals_of(r, problem), problem), scaling, r
 
 
 def loo_finals(G: np.ndarray, problem: Problem, ridge: float = RIDGE) -> np.ndarray:
@@ -325,6 +352,25 @@ def rank_gain_z(pred_finals: np.ndarray, problem: Problem, seed: int = 0, draws:
     boot = np.array([gain([rng.choice(g, len(g)) for g in groups]) for _ in range(draws)])
     se = float(boot.std(ddof=1))
     observed = gain(groups)
+    return observed / se if se > 0 else (math.inf if observed > 0 else -math.inf)
+
+
+def error_gain_z(pred_finals: np.ndarray, base_finals: np.ndarray, problem: Problem) -> float:
+    """How much closer predictions come to the curves' scale-free targets than the
+    base predictions do, in standard errors: the mean paired reduction of the
+    squared error of r = (final - last) / s (targets clipped to +-R_BOUND, as when
+    fitting) divided by its standard error over the curves. Both must be out of
+    sample (``loo_finals``); with the last value + offset as the base this asks
+    whether the features explain how the curves differ beyond their last value."""
+    def sq(pred):
+        with np.errstate(all="ignore"):
+            return (np.clip((pred - problem.last) / problem.scale, -R_BOUND, R_BOUND) - problem.y) ** 2
+    d = sq(base_finals) - sq(pred_finals)
+    d = d[np.isfinite(d)]
+    if len(d) < 2:
+        return -math.inf
+    se = float(d.std(ddof=1)) / math.sqrt(len(d))
+    observed = float(d.mean())
     return observed / se if se > 0 else (math.inf if observed > 0 else -math.inf)
 
 

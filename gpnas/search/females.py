@@ -91,14 +91,16 @@ def initial_population(n: int, pset, rng: random.Random, config) -> list:
     return seeds + [trees.random_tree(pset, rng, config) for _ in range(n - len(seeds))]
 
 
-def score(females, curve_set: CurveSet, pset) -> tuple[np.ndarray, np.ndarray]:
-    """Set every female's fitness and scaling on the training curves.
+def score(females, curve_set: CurveSet, pset, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Set every female's fitness and scaling on the training curves (a tree scored
+    before on these curves comes from ``cache``, ``evolution.score``'s).
 
     Returns (her scaled outputs r on the training curves (n_females, n_train),
     held-out mean absolute error of the final loss per female; NaN where
     nothing is held out yet).
     """
-    evo.score(females, pset, curve_set.train)
+    cache = {} if cache is None else cache
+    evo.score(females, pset, curve_set.train, cache)
     held = curve_set.held
     errors = np.full(len(females), np.nan)
     if held.m:
@@ -106,7 +108,7 @@ def score(females, curve_set: CurveSet, pset) -> tuple[np.ndarray, np.ndarray]:
         for i, female in enumerate(females):
             r = female.scaling.apply(fit.gene_matrix(female, pset, columns))
             errors[i] = float(np.mean(np.abs(held.last + held.scale * r - held.finals)))
-    return predict_all(females, curve_set.train.columns, pset), errors
+    return predict_all(females, curve_set.train.columns, pset, cache), errors
 
 
 def rescore(females, curve_set: CurveSet, pset, cache: dict) -> None:
@@ -115,15 +117,20 @@ def rescore(females, curve_set: CurveSet, pset, cache: dict) -> None:
     evo.score(females, pset, curve_set.train, cache)
 
 
-def predict_all(females, columns: dict, pset) -> np.ndarray:
+def predict_all(females, columns: dict, pset, cache: dict | None = None) -> np.ndarray:
     """(n_females, n_rows) scaled outputs r of each female on feature columns
-    (a female not scored yet has no scaling and predicts r = 0, the last value)."""
+    (a female not scored yet has no scaling and predicts r = 0, the last value).
+    ``cache`` (``evolution.score``'s, of the training curves whose ``columns`` these
+    are) supplies the outputs of a female whose scaling was fitted there."""
     n_rows = len(next(iter(columns.values()))) if columns else 0
     out = np.zeros((len(females), n_rows))
     for i, female in enumerate(females):
         scaling = getattr(female, "scaling", None)
-        if scaling is not None and n_rows:
-            out[i] = scaling.apply(fit.gene_matrix(female, pset, columns))
+        if scaling is None or not n_rows:
+            continue
+        known = cache.get(str(female)) if cache else None
+        out[i] = known[2] if known is not None and known[1] is scaling else \
+            scaling.apply(fit.gene_matrix(female, pset, columns))
     return out
 
 
@@ -135,9 +142,10 @@ def predict_finals(females, curves: list[Curve], prefix_frac: float, pset, range
     return problem.last + problem.scale * r, problem.columns
 
 
-def gp_step(females, curve_set: CurveSet, pset, rng: random.Random, elites: int, config: trees.GPConfig) -> list:
+def gp_step(females, curve_set: CurveSet, pset, rng: random.Random, elites: int, config: trees.GPConfig,
+            cache: dict | None = None) -> list:
     """One generation of ordinary GP among the females (``predict.evolution.generation``)."""
-    return evo.generation(females, pset, curve_set.train, rng, config, elites)
+    return evo.generation(females, pset, curve_set.train, rng, config, elites, cache)
 
 
 def choose(females, curve_set: CurveSet, formulas: bool = True, scored: bool = False) -> CurvePredictor | None:

@@ -54,7 +54,7 @@ def test_linear_scaling_recovers_a_planted_affine_map_exactly():
     pset = trees.make_pset(["rel_last"])
     problem = fit.Problem.build(curves, 0.2, ["rel_last"])
     problem.y = 0.05 + 0.4 * problem.columns["rel_last"]          # plant the target
-    _, scaling = fit.score_tree(trees.parse_tree("mul(rel_last, 3.0)", pset), pset, problem)
+    _, scaling, _ = fit.score_tree(trees.parse_tree("mul(rel_last, 3.0)", pset), pset, problem)
     np.testing.assert_allclose(scaling.coef, (0.05, 0.4 / 3.0), atol=1e-6)
 
 
@@ -123,7 +123,8 @@ def test_the_linear_model_is_cross_validated_honestly_and_chosen_for_an_additive
     assert linear.cv["spearman"] > last.cv["spearman"] + 0.3
     assert model.best_.kind == "linear" and model.beats_last_
     assert "the linear model" in model.describe_choice()
-    assert linear.cv["rank_z"] > model.config.linear_margin
+    assert linear.cv["error_z"] > model.config.linear_margin and linear.cv["rank_z"] >= 0
+    assert "squared error" in model.describe_choice()
     strict = CurvePredictor(population=n_seeds, generations=0, seed=0, prefix_frac=0.2, linear_margin=1e6).fit(train)
     assert strict.best_.kind != "linear"
     finals = np.array([c.final for c in test])
@@ -145,6 +146,27 @@ def test_rank_gain_is_measured_in_bootstrap_standard_errors():
     loo = fit.loo_finals(G, problem)
     alone = fit.fit_scaling(G[:, 1:], problem.y[1:])   # the first curve's prediction never saw it
     assert loo[0] == pytest.approx(problem.last[0] + problem.scale[0] * alone.apply(G[:, :1])[0])
+
+
+def test_error_gain_is_a_paired_squared_error_reduction_in_standard_errors():
+    problem = fit.Problem.build(hyperparameter_curves(60, seed=0), 0.2, ["rel_last"])
+    offset = fit.loo_finals(np.zeros((0, problem.m)), problem)
+    assert fit.error_gain_z(problem.finals, offset, problem) > 5                # the truth comes far closer
+    assert fit.error_gain_z(offset, offset, problem) == -np.inf                 # the same predictions gain nothing
+    noise = problem.last + problem.scale * np.random.default_rng(0).uniform(-1, 1, problem.m)
+    assert fit.error_gain_z(noise, offset, problem) < -2                        # noise comes farther off
+    d = ((offset - problem.last) / problem.scale - problem.y) ** 2 - ((problem.finals - problem.last) / problem.scale
+                                                                       - problem.y) ** 2
+    assert fit.error_gain_z(problem.finals, offset, problem) == pytest.approx(
+        d.mean() / (d.std(ddof=1) / np.sqrt(len(d))))
+
+
+def test_the_linear_model_needs_both_gains():
+    from gpnas.predict.predictor import linear_passes
+    assert linear_passes({"error_z": 2.5, "rank_z": 0.1}, 2)
+    assert not linear_passes({"error_z": 2.5, "rank_z": -0.1}, 2)    # closer, but ranks worse than the last value
+    assert not linear_passes({"error_z": 1.5, "rank_z": 3.0}, 2)     # ranks better, but the error gain is not sure
+    assert not linear_passes({}, 0)
 
 
 def test_the_rank_margin_decides_how_sure_the_choice_must_be(tmp_path):

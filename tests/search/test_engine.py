@@ -273,3 +273,21 @@ def test_a_run_where_every_evaluation_fails_goes_on_and_says_why(tmp_path, micro
     assert summary["compute"]["flops"] > 0 and summary["compute"]["steps"] > 0
     if mode == "combined":
         assert summary["mating"]["guided"] == 0 and summary["mating"]["random"] > 0
+
+
+def test_every_evaluation_counts_as_evaluation_time_the_reference_too(tmp_path, micro, tiny_dataset):
+    """The overhead a summary reports is the wall time outside the evaluator: the
+    reference, trained after the last generation, is evaluation like every male."""
+    import time
+
+    calls = []
+
+    def slow_map(fn, items):
+        calls.append(len(items))
+        time.sleep(0.3)
+        return failing_map(fn, items)
+    summary, _ = execute(start(tmp_path, "slow", micro, tiny_dataset), 1, map_fn=slow_map)
+    assert summary["reference"] is not None and len(calls) >= 2
+    assert summary["timing"]["evaluation_seconds"] >= 0.3 * len(calls)
+    assert summary["timing"]["engine_seconds"] == pytest.approx(
+        summary["timing"]["wall_seconds"] - summary["timing"]["evaluation_seconds"], abs=0.02)
