@@ -73,8 +73,9 @@ def predictors():
                    "fold, to be chosen; smaller gives formulas more chances and risks more on small archives "
                    "(see the README's in-search protocol).")
 @click.option("--linear-margin", type=click.FloatRange(0), default=PredictorConfig.linear_margin, show_default=True,
-              help="Standard errors by which the linear model's leave-one-out ranking must beat the last value's "
-                   "to be chosen.")
+              help="Standard errors by which the linear model's leave-one-out squared error must beat the last "
+                   "value + offset's to be chosen (its leave-one-out ranking must also be no worse than the last "
+                   "value's).")
 @click.option("--holdout-task", multiple=True, metavar="NAME",
               help="Keep this task's curves out of fitting and score the predictor on them (repeatable). "
                    "The choice itself is made by cross-validation on the fitted curves.")
