@@ -30,11 +30,11 @@ scaling has not seen, which is what protects against constant corrections and
 overfitted formulas. The linear model's structure is fixed before it sees a
 curve (every feature, one coefficient each), so its cross-validated figures
 are honest. Its test asks two things of them: that they explain how the curves
-differ beyond their last value (the paired squared error, a test with the power
-that 40 curves allow, where a Spearman difference on 40 curves needs far more
-curves to be sure) and that they do not rank worse than the last value (a lower
-error alone proves nothing for a search). On gpnas's own curves it passes and
-ranks best; on foreign curves it fails (results/predictors/margins.md).
+differ beyond their last value (a paired test of squared errors, measured on
+every curve: on 40 curves it has the power a Spearman difference lacks) and
+that they rank the curves no worse than the last value (a lower error alone
+proves nothing for a search). On gpnas's own curves it passes and ranks best;
+on foreign curves it fails (results/predictors/margins.md).
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ TARGET_RULE = ("final = last + scale * clip(a0 + sum_i b_i gene_i, lo, hi), last
 OFFSET_TREE = "0.0"
 BASELINE_KINDS = ("last", "last+offset", "power_law")
 KINDS = ("tree", "linear", *BASELINE_KINDS)
+CV_KEYS = ("objective", "error", "spearman", "regret", "rank_z", "error_z")  # a candidate's saved figures
 
 
 @dataclass
@@ -586,7 +587,7 @@ def _candidate(row, pset) -> Candidate:
     if row["kind"] == "linear" and len(scaling.coef) != 1 + len(pset.arguments):
         raise ValueError("the linear equation needs one coefficient per feature and the constant")
     cv = {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
-          for k, v in (row.get("cv") or {}).items() if k in ("objective", "error", "spearman", "regret", "rank_z", "error_z")}
+          for k, v in (row.get("cv") or {}).items() if k in CV_KEYS}
     return Candidate(row["kind"], text, int(row.get("complexity") or 1),
                      float(row["train_fitness"]) if isinstance(row.get("train_fitness"), (int, float)) else math.nan,
                      cv, scaling, str(row.get("formula") or ""))

@@ -194,3 +194,32 @@ def test_son_statistics_compare_guided_and_random_sons_of_the_same_generation():
     assert stats["paired_generations"] == 2 and stats["paired_difference"] == pytest.approx(-0.1)
     assert stats["guided_lower_generations"] == 1
     assert mating.son_statistics([])["guided_fraction"] is None
+
+
+def completed_curves(space, n=12, seed=0):
+    """Completed curves of random cpu-small males, as the run's archive holds them."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        arch = decode(encode({"n_layer": 1 + i % 3, "n_head": 2, "n_embd": 64, "dropout": 0.1,
+                              "learning_rate": float(10 ** rng.uniform(-3.5, -2))}, space), space)
+        val = 4.2 * np.exp(-np.linspace(0, rng.uniform(0.3, 0.8), 31)) + rng.normal(0, 0.01, 31)
+        result = {"curve": {"val_loss": val.tolist(), "eval_steps": list(range(0, 310, 10)),
+                            "eval_train_loss": (val - 0.05).tolist()}}
+        out.append(result_curve(result, arch, f"k{i}", "task", horizon=31))
+    return out
+
+
+def test_predictions_on_the_training_curves_reuse_the_scores_and_nothing_else(space, pset):
+    curve_set = fem.CurveSet.build(completed_curves(space), PREFIX)
+    rng = random.Random(0)
+    females = fem.initial_population(30, pset, rng, trees.GPConfig())
+    cache = {}
+    fem.rescore(females, curve_set, pset, cache)
+    fresh = fem.predict_all(females, curve_set.columns, pset)
+    np.testing.assert_array_equal(fem.predict_all(females, curve_set.columns, pset, cache), fresh)
+    # a female whose scaling was fitted elsewhere is computed, not looked up
+    other = fem.clone(females[3])
+    other.scaling = fit.Scaling((0.5,) + (0.0,) * len(fit.genes(other)))
+    np.testing.assert_array_equal(fem.predict_all([other], curve_set.columns, pset, cache),
+                                  np.full((1, curve_set.train.m), 0.5))
