@@ -276,3 +276,24 @@ def test_make_plan_refuses_what_it_cannot_run():
     assert make_plan(preset, 1, 3, ["random", "combined", "random"]).modes == ("random", "combined")
     assert make_plan(preset, 1, 3, ["random", "combined"]).ordered_modes() == ["combined", "random"]
     assert make_plan(preset, 1, 3, ["combined"]).seeds == (0, 1, 2)
+
+
+def test_the_prefix_table_pairs_the_seeds_both_arms_finished(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import prefix_table
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+    for arm, finals in (("early30", [2.30, 2.28, 2.26]), ("early60", [2.29, 2.30])):  # seed 2 of early60 unfinished
+        for seed, final in enumerate(finals):
+            path = tmp_path / arm / "runs" / f"combined-s{seed}" / "record.json"
+            path.parent.mkdir(parents=True)
+            path.write_text(json.dumps({"seed": seed, "best": {"final_val_loss": final},
+                                        "compute": {"evaluations": 100 + seed, "flops": 1.1e13}}))
+    prefix_table.main([str(tmp_path), "--out", str(tmp_path / "table.md")])
+    text = (tmp_path / "table.md").read_text()
+    assert "| 0 | 2.3000 | 100 | 1.1e+13 | 2.2900 | 100 | 1.1e+13 | -0.0100 |" in text
+    assert "| 1 |" in text and "| 2 |" not in text
+    assert "mean over 2 seeds: +0.0050" in text and "early 60 lower on 1 of 2" in text
+    with pytest.raises(SystemExit, match="no seed has finished"):
+        prefix_table.main([str(tmp_path / "nothing")])
