@@ -335,6 +335,11 @@ def loo_finals(G: np.ndarray, problem: Problem, ridge: float = RIDGE) -> np.ndar
     return finals_of(r, problem)
 
 
+def in_standard_errors(gain: float, se: float) -> float:
+    """A gain over its standard error; +-inf for a gain with no spread at all (0 counts as no gain)."""
+    return gain / se if se > 0 else (math.inf if gain > 0 else -math.inf)
+
+
 def rank_gain_z(pred_finals: np.ndarray, problem: Problem, seed: int = 0, draws: int = 200) -> float:
     """How much better predictions rank the curves than their last values do, in
     standard errors: the Spearman difference (within each task of at least
@@ -350,9 +355,7 @@ def rank_gain_z(pred_finals: np.ndarray, problem: Problem, seed: int = 0, draws:
                               for g in draw]))
     rng = np.random.default_rng(seed)
     boot = np.array([gain([rng.choice(g, len(g)) for g in groups]) for _ in range(draws)])
-    se = float(boot.std(ddof=1))
-    observed = gain(groups)
-    return observed / se if se > 0 else (math.inf if observed > 0 else -math.inf)
+    return in_standard_errors(gain(groups), float(boot.std(ddof=1)))
 
 
 def error_gain_z(pred_finals: np.ndarray, base_finals: np.ndarray, problem: Problem) -> float:
@@ -369,9 +372,7 @@ def error_gain_z(pred_finals: np.ndarray, base_finals: np.ndarray, problem: Prob
     d = d[np.isfinite(d)]
     if len(d) < 2:
         return -math.inf
-    se = float(d.std(ddof=1)) / math.sqrt(len(d))
-    observed = float(d.mean())
-    return observed / se if se > 0 else (math.inf if observed > 0 else -math.inf)
+    return in_standard_errors(float(d.mean()), float(d.std(ddof=1)) / math.sqrt(len(d)))
 
 
 def folds(problem: Problem, k: int, seed: int = 0) -> list[np.ndarray]:
