@@ -225,7 +225,11 @@ class _TimeLimit(BaseException):
 
 
 class _time_limit:
-    """Interrupt the block with _TimeLimit after ``timeout`` seconds (main thread, POSIX; else no limit)."""
+    """Interrupt the block with _TimeLimit after ``timeout`` seconds (main thread, POSIX; else no limit).
+
+    An alarm the caller had set (a test runner's timeout, a user's own) is re-armed on the way
+    out with what was left of it (at once if it fell due inside the block), under its own handler.
+    """
 
     def __init__(self, timeout: float | None):
         self.timeout = timeout
@@ -241,7 +245,8 @@ class _time_limit:
         if self.active:
             self.previous = signal.signal(signal.SIGALRM, self._expire)
             self.armed = True
-            signal.setitimer(signal.ITIMER_REAL, self.timeout)
+            self.entered = time.monotonic()
+            self.outer = signal.setitimer(signal.ITIMER_REAL, self.timeout)  # (seconds left, interval)
         return self
 
     def __exit__(self, *exc_info):
@@ -249,6 +254,9 @@ class _time_limit:
             self.armed = False
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, self.previous)
+            left, interval = self.outer
+            if left > 0:
+                signal.setitimer(signal.ITIMER_REAL, max(left - (time.monotonic() - self.entered), 1e-6), interval)
         return False
 
 

@@ -121,13 +121,31 @@ def test_a_time_limit_that_is_not_a_positive_number_is_refused():
             make_map("serial")(work.square, [1], timeout=bad)
 
 
-def test_the_serial_time_limit_leaves_no_alarm_behind():
+def test_the_serial_time_limit_leaves_no_alarm_behind_and_gives_the_callers_back():
     import signal
 
+    outer = signal.setitimer(signal.ITIMER_REAL, 0)  # the test runner's own timeout, if any, comes back below
     before = signal.getsignal(signal.SIGALRM)
-    assert make_map("serial")(work.square, [2, 3], timeout=30) == [4, 9]
-    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
-    assert signal.getsignal(signal.SIGALRM) is before
+    try:
+        assert make_map("serial")(work.square, [2, 3], timeout=30) == [4, 9]
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        assert signal.getsignal(signal.SIGALRM) is before
+
+        rang = []
+        signal.signal(signal.SIGALRM, lambda signum, frame: rang.append(signum))
+        signal.setitimer(signal.ITIMER_REAL, 50)  # the caller's alarm, due long after the items
+        assert make_map("serial")(work.square, [2, 3], timeout=30) == [4, 9]
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 40 < left < 50 and rang == []  # re-armed with what was left of it
+        signal.setitimer(signal.ITIMER_REAL, 0.01)  # due inside the block: it rings on the way out
+        assert make_map("serial")(lambda x: time.sleep(0.05) or x, [1], timeout=30) == [1]
+        time.sleep(0.05)
+        assert rang == [signal.SIGALRM]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+        if outer[0] > 0:
+            signal.setitimer(signal.ITIMER_REAL, *outer)
 
 
 def test_no_retry_when_retries_is_zero(tmp_path):
