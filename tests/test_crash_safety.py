@@ -180,7 +180,11 @@ def test_ctrl_c_stops_cleanly_says_how_to_resume_and_leaves_no_worker(tmp_path, 
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
     else:
         os.kill(proc.pid, signum)  # what a scheduler does to the job's main process
-    stdout, stderr = proc.communicate()  # a missed interrupt ends the run: rc 0
+    try:
+        stdout, stderr = proc.communicate(timeout=300)  # a missed interrupt ends the run: rc 0
+    except subprocess.TimeoutExpired:  # an interrupt that hangs the driver: fail, and leave no process behind
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
 
     assert proc.returncode == 130, stderr[-2000:]
     assert "Traceback" not in stderr, stderr[-2000:]
