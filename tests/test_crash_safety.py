@@ -9,6 +9,7 @@ after the last snapshot). experiments/crash_trials.py does the same at random
 moments, many times.
 """
 
+import contextlib
 import errno
 import json
 import math
@@ -168,22 +169,23 @@ def test_ctrl_c_stops_cleanly_says_how_to_resume_and_leaves_no_worker(tmp_path, 
     proc = subprocess.Popen([sys.executable, "-m", "gpnas", *args], cwd=ROOT, env=env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)  # a process group of its own, like a terminal job
-    # Events, not clocks: generation 0's line (printed after its snapshot), then the first
-    # evaluation of generation 1 in the archive: the interrupt lands mid-generation.
-    lines = iter(proc.stdout.readline, "")
-    assert any(line.startswith("gen   0") for line in lines), "the run ended before generation 0"
-    with Archive(out / "archive.sqlite") as archive:
-        after_generation_0 = archive.count()
-        while archive.count() == after_generation_0 and proc.poll() is None:
-            time.sleep(0.02)
-    if signum == signal.SIGINT:
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
-    else:
-        os.kill(proc.pid, signum)  # what a scheduler does to the job's main process
     try:
+        # Events, not clocks: generation 0's line (printed after its snapshot), then the first
+        # evaluation of generation 1 in the archive: the interrupt lands mid-generation.
+        lines = iter(proc.stdout.readline, "")
+        assert any(line.startswith("gen   0") for line in lines), "the run ended before generation 0"
+        with Archive(out / "archive.sqlite") as archive:
+            after_generation_0 = archive.count()
+            while archive.count() == after_generation_0 and proc.poll() is None:
+                time.sleep(0.02)
+        if signum == signal.SIGINT:
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
+        else:
+            os.kill(proc.pid, signum)  # what a scheduler does to the job's main process
         stdout, stderr = proc.communicate(timeout=300)  # a missed interrupt ends the run: rc 0
-    except subprocess.TimeoutExpired:  # an interrupt that hangs the driver: fail, and leave no process behind
-        os.killpg(proc.pid, signal.SIGKILL)
+    except BaseException:  # a hang (this wait's or the suite's time limit) or a failed check: no process left
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         raise
 
     assert proc.returncode == 130, stderr[-2000:]
