@@ -29,8 +29,11 @@ from typing import Any, Mapping, Sequence
 from gpnas.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).parent / "presets"
+# The genes the nanoGPT evaluation task understands (a preset searches any of them; a gene
+# it leaves out is fixed at the reference), which of them are integers, and its constraint.
 SPACE_GENES = ("n_layer", "n_head", "n_embd", "dropout", "learning_rate")
 INT_GENES = frozenset({"n_layer", "n_head", "n_embd"})
+NANOGPT_CONSTRAINTS = (("multiple", "n_embd", "n_head"),)
 GENE_KEYS = ("min", "max", "step", "choices", "log")
 # A preset whose largest architecture would need more than this is refused
 # before anything trains (see estimate_memory_bytes).
@@ -41,18 +44,17 @@ MAX_TREE_SIZE = 1000  # nodes; its text stays far below gp.MAX_TREE_TEXT
 
 @dataclass(frozen=True)
 class GeneSpec:
-    """The allowed values of one gene: ``choices``, or ``min``..``max`` (``step`` for integers)."""
+    """The allowed values of one gene: ``choices``, or ``min``..``max`` (``step`` for integers).
+
+    An ``integer`` gene takes whole values; ``log`` searches it in log10 space."""
 
     name: str
     min: float | None = None
     max: float | None = None
     step: int | None = None
-    choices: tuple[float, ...] | None = None
+    choices: tuple | None = None
     log: bool = False
-
-    @property
-    def integer(self) -> bool:
-        return self.name in INT_GENES
+    integer: bool = False
 
     @property
     def discrete(self) -> bool:
@@ -90,14 +92,33 @@ class GeneSpec:
 
 @dataclass(frozen=True)
 class SpaceConfig:
-    n_layer: GeneSpec
-    n_head: GeneSpec
-    n_embd: GeneSpec
-    dropout: GeneSpec
-    learning_rate: GeneSpec
+    """A search space as data: its genes in order, and the constraints its evaluation
+    task declares (``("multiple", a, b)``: gene a is a multiple of gene b).
+    ``search.space.Space`` gives it its geometry; ``space.NAME`` is ``space.gene(NAME)``."""
+
+    genes: tuple[GeneSpec, ...]
+    constraints: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(g.name for g in self.genes)
 
     def gene(self, name: str) -> GeneSpec:
-        return getattr(self, name)
+        for g in self.genes:
+            if g.name == name:
+                return g
+        raise KeyError(f"no gene {name!r} in the space (genes: {', '.join(self.names)})")
+
+    def __getattr__(self, name: str) -> GeneSpec:
+        if name.startswith("_") or name in ("genes", "constraints"):
+            raise AttributeError(name)
+        try:
+            return self.gene(name)
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to_dict(self) -> dict:
+        return {g.name: g.to_dict() for g in self.genes}
 
 
 @dataclass(frozen=True)
@@ -199,7 +220,7 @@ def preset_to_dict(preset: Preset) -> dict:
         "name": preset.name,
         "description": preset.description,
         "seed": preset.seed,
-        "space": {g: preset.space.gene(g).to_dict() for g in SPACE_GENES},
+        "space": preset.space.to_dict(),
         "budget": asdict(preset.budget),
         "ga": asdict(preset.ga),
         "reference": preset.reference.as_dict(),
@@ -262,14 +283,17 @@ def _build(raw: Mapping, src: str) -> Preset:
     description = _typed(raw.get("description", ""), str, "description", src)
     seed = _typed(raw.get("seed", 0), int, "seed", src)
     _check_keys(_table(raw, "space", src), set(SPACE_GENES), "space.", src)
-    space = SpaceConfig(**{g: _gene(g, _table(raw, "space", src).get(g), src) for g in SPACE_GENES})
+    searched = [g for g in SPACE_GENES if g in _table(raw, "space", src)]
+    if not searched:
+        _fail(src, f"[space] names no gene; search at least one of {', '.join(SPACE_GENES)}")
+    space = SpaceConfig(tuple(_gene(g, _table(raw, "space", src)[g], src) for g in searched), NANOGPT_CONSTRAINTS)
     budget = _dataclass(BudgetConfig, _table(raw, "budget", src), "budget", src)
     ga = _dataclass(GAConfig, _table(raw, "ga", src), "ga", src)
     reference = _dataclass(Reference, _table(raw, "reference", src), "reference", src)
     preset = Preset(name, description, seed, space, budget, ga, reference)
-    _check_space(space, src)
     _check_budget(budget, src)
     _check_ga(ga, src)
+    _check_space(space, reference, src)
     _check_reference(preset, src)
     return preset
 
@@ -335,7 +359,7 @@ def _gene(name: str, table: Any, src: str) -> GeneSpec:
         if not isinstance(choices, list) or not choices:
             _fail(src, f"{key}.choices must be a non-empty list of numbers; add at least one value")
         values = tuple(_typed(v, kind, f"{key}.choices", src) for v in choices)
-        spec = GeneSpec(name, choices=values, log=log)
+        spec = GeneSpec(name, choices=values, log=log, integer=name in INT_GENES)
     else:
         for k in ("min", "max"):
             if k not in table:
@@ -348,7 +372,7 @@ def _gene(name: str, table: Any, src: str) -> GeneSpec:
             _fail(src, f"{key}: empty range, min {lo} > max {hi}; make min <= max")
         if step is not None and step < 1:
             _fail(src, f"{key}.step = {step} must be >= 1")
-        spec = GeneSpec(name, min=lo, max=hi, step=step, log=log)
+        spec = GeneSpec(name, min=lo, max=hi, step=step, log=log, integer=name in INT_GENES)
     count = len(spec.choices) if spec.choices is not None else (spec.max - spec.min) // (spec.step or 1) + 1
     if spec.discrete and count > 1_000_000:
         _fail(src, f"{key} allows {count} values; narrow it or add a step")
@@ -361,8 +385,11 @@ def _gene(name: str, table: Any, src: str) -> GeneSpec:
     return spec
 
 
-def _check_space(space: SpaceConfig, src: str) -> None:
-    heads, embds = space.n_head.values(), space.n_embd.values()
+def _check_space(space: SpaceConfig, reference: "Reference", src: str) -> None:
+    """nanoGPT's constraint can be met: some n_embd is a multiple of some n_head
+    (a gene the space leaves out takes the reference's value)."""
+    heads = space.n_head.values() if "n_head" in space.names else (reference.n_head,)
+    embds = space.n_embd.values() if "n_embd" in space.names else (reference.n_embd,)
     if len(heads) * len(embds) <= 1_000_000 and not any(e % h == 0 for h in heads for e in embds):
         _fail(src, "no n_embd in space.n_embd is a multiple of an n_head in space.n_head; add one")
 
@@ -424,7 +451,7 @@ def _check_ga(ga: GAConfig, src: str) -> None:
 
 def _check_reference(preset: Preset, src: str) -> None:
     ref, space = preset.reference, preset.space
-    for g in SPACE_GENES:
+    for g in space.names:
         v, spec = getattr(ref, g), space.gene(g)
         if not spec.contains(v):
             allowed = f"one of {list(spec.values())}" if spec.discrete else f"in [{spec.low}, {spec.high}]"
@@ -433,7 +460,7 @@ def _check_reference(preset: Preset, src: str) -> None:
             _fail(src, f"reference.{g} = {v} must be >= 1")
     if ref.n_embd % ref.n_head:
         _fail(src, f"reference.n_embd = {ref.n_embd} is not a multiple of reference.n_head = {ref.n_head}")
-    need = estimate_memory_bytes(largest_architecture(space), preset.budget)
+    need = estimate_memory_bytes(largest_architecture(space, ref), preset.budget)
     if need > MAX_MEMORY_BYTES:
         _fail(src, f"the largest architecture in the space needs about {need / 2**30:.0f} GiB "
                    f"(limit {MAX_MEMORY_BYTES / 2**30:.0f} GiB); shrink space or budget.batch_size/block_size")
@@ -508,7 +535,7 @@ def eval_time_limit(preset: "Preset", device: str = "cpu") -> float:
     tokens = b.full_iters * b.batch_size * b.block_size
     evals = b.full_iters // b.eval_interval + 1
     eval_tokens = 2 * evals * b.eval_batches * b.batch_size * b.block_size
-    flops = flops_per_token(largest_architecture(preset.space), b.block_size) * (tokens + eval_tokens / 3)
+    flops = flops_per_token(largest_architecture(preset.space, preset.reference), b.block_size) * (tokens + eval_tokens / 3)
     return EVAL_LIMIT_FLOOR_S + flops / SLOWEST_FLOPS_PER_S[kind]
 
 
@@ -550,9 +577,11 @@ def check_fits(arch: Mapping, budget: BudgetConfig, device: str = "auto", concur
             "shrink the space (--set space.n_embd.max=...), batch_size or block_size, or use fewer workers")
 
 
-def largest_architecture(space: SpaceConfig) -> dict:
-    """The corner of the space that needs the most memory (every size gene at its maximum)."""
-    return {"n_layer": int(space.n_layer.high), "n_head": int(space.n_head.high), "n_embd": int(space.n_embd.high)}
+def largest_architecture(space: SpaceConfig, reference: "Reference") -> dict:
+    """The corner of the space that needs the most memory (every size gene at its maximum;
+    a size the space leaves out at the reference's value)."""
+    return {g: int(space.gene(g).high) if g in space.names else int(getattr(reference, g))
+            for g in ("n_layer", "n_head", "n_embd")}
 
 
 def estimate_memory_bytes(arch: Mapping, budget: BudgetConfig, vocab_size: int = 65) -> int:

@@ -1,5 +1,6 @@
 import json
 import math
+import random
 import re
 from dataclasses import replace
 
@@ -146,7 +147,9 @@ def test_unknown_preset_and_bad_files(tmp_path):
     for edit, pattern in [
         ("extra = 1\n" + src, r"unknown key extra"),
         (src.replace("warmup_iters = 2", "warmup_iters = 2\nwarmup = 3"), r"unknown key budget.warmup;"),
-        (src.replace("n_layer = { min = 1, max = 2 }", ""), r"missing gene space.n_layer"),
+        (src.replace("n_layer = { min = 1, max = 2 }", "").replace("n_head = { choices = [1, 2] }", "")
+         .replace("n_embd = { choices = [8, 16, 32] }", "").replace("dropout = { min = 0.0, max = 0.1 }", "")
+         .replace("learning_rate = { min = 1e-3, max = 1e-2, log = true }", ""), r"\[space\] names no gene"),
         (src.replace("n_layer = { min = 1, max = 2 }", "n_layer = 2"), r"space.n_layer must be a table"),
         (src.replace("n_layer = { min = 1, max = 2 }", "n_layer = { min = 1, max = 2, choices = [1] }"),
          r"either choices or min/max"),
@@ -235,3 +238,18 @@ def test_flops_per_token_is_nanogpts_estimate():
     arch = {"n_layer": 6, "n_head": 6, "n_embd": 384}
     assert flops_per_token(arch, 256) == 6 * non_embedding_params(6, 384) + 12 * 6 * 384 * 256
     assert flops_per_token(arch, 256) == 6 * 10_646_784 + 7_077_888  # the baby GPT: 10.65 M parameters
+
+
+def test_a_gene_left_out_of_the_space_is_fixed_at_the_reference(tmp_path):
+    from gpnas.search.males import decode, sample_genome, train_config_dict
+
+    src = (PRESETS_DIR / "micro.toml").read_text().replace("n_layer = { min = 1, max = 2 }", "")
+    path = tmp_path / "no_layers.toml"
+    path.write_text(src)
+    preset = load_preset(str(path))
+    assert preset.space.names == ("n_head", "n_embd", "dropout", "learning_rate")
+    genome = sample_genome(preset.space, random.Random(0))
+    assert len(genome) == 4
+    config = train_config_dict(decode(genome, preset.space), preset.budget, preset.reference.as_dict())
+    assert config["n_layer"] == preset.reference.n_layer
+    assert config["n_embd"] % config["n_head"] == 0

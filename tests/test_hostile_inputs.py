@@ -236,7 +236,7 @@ def test_a_model_too_big_for_this_machine_is_refused_before_training_with_the_es
     sets = ["space.n_embd.choices=[8, 16, 4096]", "space.n_layer.max=24", "budget.batch_size=64",
             "budget.block_size=128"]
     preset = load_preset("micro", sets)
-    need = estimate_memory_bytes(largest_architecture(preset.space), preset.budget)
+    need = estimate_memory_bytes(largest_architecture(preset.space, preset.reference), preset.budget)
     limit, _ = device_memory_bytes("cpu")
     if not limit < need < 256 * 2**30:
         pytest.skip("this machine has more memory than the test's model needs")

@@ -175,7 +175,7 @@ def test_predictor_and_snapshot_files_with_random_trees_never_execute(tmp_path, 
                 "compute": {"steps": 0, "tokens": 0, "train_seconds": 0.0, "evaluations": 0},
                 "rng_state": {"version": 3, "internal": list(random.Random(0).getstate()[1]), "gauss_next": None}}
     with no_execution() as calls:
-        for load in (lambda: CurvePredictor.load(path), lambda: state_from_dict(snapshot, PSET, "gen_0001.json")):
+        for load in (lambda: CurvePredictor.load(path), lambda: state_from_dict(snapshot, PSET, "gen_0001.json", 5)):
             with contextlib.suppress(FileFormatError):
                 load()
     assert calls == []

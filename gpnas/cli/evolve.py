@@ -94,14 +94,14 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, ke
         if archive:
             raise click.UsageError("--archive cannot change on --resume; the run keeps its archive")
         check_unchanged(run, changed, mode, seed)
-        check_fits(largest_architecture(run.preset.space), run.preset.budget, device, workers or 1)
+        check_fits(largest_architecture(run.preset.space, run.preset.reference), run.preset.budget, device, workers or 1)
     else:
         resolved = load_preset(preset or "cpu-small", overrides)
         mode = mode or "combined"
         seed = resolved.seed if seed is None else seed
         # a model that cannot fit is refused before the run folder exists (execute checks again,
         # knowing the backend's concurrency)
-        check_fits(largest_architecture(resolved.space), resolved.budget, device, workers or 1)
+        check_fits(largest_architecture(resolved.space, resolved.reference), resolved.budget, device, workers or 1)
         dataset = load_dataset(data_dir)
     with make_backend(backend, workers, address, threads) as map_fn:
         if resume:

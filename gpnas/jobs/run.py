@@ -187,7 +187,7 @@ def execute(run: Run, generations: int, map_fn=None, device: str = "auto", threa
     if generations < 1:
         raise ConfigError(f"--generations must be at least 1, got {generations}")
     concurrent = 1 if getattr(map_fn, "backend", "") == "ray" else getattr(map_fn, "workers", 1)
-    check_fits(largest_architecture(run.preset.space), run.preset.budget, device, concurrent)
+    check_fits(largest_architecture(run.preset.space, run.preset.reference), run.preset.budget, device, concurrent)
     started = time.perf_counter()
     check_archive(run.folder)  # again: the folder may have changed since it was opened
     with run.folder.hold():

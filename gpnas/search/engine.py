@@ -55,7 +55,7 @@ from gpnas.runs.worker import EvalTask, Evaluator, result_curve
 from gpnas.search import females as fem
 from gpnas.search import mating
 from gpnas.search.calibration import Calibration, expected_improvement
-from gpnas.search.males import SPACE_GENE, decode, early_score, sample_genome, train_config_dict
+from gpnas.search.males import ARCH_KEYS, decode, early_score, sample_genome, train_config_dict
 from gpnas.search.state import State, state_from_dict, state_to_dict
 
 WORST = fem.WORST
@@ -121,7 +121,7 @@ class Evolution:
             self.finish_generation(state, self.log_row(state, work, [], None))
         else:  # a kill right after the snapshot left the files derived from it behind
             data, where = latest
-            state = state_from_dict(data, self.pset, where)
+            state = state_from_dict(data, self.pset, where, len(self.space.genes))
             for row in state.logbook:  # logbooks written before failures were counted
                 row.setdefault("failed", 0)
                 row.setdefault("failure", "")
@@ -174,13 +174,13 @@ class Evolution:
         return decode(g, self.space)
 
     def key(self, g, stop_at: int) -> str:
-        config = train_config_dict(self.arch(g), self.budget)
+        config = train_config_dict(self.arch(g), self.budget, self.preset.reference.as_dict())
         return evaluation_key(config, self.budget.full_iters, stop_at, self.seed, self.data_sha256)
 
     def task(self, g, stop_at: int, resume_from: str | None = None) -> EvalTask:
         key = self.key(g, stop_at)
         return EvalTask(
-            key=key, train_config=train_config_dict(self.arch(g), self.budget), seed=self.seed,
+            key=key, train_config=train_config_dict(self.arch(g), self.budget, self.preset.reference.as_dict()), seed=self.seed,
             stop_at=stop_at, data_dir=self.dataset_dir,
             checkpoint=str(self.checkpoints_dir / f"{key}.pt"), resume_from=resume_from,
             # torch's results depend on its thread count: one fixed count (default 1) makes a
@@ -285,7 +285,7 @@ class Evolution:
                     and len(curve["val_loss"]) == len(curve["eval_steps"])
                     and all(isinstance(v, (int, float)) for v in curve["val_loss"] + curve["step_time_s"])
                     and isinstance(record.arch, dict)
-                    and all(isinstance(record.arch.get(k), (int, float)) for k in SPACE_GENE.values())):
+                    and all(isinstance(record.arch.get(k), (int, float)) for k in ARCH_KEYS)):
                 raise FileFormatError(f"{self.archive.path}: the record {key[:12]} holds no learning curve; "
                                       "the archive is damaged or not from gpnas: start a new one")
         return record

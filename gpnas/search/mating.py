@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import random
 from dataclasses import dataclass
 
@@ -44,7 +43,8 @@ from gpnas.predict import fitness as fit
 from gpnas.predict import trees
 from gpnas.predict.curves import Curve
 from gpnas.search import females as fem
-from gpnas.search.males import SPACE_GENE, cx_genome, decode, encode, hyperparameter_features, mut_genome
+from gpnas.search.males import cx_genome, decode, hyperparameter_features, mut_genome
+from gpnas.search.space import as_space
 
 # predictions closer than this (in r, the scale-free correction) are the same prediction
 SAME = 1e-12
@@ -86,59 +86,11 @@ class MatingContext:
 
 # ------------------------------------------------------------------ sons
 
-def neighbour(arch: dict, space, genes, rng: random.Random, step_scale: float) -> dict:
-    """``arch`` with each of ``genes`` moved one step, in that gene's own units.
-
-    Discrete genes move to the adjacent allowed value (by index; at an end, the
-    only neighbour there is); continuous genes by ``step_scale`` of their range
-    times U(0.5, 1.5), in log10 for the learning rate, reflected at a bound.
-    """
-    out = dict(arch)
-    for gene in genes:
-        name = SPACE_GENE[gene]
-        spec = space.gene(name)
-        if spec.discrete:
-            values = list(spec.values())
-            i = min(range(len(values)), key=lambda j: abs(values[j] - arch[name]))
-            moves = [j for j in (i - 1, i + 1) if 0 <= j < len(values)]
-            if moves:
-                out[name] = values[rng.choice(moves)]
-            continue
-        log = spec.log
-        lo, hi = (math.log10(spec.low), math.log10(spec.high)) if log else (spec.low, spec.high)
-        x = math.log10(arch[name]) if log else arch[name]
-        delta = rng.choice((-1.0, 1.0)) * step_scale * (hi - lo) * rng.uniform(0.5, 1.5)
-        y = x + delta if lo <= x + delta <= hi else x - delta  # reflect at a bound
-        y = min(max(y, lo), hi)
-        out[name] = 10 ** y if log else y
-    return out
-
-
 def son_candidates(father, space, rng: random.Random, m: int, step_scale: float) -> list:
-    """Up to ``m`` distinct neighbours of the father (genomes), each one or two
-    genes away (a repair may move n_embd with n_head), none equal to him."""
-    arch = decode(father, space)
-    genes = [g for g in SPACE_GENE if _movable(space, SPACE_GENE[g])]
-    seen, out = {_arch_key(arch)}, []
-    for _ in range(8 * m):  # a small space may have fewer than m neighbours
-        if len(out) == m or not genes:
-            break
-        chosen = rng.sample(genes, min(len(genes), rng.choice((1, 2))))
-        genome = encode(neighbour(arch, space, chosen, rng, step_scale), space)
-        key = _arch_key(decode(genome, space))
-        if key not in seen:
-            seen.add(key)
-            out.append(genome)
-    return out
-
-
-def _movable(space, name: str) -> bool:
-    spec = space.gene(name)
-    return len(spec.values()) > 1 if spec.discrete else spec.high > spec.low
-
-
-def _arch_key(arch: dict) -> tuple:
-    return tuple(sorted(arch.items()))
+    """Up to ``m`` distinct neighbours of the father (genomes), each one or two genes
+    away, none equal to him (``Space.neighbours``: a discrete gene moves to the
+    adjacent allowed value by index, a continuous one by ``step_scale`` of its range)."""
+    return as_space(space).neighbours(father, rng, m, step_scale)
 
 
 def candidate_columns(father: Father, candidates: list, space, prefix_frac: float) -> dict:

@@ -31,15 +31,14 @@ so a preset describes one search problem for every method.
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from gpnas.config import SPACE_GENES
 from gpnas.search.engine import WORST, Evolution, Mode, State, add_work
-from gpnas.search.males import decode, encode, sample_genome
+from gpnas.search.males import encode, sample_genome
+from gpnas.search.space import as_space
 
 ETA = 3  # successive halving keeps the best 1/ETA of each rung (Hyperband's default)
 
@@ -143,37 +142,10 @@ def successive_halving(counts: Sequence[int], losses_at: Callable[[list[int], in
 
 def mut_one_gene(genome, space, rng: random.Random, sigma: float):
     """A copy of ``genome`` with one gene mutated (Real et al.'s mutation: one
-    change per child). The gene is drawn uniformly among those with more than one
-    value; a discrete gene takes another allowed value drawn uniformly, a
-    continuous one moves by N(0, sigma) of its range (log10 for the learning
-    rate), clipped. Redrawn until the architecture changes (a space of one
-    architecture returns the parent)."""
-    arch = decode(genome, space)
-    movable = [name for name in SPACE_GENES
-               if (len(_choices(space, name)) > 1 if space.gene(name).discrete
-                   else space.gene(name).high > space.gene(name).low)]
-    for _ in range(20):
-        if not movable:
-            break
-        name = rng.choice(movable)
-        child, spec = dict(arch), space.gene(name)
-        values = _choices(space, name)
-        if values is not None:
-            child[name] = rng.choice([v for v in values if v != arch[name]] or values)
-        elif spec.log:
-            lo, hi = math.log10(spec.low), math.log10(spec.high)
-            child[name] = 10 ** min(max(math.log10(arch[name]) + rng.gauss(0.0, sigma * (hi - lo)), lo), hi)
-        else:
-            child[name] = min(max(arch[name] + rng.gauss(0.0, sigma * (spec.high - spec.low)), spec.low), spec.high)
-        mutated = encode(child, space)
-        if decode(mutated, space) != arch:
-            return mutated
-    return copy.deepcopy(genome)
-
-
-def _choices(space, name: str):
-    spec = space.gene(name)
-    return spec.values() if spec.discrete else None
+    change per child; ``Space.mutate_one``): the gene drawn uniformly among the
+    movable ones, a discrete gene takes another allowed value, a continuous one
+    moves by N(0, sigma) of its range. A space of one config returns the parent."""
+    return as_space(space).mutate_one(genome, rng, sigma)
 
 
 # ------------------------------------------------------------------ methods

@@ -11,9 +11,6 @@ from dataclasses import dataclass, field
 from gpnas.errors import FileFormatError
 from gpnas.predict import trees
 from gpnas.search.individuals import Male
-from gpnas.search.males import GENES
-
-N_GENES = len(GENES)
 
 
 @dataclass
@@ -81,7 +78,7 @@ def state_to_dict(state: State) -> dict:
     }
 
 
-def state_from_dict(data, pset, where) -> State:
+def state_from_dict(data, pset, where, n_genes: int) -> State:
     """Rebuild a State from snapshot data, checking every field's type.
 
     Trees are parsed token by token against the primitive set (nothing is
@@ -120,9 +117,9 @@ def state_from_dict(data, pset, where) -> State:
         random.Random().setstate(rng_state)  # ValueError for a state Python would refuse later
         males = []
         for genes in data["males"]:
-            if not isinstance(genes, list) or len(genes) != N_GENES or not all(
+            if not isinstance(genes, list) or len(genes) != n_genes or not all(
                     isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in genes):
-                fail(f"a male genome is not a list of {N_GENES} finite numbers")
+                fail(f"a male genome is not a list of {n_genes} finite numbers")
             males.append(Male(float(x) for x in genes))
         if not isinstance(data["females"], list):
             fail("females is not a list")

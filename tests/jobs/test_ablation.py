@@ -83,7 +83,7 @@ def test_every_mode_gets_the_combined_budget_of_its_seed_and_never_overspends(ab
     spent = {r["seed"]: r["compute"]["flops"] for r in runs if r["mode"] == "combined"}
     micro = load_preset("micro")
     vocab = load_dataset(ablation["data"]).vocab_size
-    full_run = training_flops_per_step(largest_architecture(micro.space), micro.budget, vocab) * 24
+    full_run = training_flops_per_step(largest_architecture(micro.space, micro.reference), micro.budget, vocab) * 24
     for r in runs:
         assert r["compute"]["flops"] > r["compute"]["tokens"] > 0  # FLOPs counted, tokens kept beside them
         if r["mode"] == "combined":

@@ -129,7 +129,7 @@ def test_method_config_follows_the_preset(micro):
 
 @pytest.mark.parametrize("mode", sorted(METHODS))
 def test_every_method_runs_and_never_overspends(tmp_path, micro, tiny_dataset, mode):
-    largest = full_run_flops(micro, largest_architecture(micro.space), tiny_dataset)
+    largest = full_run_flops(micro, largest_architecture(micro.space, micro.reference), tiny_dataset)
     budget = int(3.5 * largest)
     (summary, state), run = run_method(tmp_path, micro, tiny_dataset, mode, budget)
     assert summary["mode"] == mode
@@ -180,7 +180,7 @@ def test_regularized_evolution_removes_the_oldest(tmp_path, micro, tiny_dataset)
 
 
 def test_same_seed_same_result_different_seed_differs(tmp_path, micro, tiny_dataset):
-    budget = 4 * full_run_flops(micro, largest_architecture(micro.space), tiny_dataset)
+    budget = 4 * full_run_flops(micro, largest_architecture(micro.space, micro.reference), tiny_dataset)
     (a, _), _ = run_method(tmp_path, micro, tiny_dataset, "regularized-evolution", budget, 1, name="a")
     (b, _), _ = run_method(tmp_path, micro, tiny_dataset, "regularized-evolution", budget, 1, name="b")
     (c, _), _ = run_method(tmp_path, micro, tiny_dataset, "regularized-evolution", budget, 2, name="c")
