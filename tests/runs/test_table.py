@@ -1,13 +1,21 @@
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gpnas.errors import FileFormatError
-from gpnas.runs.table import (TableError, append_recording, config_key, infer_space, read_table,
-                              recorded_pairs, table_tasks)
+from gpnas.runs.table import (
+    TableError,
+    append_recording,
+    config_key,
+    infer_space,
+    read_table,
+    recorded_pairs,
+    table_tasks,
+)
 
 
 def line(config, values, **extra):
@@ -113,7 +121,7 @@ GOOD = line({"lr": 0.1, "n": 2}, [3.0, 2.0, 1.0])
     (line({"lr": 0.2, "n": 2}, [3.0, 2.0, 1.0], cost_per_step=True), "'cost_per_step' is true"),
     (line({"lr": 0.2, "n": 2}, [3.0, 2.0, 1.0], seed=1.5), "'seed' is 1.5"),
     (line({"lr": 0.2, "n": 2}, [3.0, 2.0, 1.0], seed="0"), "'seed' is \"0\""),
-    (line({"lr": 0.2, "n": 2}, [3.0, 2.0, 1.0], x=[0, 10, 20]), "an 'x' here but no 'x' on line 1"),
+    (line({"lr": 0.2, "n": 2}, [3.0, 2.0, 1.0], x=[0, 10, 20]), "a 'x' here but none on line 1"),
     (line({"lr": 0.2, "n": 2}, [3.0, 2.0, 1.0], x=[0, 2, 1]), "'x' must increase"),
     (line({"lr": 0.2, "n": 2}, [3.0, 2.0, 1.0], train_values=[1.0]), "'train_values' has 1"),
     ("not json", "not JSON"),
@@ -222,4 +230,4 @@ def test_a_real_curve_file_reads_as_tables():
         finals = t.finals()
         assert np.all(np.isfinite(finals)) and t.best() == finals.min() and t.best() <= t.median()
         assert set(infer_space(t)) == set(t.keys) and np.all(t.cost_per_step > 0)
-    assert total == sum(1 for raw in open(path, "rb") if raw.strip())
+    assert total == sum(1 for raw in Path(path).read_bytes().split(b"\n") if raw.strip())
