@@ -275,6 +275,41 @@ def _apply_override(raw: dict, item: str) -> None:
             f"(genes {', '.join(SPACE_GENES)}), budget.<key>, ga.<key> or reference.<key>")
 
 
+def space_from_dict(genes: Mapping, src: str, constraints: tuple = ()) -> SpaceConfig:
+    """A space of any genes, each ``{min, max[, step][, log]}`` or ``{choices}`` (a table's,
+    ``runs.table.infer_space``): a gene is an integer gene when its bounds or choices are
+    all integers; choices may be strings. ConfigError naming the gene otherwise."""
+    specs = []
+    for name, table in genes.items():
+        key = f"space.{name}"
+        if not isinstance(table, Mapping):
+            _fail(src, f"{key} must be a table like {{ min = ..., max = ... }} or {{ choices = [...] }}")
+        _check_keys(table, set(GENE_KEYS), f"{key}.", src)
+        log = _typed(table.get("log", False), bool, f"{key}.log", src)
+        if "choices" in table:
+            choices = table["choices"]
+            if not isinstance(choices, list) or not choices or not all(
+                    isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in choices):
+                _fail(src, f"{key}.choices must be a non-empty list of numbers or strings")
+            integer = all(isinstance(v, int) for v in choices)
+            specs.append(GeneSpec(name, choices=tuple(choices), log=log, integer=integer))
+            continue
+        for k in ("min", "max"):
+            if k not in table:
+                _fail(src, f"missing key {key}.{k}; give min and max, or choices")
+        integer = all(isinstance(table[k], int) and not isinstance(table[k], bool) for k in ("min", "max"))
+        lo, hi = (_typed(table[k], int if integer else float, f"{key}.{k}", src) for k in ("min", "max"))
+        if lo > hi:
+            _fail(src, f"{key}: empty range, min {lo} > max {hi}; make min <= max")
+        if log and lo <= 0:
+            _fail(src, f"{key}.log: a log gene needs min > 0")
+        step = _typed(table["step"], int, f"{key}.step", src) if "step" in table else None
+        specs.append(GeneSpec(name, min=lo, max=hi, step=step, log=log, integer=integer))
+    if not specs:
+        _fail(src, "the space names no gene")
+    return SpaceConfig(tuple(specs), tuple(constraints))
+
+
 # ---------------------------------------------------------------- validation
 
 def _build(raw: Mapping, src: str) -> Preset:

@@ -45,11 +45,15 @@ def _generation_line(state, row) -> str:
               help="Keep every training checkpoint (by default one lives only while its male may still be "
                    "promoted, and none is left at the end).")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the text summary.")
+@click.option("--table", type=click.Path(dir_okay=False), default=None,
+              help="Replay this table of recorded curves instead of training (docs/tables.md): a whole "
+                   "search in seconds.")
+@click.option("--task", "table_task", default=None, help="The task of a table file that holds several.")
 @data_dir_option
 @device_options
 @backend_options
 def evolve_command(generations, preset, overrides, mode, seed, out, resume, archive, keep_checkpoints, as_json,
-                   data_dir, device, threads, backend, workers, address):
+                   table, table_task, data_dir, device, threads, backend, workers, address):
     """Co-evolve architectures and learning-curve predictors.
 
     Prints one line per generation and, at the end, the best architecture
@@ -64,7 +68,7 @@ def evolve_command(generations, preset, overrides, mode, seed, out, resume, arch
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         _evolve(generations, preset, overrides, mode, seed, out, resume, archive, keep_checkpoints, as_json,
-                data_dir, device, threads, backend, workers, address)
+                data_dir, device, threads, backend, workers, address, table, table_task)
     except KeyboardInterrupt:  # before the run folder existed: nothing to continue
         echo("\ninterrupted before the run started; nothing was saved", err=True)
         sys.exit(130)
@@ -78,7 +82,7 @@ def _interrupt(signum, frame):
 
 
 def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, keep_checkpoints, as_json,
-            data_dir, device, threads, backend, workers, address):
+            data_dir, device, threads, backend, workers, address, table=None, table_task=None):
     from gpnas.config import check_fits, largest_architecture, load_preset
     from gpnas.jobs.run import (check_unchanged, default_out, execute, new_run, open_run, record_target,
                                 resume_target)
@@ -88,21 +92,35 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, ke
 
     # every option is checked before anything is created: the device, the preset, the data, the backend
     resolve_device(device)
+    if table_task and not table:
+        raise click.UsageError("--task picks a task of a --table file; give --table FILE too")
+    if resume and table:
+        raise click.UsageError("--table cannot change on --resume; the run replays the table it recorded")
     if resume:
         run = open_run(resume, load_dataset, data_dir)
         changed = load_preset(preset or run.preset.name, overrides) if (preset or overrides) else None
         if archive:
             raise click.UsageError("--archive cannot change on --resume; the run keeps its archive")
         check_unchanged(run, changed, mode, seed)
-        check_fits(largest_architecture(run.preset.space, run.preset.reference), run.preset.budget, device, workers or 1)
+        if run.table is None:
+            check_fits(largest_architecture(run.preset.space, run.preset.reference), run.preset.budget, device,
+                       workers or 1)
     else:
         resolved = load_preset(preset or "cpu-small", overrides)
         mode = mode or "combined"
         seed = resolved.seed if seed is None else seed
-        # a model that cannot fit is refused before the run folder exists (execute checks again,
-        # knowing the backend's concurrency)
-        check_fits(largest_architecture(resolved.space, resolved.reference), resolved.budget, device, workers or 1)
-        dataset = load_dataset(data_dir)
+        if table:
+            from gpnas.runs.table import read_table
+            from gpnas.runs.tasks import table_space
+
+            recorded, dataset = read_table(table, table_task), None
+            table_space(resolved, recorded)  # a space the table does not cover: refused before anything is made
+        else:
+            # a model that cannot fit is refused before the run folder exists (execute checks again,
+            # knowing the backend's concurrency)
+            check_fits(largest_architecture(resolved.space, resolved.reference), resolved.budget, device,
+                       workers or 1)
+            recorded, dataset = None, load_dataset(data_dir)
     with make_backend(backend, workers, address, threads) as map_fn:
         if resume:
             target = resume_target(run, generations)
@@ -115,7 +133,7 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, ke
         else:
             target = generations or DEFAULT_GENERATIONS
             run = new_run(out or default_out(resolved.name, mode, seed), resolved, mode, seed, dataset, archive,
-                          generations=target)
+                          generations=target, table=recorded)
             done = -1
         echo(f"run folder: {run.folder.path}  (mode {run.mode}, preset {run.preset.name}, seed {run.seed})",
              err=as_json)

@@ -9,7 +9,7 @@ import contextlib
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -18,10 +18,14 @@ from gpnas.errors import ConfigError, FileFormatError
 from gpnas.report.run import summarize, write_report
 from gpnas.runs.archive import Archive, archive_knows_run
 from gpnas.runs.folder import ARCHIVE_NAME, RunFolder, is_inside, write_json
+from gpnas.runs.table import read_table
+from gpnas.runs.tasks import TableTask, TrainingTask, table_space
 from gpnas.runs.worker import Evaluator
 from gpnas.search.engine import MODES, Evolution
+from gpnas.search.ledger import Ledger
 from gpnas.search.males import encode, train_config_dict
 from gpnas.search.methods import METHODS
+from gpnas.search.space import Space
 from gpnas.train.trainer import TrainConfig
 
 DEFAULT_GENERATIONS = 20  # the target of a run that recorded none (made before targets were recorded)
@@ -33,8 +37,9 @@ class Run:
     preset: object
     mode: str
     seed: int
-    dataset: object
+    dataset: object            # the text it trains on (None for a table run)
     target: int | None = None  # generations the run was asked for (run.json "generations")
+    table: object = None       # the table it replays (runs.table.Table), instead of training
 
     @property
     def done(self) -> int:
@@ -47,14 +52,16 @@ def default_out(preset_name: str, mode: str, seed: int, root: Path = Path("runs"
     return root / f"{datetime.now():%Y%m%d-%H%M%S}-{preset_name}-{mode}-s{seed}"
 
 
-def new_run(out, preset, mode: str, seed: int, dataset, archive_path=None, generations: int | None = None) -> Run:
+def new_run(out, preset, mode: str, seed: int, dataset, archive_path=None, generations: int | None = None,
+            table=None) -> Run:
     """Create the run folder and record what the run is (and, given, its target:
     the generations a plain ``--resume`` continues to).
 
     ``archive_path`` is the archive the user named (``--archive``); without it the
     archive lives in the folder. One named outside the folder is recorded as such
     in run.json with a fresh ``run_id`` that the archive records too, so a resume
-    can tell the user's archive from a path a forged run.json names.
+    can tell the user's archive from a path a forged run.json names. A table run
+    (``table``, dataset None) records the table's path, task and hash instead of the text's.
     """
     if mode not in MODES and mode not in METHODS:
         raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join([*MODES, *METHODS])}")
@@ -74,13 +81,17 @@ def new_run(out, preset, mode: str, seed: int, dataset, archive_path=None, gener
         "mode": mode,
         "seed": seed,
         "preset": preset_to_dict(preset),
-        "data": {"name": dataset.name, "dir": str(Path(dataset.text_path).parent.resolve()),
-                 "sha256": dataset.sha256},
+        **({"table": {"path": str(Path(table.path).resolve()), "task": table.task, "sha256": table.sha256}}
+           if table is not None else
+           {"data": {"name": dataset.name, "dir": str(Path(dataset.text_path).parent.resolve()),
+                     "sha256": dataset.sha256}}),
         **where,
         "created": datetime.now().isoformat(timespec="seconds"),
         **({"generations": generations} if generations is not None else {}),
     })
-    return Run(folder, preset, mode, seed, dataset, generations)
+    if table is not None:
+        table_space(preset, table)  # a preset the table does not cover is refused before anything runs
+    return Run(folder, preset, mode, seed, dataset, generations, table)
 
 
 def open_run(path, dataset_loader, data_dir=None) -> Run:
@@ -99,7 +110,12 @@ def open_run(path, dataset_loader, data_dir=None) -> Run:
         raise FileFormatError(f"{where}: seed must be an integer; the file is damaged or not from gpnas")
     if not isinstance(meta.get("preset"), dict):
         raise FileFormatError(f"{where}: no preset recorded; the file is damaged or not from gpnas")
-    if not (isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("dir", "sha256"))):
+    recorded_table = meta.get("table")
+    if recorded_table is not None:
+        if not (isinstance(recorded_table, dict) and all(isinstance(recorded_table.get(k), str)
+                                                         for k in ("path", "task", "sha256"))):
+            raise FileFormatError(f"{where}: 'table' must hold the table's path, task and sha256; the file is damaged")
+    elif not (isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("dir", "sha256"))):
         raise FileFormatError(f"{where}: 'data' must hold the text's dir and sha256; the file is damaged")
     target = meta.get("generations")
     if target is not None and (not isinstance(target, int) or isinstance(target, bool) or target < 1):
@@ -109,6 +125,13 @@ def open_run(path, dataset_loader, data_dir=None) -> Run:
         preset = preset_from_dict(meta["preset"])
     except ConfigError as error:
         raise FileFormatError(f"{where}: the recorded preset is invalid ({error})") from None
+    if recorded_table is not None:
+        table = read_table(recorded_table["path"], recorded_table["task"])
+        if table.sha256 != recorded_table["sha256"]:
+            raise ConfigError(f"the table {table.path} (task {table.task!r}) is not the one run {path} replayed "
+                              f"(sha256 {table.sha256[:12]} != {recorded_table['sha256'][:12]}); "
+                              "restore the original table file")
+        return Run(folder, preset, meta["mode"], meta["seed"], None, target, table)
     dataset = dataset_loader(data_dir or data["dir"])
     if dataset.sha256 != data["sha256"]:
         raise ConfigError(f"the data at {dataset.text_path} is not the data run {path} used "
@@ -187,7 +210,9 @@ def execute(run: Run, generations: int, map_fn=None, device: str = "auto", threa
     if generations < 1:
         raise ConfigError(f"--generations must be at least 1, got {generations}")
     concurrent = 1 if getattr(map_fn, "backend", "") == "ray" else getattr(map_fn, "workers", 1)
-    check_fits(largest_architecture(run.preset.space, run.preset.reference), run.preset.budget, device, concurrent)
+    if run.table is None:
+        check_fits(largest_architecture(run.preset.space, run.preset.reference), run.preset.budget, device,
+                   concurrent)
     started = time.perf_counter()
     check_archive(run.folder)  # again: the folder may have changed since it was opened
     with run.folder.hold():
@@ -201,22 +226,16 @@ def _execute(run, generations, map_fn, device, threads, callbacks, max_flops, st
     remove_stale_checkpoint_files(run.folder.checkpoints_dir)
     archive = Archive(run.folder.archive_path)
     try:
-        dataset_dir = str(Path(run.dataset.text_path).parent)
-        engine = METHODS.get(run.mode, Evolution)(
-            run.preset, run.mode, dataset_dir=dataset_dir,
-            data_sha256=run.dataset.sha256, archive=archive, checkpoints_dir=run.folder.checkpoints_dir,
-            evaluate=Evaluator(map_fn, dataset_dir, time_limit=eval_time_limit(run.preset, device)),
-            seed=run.seed, task_name=run.dataset.name, device=device, threads=threads,
-            snapshots=run.folder, callbacks=callbacks, max_flops=max_flops, keep_checkpoints=keep_checkpoints,
-            vocab_size=run.dataset.vocab_size,
-        )
+        task, space = evaluation_task(run, map_fn, device, threads)
+        engine = make_search(run.preset, run.mode, task, archive, run.seed, run.folder, callbacks,
+                             max_flops, keep_checkpoints, space)
         state = engine.run(generations)
-        engine.prune_checkpoints(state, final=True)
-        ref = train_reference(engine) if reference and run.mode != "baseline" else None
+        engine.ledger.prune(state, final=True)
+        ref = train_reference(engine) if reference and run.mode != "baseline" and has_reference(engine) else None
         summary = summarize(engine, state, run.folder, time.perf_counter() - started, reference=ref)
-        if summary["best_architecture"]:  # every field of its training, for `gpnas train` and nanoGPT
+        if summary["best_architecture"] and run.table is None:  # every field of its training, for `gpnas train`
             summary["best_train_config"] = asdict(TrainConfig(**train_config_dict(
-                summary["best_architecture"]["arch"], engine.budget)))
+                summary["best_architecture"]["arch"], run.preset.budget)))
         write_report(run.folder, summary, engine, state)
     finally:
         archive.close()
@@ -231,23 +250,65 @@ def train_reference(engine) -> dict:
     methods stay comparable at equal compute (the ``baseline`` method is this
     evaluation, charged).
     """
+    ledger = engine.ledger
     genome = encode(engine.preset.reference.as_dict(), engine.space)
-    task = engine.task(genome, engine.budget.full_iters)
-    cached = engine.archive.get(task.key) is not None
+    request = ledger.request(genome, ledger.full)
+    cached = ledger.archive.get(request.key) is not None
     if not cached:
-        (result,) = engine.train([task])   # its wall time is evaluation, not engine overhead
-        engine.archive_result(task, result)
-    record = engine.archive.get(task.key)
-    out = {"key": task.key, "arch": engine.arch(genome), "cached": cached, "charged": False}
+        (result,) = ledger.run([request])   # its wall time is evaluation, not engine overhead
+        ledger.archive_result(request, result)
+    record = ledger.archive.get(request.key)
+    out = {"key": request.key, "arch": ledger.arch(genome), "cached": cached, "charged": False}
     if record is None or record.status != "complete":
         reason = getattr(record, "failure", None) or (record.status if record else "not evaluated")
         return {**out, "final_val_loss": None, "failure": reason}
     result = record.result
-    steps = len(result["curve"]["train_loss"])
+    steps = ledger.task.steps_run(result)
     return {**out, "final_val_loss": float(result["curve"]["val_loss"][-1]),
             **{m: result.get(m) for m in ("best_val_loss", "final_train_loss", "total_train_time_s",
                                           "avg_inference_tokens_per_s", "n_params")},
-            "steps": steps, "tokens": steps * engine.tokens_per_step}
+            "steps": steps, "tokens": steps * ledger.task.tokens_per_step}
+
+
+def evaluation_task(run: Run, map_fn=None, device: str = "auto", threads=None):
+    """The run's evaluation task and the space it searches: training on the run's text, or
+    replaying its table (``TableTask``; a gpnas table of the run's own preset reports
+    tokens as training does)."""
+    if run.table is not None:
+        space = table_space(run.preset, run.table)
+        own = space is run.preset.space
+        budget = run.preset.budget
+        return TableTask(run.table, budget.prefix_frac, budget.batch_size * budget.block_size if own else None), space
+    dataset_dir = str(Path(run.dataset.text_path).parent)
+    task = TrainingTask(run.preset, dataset_dir, run.dataset.sha256, run.dataset.name, run.folder.checkpoints_dir,
+                        evaluate=Evaluator(map_fn, dataset_dir, time_limit=eval_time_limit(run.preset, device)),
+                        device=device, threads=threads, vocab_size=run.dataset.vocab_size)
+    return task, run.preset.space
+
+
+def make_search(preset, mode: str, task, archive, seed: int, snapshots=None, callbacks=(),
+                max_cost: float | None = None, keep_checkpoints: bool = False, space=None):
+    """The engine (a mode) or a standard method over a fresh ledger of ``task``, searching
+    ``space`` (default: the preset's) under the task's constraints."""
+    space = Space(replace(space or preset.space, constraints=task.constraints))
+    if hasattr(task, "bind"):
+        task.bind(space)
+    ledger = Ledger(task, space, archive, seed, max_cost=max_cost, keep_checkpoints=keep_checkpoints)
+    if mode in METHODS:
+        return METHODS[mode](preset, ledger, snapshots, callbacks)
+    return Evolution(preset, mode, ledger, snapshots, callbacks)
+
+
+def has_reference(engine) -> bool:
+    """Whether the preset's reference can be evaluated: always by training; on a table,
+    when the table records it exactly (a config of the preset's own grid)."""
+    if getattr(engine.ledger.task, "table", None) is None:
+        return True
+    reference = engine.preset.reference.as_dict()
+    if set(engine.space.names) - set(reference):
+        return False
+    config = engine.ledger.run_config(encode(reference, engine.space))
+    return all(config.get(k) == reference[k] for k in engine.space.names)
 
 
 def remove_stale_checkpoint_files(folder: Path) -> None:

@@ -51,8 +51,10 @@ def _num(value, spec=".4f") -> str:
 
 
 def _arch(a: dict) -> str:
-    return _e(f"n_layer={a.get('n_layer')} n_head={a.get('n_head')} n_embd={a.get('n_embd')} "
-              f"dropout={a.get('dropout')} learning_rate={a.get('learning_rate')}")
+    if all(k in a for k in ("n_layer", "n_head", "n_embd", "dropout", "learning_rate")):
+        return _e(f"n_layer={a.get('n_layer')} n_head={a.get('n_head')} n_embd={a.get('n_embd')} "
+                  f"dropout={a.get('dropout')} learning_rate={a.get('learning_rate')}")
+    return _e(" ".join(f"{k}={v}" for k, v in a.items()))
 
 
 def _image(folder: Path, name: str) -> str | None:

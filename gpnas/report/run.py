@@ -77,10 +77,9 @@ def female_table(engine, state) -> tuple[list[dict], dict, dict]:
     return formulas, baselines, chosen
 
 
-def uses_hyperparameters(tree) -> bool:
+def uses_hyperparameters(tree, config_keys) -> bool:
     """Whether a female reads any hyperparameter terminal (only then can she guide a son)."""
-    names = set(fem.CONFIG_KEYS)
-    return any(getattr(node, "value", None) in names for node in tree)
+    return any(getattr(node, "value", None) in config_keys for node in tree)
 
 
 def summarize(engine, state, folder, wall_seconds: float, reference: dict | None = None) -> dict:
@@ -91,11 +90,13 @@ def summarize(engine, state, folder, wall_seconds: float, reference: dict | None
     sons = son_statistics(state.sons)
     compute = dict(vars(state.compute))
     compute["train_seconds"] = _num(compute["train_seconds"], 3)
-    evaluation = engine.eval_seconds
+    evaluation = engine.ledger.eval_seconds
     return {
-        "mode": engine.mode.name,
+        "mode": engine.name,
         "seed": engine.seed,
         "preset": engine.preset.name,
+        "table": ({"path": engine.ledger.task.table.path, "task": engine.ledger.task.name,
+                   "sha256": engine.ledger.task.data_hash} if engine.ledger.task.kind == "table" else None),
         "generations": state.generation,
         "budget_exhausted": state.exhausted,
         "best_architecture": state.hall_of_fame[0] if state.hall_of_fame else None,
@@ -105,7 +106,7 @@ def summarize(engine, state, folder, wall_seconds: float, reference: dict | None
         "baselines": baselines,
         "predictor": chosen,
         "mating": {**stats, **{k: _num(v) if isinstance(v, float) else v for k, v in sons.items()},
-                   "females_using_hyperparameters": sum(map(uses_hyperparameters, state.females))},
+                   "females_using_hyperparameters": sum(uses_hyperparameters(f, engine.features.config_keys) for f in state.females)},
         "calibration": calibration_summary(state.promotions),
         "compute": compute,
         "promotions": state.promotions,
@@ -168,7 +169,7 @@ def write_report(folder, summary: dict, engine, state) -> None:
         model.save(path / "predictor.json")
     if summary.get("best_train_config"):
         write_atomic(path / "best_config.py", nanogpt_config(summary["best_train_config"], path.name,
-                                                             engine.task_name))
+                                                             engine.ledger.task.name))
     plot_run(path / "plots", engine, state, summary.get("reference"))
     write_html(path, summary)
 
@@ -199,9 +200,20 @@ def formulas_markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def config_text(a: dict) -> str:
+    """A config as the summary prints it: nanoGPT's genes in their order, any other key by key."""
+    if all(k in a for k in ("n_layer", "n_head", "n_embd", "dropout", "learning_rate")):
+        return (f"n_layer={a['n_layer']} n_head={a['n_head']} n_embd={a['n_embd']} "
+                f"dropout={a['dropout']} learning_rate={a['learning_rate']:.4g}")
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in a.items())
+
+
 def arch_label(arch: dict) -> str:
-    return (f"n_layer={arch['n_layer']} n_head={arch['n_head']} n_embd={arch['n_embd']} "
-            f"dropout={float(arch['dropout']):.3g} lr={float(arch['learning_rate']):.3g}")
+    """One line naming a config: nanoGPT's five genes in their order, any other config key by key."""
+    if all(k in arch for k in ("n_layer", "n_head", "n_embd", "dropout", "learning_rate")):
+        return (f"n_layer={arch['n_layer']} n_head={arch['n_head']} n_embd={arch['n_embd']} "
+                f"dropout={float(arch['dropout']):.3g} lr={float(arch['learning_rate']):.3g}")
+    return " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in arch.items())
 
 
 def plot_run(out: Path, engine, state, reference: dict | None = None) -> None:
@@ -217,7 +229,7 @@ def plot_run(out: Path, engine, state, reference: dict | None = None) -> None:
     best = state.hall_of_fame[0] if state.hall_of_fame else None
     others = False
     for promotion in state.promotions:
-        record = engine.archive.get(promotion["key"])
+        record = engine.ledger.archive.get(promotion["key"])
         if record is None or record.result is None or (best and promotion["key"] == best["key"]):
             continue
         curve = record.result["curve"]
@@ -225,13 +237,13 @@ def plot_run(out: Path, engine, state, reference: dict | None = None) -> None:
                 label=None if others else "other fully trained males")
         others = True
     for entry, color, style, name in ((reference, "k", "--", "reference (preset)"), (best, "C3", "-", "best")):
-        record = engine.archive.get(entry["key"]) if entry and entry.get("final_val_loss") is not None else None
+        record = engine.ledger.archive.get(entry["key"]) if entry and entry.get("final_val_loss") is not None else None
         if record is None or record.result is None:
             continue
         curve = record.result["curve"]
         ax.plot(curve["eval_steps"], curve["val_loss"], color=color, ls=style, lw=2, zorder=3,
                 label=f"{name}: {arch_label(entry['arch'])}, final {entry['final_val_loss']:.4f}")
-    ax.axvline(engine.budget.early_iters, color="C0", ls=":", lw=1, label="early budget (males' score)")
+    ax.axvline(engine.ledger.early, color="C0", ls=":", lw=1, label="early budget (males' score)")
     ax.set(xlabel="training step", ylabel="validation loss", title="Fully trained males")
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
@@ -275,17 +287,15 @@ def render_summary(summary: dict) -> str:
              f"{summary['generations']} generations =="]
     best = summary["best_architecture"]
     if best:
-        a = best["arch"]
         lines += [
-            "best architecture: "
-            f"n_layer={a['n_layer']} n_head={a['n_head']} n_embd={a['n_embd']} "
-            f"dropout={a['dropout']} learning_rate={a['learning_rate']:.4g}",
+            f"best architecture: {config_text(best['arch'])}",
             f"  final val loss {best['final_val_loss']:.4f}   best val loss {best['best_val_loss']:.4f}   "
-            f"final train loss {best['final_train_loss']:.4f}",
-            f"  total train time {best['total_train_time_s']:.1f} s   "
-            f"inference {_fmt(best.get('avg_inference_tokens_per_s'), '.0f')} tokens/s   "
-            f"params {best['n_params']:,}",
+            f"final train loss {_fmt(best['final_train_loss'])}",
         ]
+        if best.get("total_train_time_s") is not None:  # trained, not replayed from a table
+            lines.append(f"  total train time {best['total_train_time_s']:.1f} s   "
+                         f"inference {_fmt(best.get('avg_inference_tokens_per_s'), '.0f')} tokens/s   "
+                         f"params {best['n_params']:,}")
     else:
         lines.append("best architecture: none completed yet")
     ref = summary.get("reference")
@@ -299,9 +309,9 @@ def render_summary(summary: dict) -> str:
             if best:
                 diff = best["final_val_loss"] - ref["final_val_loss"]
                 vs = f"; the best is {abs(diff):.4f} {'lower' if diff < 0 else 'higher'}"
-            lines.append(f"reference architecture: n_layer={a['n_layer']} n_head={a['n_head']} n_embd={a['n_embd']} "
-                         f"dropout={a['dropout']} learning_rate={a['learning_rate']:.4g}")
-            lines.append(f"  final val loss {ref['final_val_loss']:.4f}   params {ref['n_params']:,}{vs}")
+            lines.append(f"reference architecture: {config_text(a)}")
+            params = f"   params {ref['n_params']:,}" if ref.get("n_params") is not None else ""
+            lines.append(f"  final val loss {ref['final_val_loss']:.4f}{params}{vs}")
             lines.append(f"  (the preset's [reference], trained like every male: same budget and seed; {how}, "
                          f"{ref['tokens']:,} tokens not charged to the run)")
     if summary.get("predictor"):
@@ -336,7 +346,8 @@ def render_summary(summary: dict) -> str:
                      f"({cal['raw_mae']:.4f}); n={cal['promoted']}")
     c, t = summary["compute"], summary["timing"]
     failed = f", {c['failed']} of them failed" if c.get("failed") else ""
-    lines.append(f"compute: {c['evaluations']} evaluations{failed}, {c.get('flops', 0):.3g} training FLOPs, "
+    unit = "training FLOPs" if summary.get("table") is None else "cost units of the table"
+    lines.append(f"compute: {c['evaluations']} evaluations{failed}, {c.get('flops', 0):.3g} {unit}, "
                  f"{c['steps']:,} steps, {c['tokens']:,} tokens, {c['train_seconds']:.1f} s training")
     lines.append(f"wall time {_fmt(t['wall_seconds'], '.1f')} s, of which engine overhead "
                  f"{_fmt(t['engine_seconds'], '.1f')} s ({_fmt((t['engine_fraction'] or 0) * 100, '.1f')} %); "

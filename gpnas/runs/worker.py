@@ -37,6 +37,7 @@ class EvalTask:
     device: str = "auto"
     threads: int | None = None
     measure_inference: bool = False
+    start: int = 0             # the step it resumes from (what it is charged for starts there)
 
 
 @functools.lru_cache(maxsize=4)

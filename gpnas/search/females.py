@@ -25,21 +25,48 @@ from gpnas.predict import trees
 from gpnas.predict.curves import Curve
 from gpnas.predict.features import CURVE_FEATURES, FEATURES, config_name
 from gpnas.predict.predictor import MIN_CURVES, CurvePredictor, seed_trees
+from gpnas.runs.tasks import HYPERPARAMETER_KEYS
 
 WORST = evo.WORST  # fitness of a female that cannot be scored, or a male that failed
 best, clone, vary = evo.best, evo.clone, evo.vary
 
-# gpnas's own curves: one horizon and one schedule per run (those features would be
-# constant), training losses at every evaluation, and the male's hyperparameters
-HYPERPARAMETER_KEYS = {"learning_rate": True, "dropout": False, "n_layer": False, "n_head": False,
-                       "n_embd": False, "n_params": True}   # key -> log10-scaled
-CONFIG_KEYS = {config_name(key, log): key for key, log in HYPERPARAMETER_KEYS.items()}
-FEATURE_NAMES = tuple(n for n in CURVE_FEATURES if n != "log_horizon") + tuple(
-    n for n, f in FEATURES.items() if f.needs in ("train", "cohort")) + tuple(CONFIG_KEYS)
+
+
+@dataclass(frozen=True)
+class Features:
+    """The terminals the females of one run read: the curve features, the training-loss
+    features where the task records training losses, the cohort features, and every
+    config key of the task (``config_keys``: feature name -> key; log10 where the task
+    says so). Curves of one search share one horizon and one schedule, so those
+    features (constant) are left out."""
+
+    names: tuple[str, ...]
+    config_keys: dict
+
+    @classmethod
+    def of(cls, keys: dict, has_train: bool = True) -> "Features":
+        """From the task's config keys (key -> log10-scaled)."""
+        config_keys = {config_name(key, log): key for key, log in keys.items()}
+        needs = ("train", "cohort") if has_train else ("cohort",)
+        names = tuple(n for n in CURVE_FEATURES if n != "log_horizon") + tuple(
+            n for n, f in FEATURES.items() if f.needs in needs and (has_train or n != "cohort_rank_train"))
+        return cls(names + tuple(config_keys), config_keys)
+
+    @classmethod
+    def of_task(cls, task) -> "Features":
+        return cls.of(task.config_keys, task.has_train_values)
+
+    def pset(self):
+        return trees.make_pset(self.names)
+
+
+# gpnas's own curves: training losses at every evaluation, and the male's hyperparameters
+NANOGPT = Features.of(HYPERPARAMETER_KEYS)
+CONFIG_KEYS, FEATURE_NAMES = NANOGPT.config_keys, NANOGPT.names
 
 
 def make_pset():
-    return trees.make_pset(FEATURE_NAMES)
+    return NANOGPT.pset()
 
 
 def is_holdout(key: str, fraction: float = 0.25) -> bool:
@@ -57,14 +84,16 @@ class CurveSet:
     held: fit.Problem            # the held-out curves
     prefix_frac: float
 
+    features: Features = NANOGPT
+
     @classmethod
-    def build(cls, curves: list[Curve], prefix_frac: float) -> "CurveSet":
+    def build(cls, curves: list[Curve], prefix_frac: float, features: Features = NANOGPT) -> "CurveSet":
         holdout = np.array([is_holdout(c.config_id) for c in curves], dtype=bool)
         if curves and holdout.all():
             holdout[:] = False   # too few to split: fit on all, report nothing held out
         pick = lambda side: [c for c, h in zip(curves, holdout) if h == side]  # noqa: E731
-        return cls(list(curves), holdout, fit.Problem.build(pick(False), prefix_frac, FEATURE_NAMES, CONFIG_KEYS),
-                   fit.Problem.build(pick(True), prefix_frac, FEATURE_NAMES, CONFIG_KEYS), prefix_frac)
+        build = lambda side: fit.Problem.build(pick(side), prefix_frac, features.names, features.config_keys)  # noqa: E731
+        return cls(list(curves), holdout, build(False), build(True), prefix_frac, features)
 
     @property
     def keys(self) -> tuple:
@@ -134,10 +163,11 @@ def predict_all(females, columns: dict, pset, cache: dict | None = None) -> np.n
     return out
 
 
-def predict_finals(females, curves: list[Curve], prefix_frac: float, pset, ranges=None) -> tuple[np.ndarray, dict]:
+def predict_finals(females, curves: list[Curve], prefix_frac: float, pset, ranges=None,
+                   features: Features = NANOGPT) -> tuple[np.ndarray, dict]:
     """(n_females, n_curves) predicted final losses of (prefix) curves, and the feature
     columns; features clipped to ``ranges`` (the training curves') when given."""
-    problem = fit.Problem.build(curves, prefix_frac, FEATURE_NAMES, CONFIG_KEYS)
+    problem = fit.Problem.build(curves, prefix_frac, features.names, features.config_keys)
     r = predict_all(females, fit.clip_columns(problem.columns, ranges or {}), pset)
     return problem.last + problem.scale * r, problem.columns
 
@@ -158,4 +188,5 @@ def choose(females, curve_set: CurveSet, formulas: bool = True, scored: bool = F
     if len(train) < MIN_CURVES or not females:
         return None
     return CurvePredictor.from_trees([clone(f) for f in females], train, curve_set.prefix_frac,
-                                     FEATURE_NAMES, CONFIG_KEYS, formulas=formulas, scored=scored)
+                                     curve_set.features.names, curve_set.features.config_keys,
+                                     formulas=formulas, scored=scored)

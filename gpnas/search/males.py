@@ -20,12 +20,11 @@ from gpnas.config import (
     BudgetConfig,
     hyperparameter_features,  # noqa: F401 (the predictor sees a male through it)
 )
+from gpnas.runs.tasks import ARCH_KEYS, train_config_dict  # noqa: F401 (the nanoGPT task's, re-exported)
 from gpnas.search.individuals import Male
 from gpnas.search.space import as_space
 
 WORST_EARLY_SCORE = float("-inf")
-# the nanoGPT task's config keys, in TrainConfig order
-ARCH_KEYS = ("n_layer", "n_head", "n_embd", "dropout", "learning_rate")
 
 
 # ---------------------------------------------------------------- genome <-> architecture
@@ -50,26 +49,6 @@ def decode(genome: list, space, budget: BudgetConfig | None = None) -> dict:
 def encode(arch: Mapping, space) -> Male:
     """The (repaired) genome of a config dict; extra keys are ignored."""
     return as_space(space).encode(arch)
-
-
-def train_config_dict(arch: Mapping, budget: BudgetConfig, reference: Mapping | None = None) -> dict:
-    """The TrainConfig fields of a full run of ``arch``: ``TrainConfig(**d)`` (max_iters = full budget).
-
-    A gene the space leaves out takes its value from ``reference`` (the preset's)."""
-    values = {**(reference or {}), **arch}
-    return {
-        "n_layer": int(values["n_layer"]),
-        "n_head": int(values["n_head"]),
-        "n_embd": int(values["n_embd"]),
-        "dropout": float(values["dropout"]),
-        "learning_rate": float(values["learning_rate"]),
-        "block_size": budget.block_size,
-        "batch_size": budget.batch_size,
-        "max_iters": budget.full_iters,
-        "eval_interval": budget.eval_interval,
-        "eval_batches": budget.eval_batches,
-        "warmup_iters": budget.warmup_iters,
-    }
 
 
 # ---------------------------------------------------------------- operators

@@ -35,6 +35,7 @@ import copy
 import dataclasses
 import random
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from deap import tools
@@ -82,6 +83,13 @@ class MatingContext:
     training: np.ndarray | None = None  # (n_completed,) bool: a training curve (None: all are)
     ranges: dict = dataclasses.field(default_factory=dict)  # feature -> training range (the mother clips to it)
     tournament_size: int = 3
+    # a genome's config as a curve's config (what the females read of it); by default nanoGPT's
+    curve_config: Callable = None
+    features: fem.Features = fem.NANOGPT
+
+    def __post_init__(self):
+        if self.curve_config is None:
+            self.curve_config = lambda genome: hyperparameter_features(decode(genome, self.space))
 
 
 # ------------------------------------------------------------------ sons
@@ -93,7 +101,7 @@ def son_candidates(father, space, rng: random.Random, m: int, step_scale: float)
     return as_space(space).neighbours(father, rng, m, step_scale)
 
 
-def candidate_columns(father: Father, candidates: list, space, prefix_frac: float) -> dict:
+def candidate_columns(father: Father, candidates: list, ctx: "MatingContext") -> dict:
     """Feature columns, one row per candidate: the father's own feature row, with
     every column that depends on the hyperparameters recomputed for the candidate.
 
@@ -103,10 +111,10 @@ def candidate_columns(father: Father, candidates: list, space, prefix_frac: floa
     (which also keeps cohort features as they were computed among his
     generation).
     """
-    configs = [hyperparameter_features(decode(c, space)) for c in candidates]
+    configs = [ctx.curve_config(c) for c in candidates]
     probes = [dataclasses.replace(father.curve, config=father.curve.config)]
     probes += [dataclasses.replace(father.curve, config=config) for config in configs]
-    computed = fit.Problem.build(probes, prefix_frac, fem.FEATURE_NAMES, fem.CONFIG_KEYS).columns
+    computed = fit.Problem.build(probes, ctx.prefix_frac, ctx.features.names, ctx.features.config_keys).columns
     n = len(candidates)
     columns = {}
     for name, value in father.row.items():
@@ -122,7 +130,7 @@ def mother_ranking(mother, father: Father, candidates: list, ctx: MatingContext)
     cannot see the father (no early curve)."""
     if father is None or father.curve is None or not father.row or not candidates:
         return None
-    columns = candidate_columns(father, candidates, ctx.space, ctx.prefix_frac)
+    columns = candidate_columns(father, candidates, ctx)
     return fem.predict_all([mother], fit.clip_columns(columns, ctx.ranges), ctx.pset)[0]
 
 

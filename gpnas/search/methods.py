@@ -1,11 +1,13 @@
-"""The standard NAS methods gpnas is compared against, on the engine's machinery.
+"""The standard NAS methods gpnas is compared against, through the same ledger.
 
-Each method is an ``Evolution`` that replaces only ``start`` (generation 0)
-and ``step`` (one generation). Everything else is the engine's own: tasks and
-archive keys, the shared cache, charging each distinct evaluation once in
-training FLOPs, the budget a run never overspends (a task that does not fit is not run),
-snapshots and resume, the hall of fame, the promotions list and the report.
-So a method's compute is counted exactly as a mode's is.
+Each method is a ``loop.Search`` with its own ``start`` (generation 0) and
+``step`` (one generation); it receives a ``ledger.Ledger`` as the engine does
+(composition: no method inherits the engine). So tasks and archive keys, the
+shared cache, charging each distinct evaluation once in the task's cost unit,
+the budget a run never overspends (an evaluation that does not fit is not
+run), snapshots and resume, the hall of fame, the promotions list and the
+report are the same for every method and mode, and a method's compute is
+counted exactly as a mode's is; training or a table is the ledger's business.
 
 ==========================  =====================================================
 baseline                    the preset's reference architecture trained fully,
@@ -36,7 +38,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from gpnas.search.engine import WORST, Evolution, Mode, State, add_work
+from gpnas.search.loop import WORST, Search, add_work
+from gpnas.search.state import State
 from gpnas.search.males import encode, sample_genome
 from gpnas.search.space import as_space
 
@@ -150,15 +153,13 @@ def mut_one_gene(genome, space, rng: random.Random, sigma: float):
 
 # ------------------------------------------------------------------ methods
 
-class Method(Evolution):
-    """A standard method: the engine's evaluation, charging and reporting, its own loop."""
+class Method(Search):
+    """A standard method: the ledger's evaluation, charging and reporting, its own steps."""
 
     name = ""
 
-    def __init__(self, preset, mode: str, *args, **kwargs):
-        assert mode == self.name, (mode, self.name)
-        super().__init__(preset, Mode(self.name, females=False, male_fitness="full", breeding="none"),
-                         *args, **kwargs)
+    def __init__(self, preset, ledger, snapshots=None, callbacks=()):
+        super().__init__(preset, ledger, snapshots, callbacks)
         self.config = MethodConfig.from_preset(preset)
 
     def start(self) -> tuple[State, dict]:
@@ -173,22 +174,13 @@ class Method(Evolution):
     def train_fully(self, state: State, genomes: list, work: dict) -> list:
         """Train the genomes from scratch to the full budget (as far as the budget
         allows); returns the ones that completed. Adds to ``work``."""
-        add_work(work, self.evaluate(state, [self.task(g, self.budget.full_iters) for g in genomes]))
-        done = []
-        for g in genomes:
-            before = len(state.promotions)
-            self.record_complete(state, g, predicted=None)
-            if len(state.promotions) > before:
-                done.append(g)
-        return done
+        add_work(work, self.ledger.evaluate(state, [self.ledger.request(g, self.ledger.full) for g in genomes]))
+        return [g for g in genomes if self.ledger.record_complete(state, g)]
 
     def final_loss(self, state: State, g) -> float:
         """True final validation loss of a genome this run trained fully, else WORST."""
-        key = self.key(g, self.budget.full_iters)
-        record = self.archive.get(key) if key in state.charged else None
-        if record is None or record.status != "complete":
-            return WORST
-        return float(record.result["curve"]["val_loss"][-1])
+        loss = self.ledger.final_loss(state, g)
+        return WORST if loss is None else loss
 
 
 class Baseline(Method):
@@ -232,27 +224,22 @@ class SuccessiveHalving(Method):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        b = self.budget
-        self.brackets = hyperband_brackets(b.early_iters, b.full_iters, b.eval_interval, self.config.eta)
-        self.rungs = sorted({step for bracket in self.brackets for step in bracket.steps})
+        task = self.ledger.task
+        self.brackets = hyperband_brackets(task.early_steps, task.full_steps, task.eval_interval, self.config.eta)
 
     def bracket(self, generation: int) -> Bracket:
         return self.brackets[(generation - 1) % len(self.brackets)]
 
-    def rung_task(self, g, steps: tuple, rung: int):
+    def rung_request(self, g, steps: tuple, rung: int):
+        """Rung ``rung`` of ``g``: resumed from the rung below where its state was kept."""
         if rung == 0:
-            return self.task(g, steps[0])
-        below = self.checkpoints_dir / f"{self.key(g, steps[rung - 1])}.pt"
-        return self.task(g, steps[rung], str(below) if below.exists() else None)
-
-    def resumed_at(self, task) -> int:
-        """A rung resumes from the rung below it (every bracket's rungs are the last
-        rungs of the most exploratory one)."""
-        return self.rungs[self.rungs.index(task.stop_at) - 1] if task.resume_from else 0
+            return self.ledger.request(g, steps[0])
+        below = self.ledger.key(g, steps[rung - 1])
+        return self.ledger.request(g, steps[rung], steps[rung - 1] if self.ledger.task.resumable(below) else None)
 
     def rung_loss(self, state: State, key: str) -> float:
         """Validation loss where the rung stopped; inf if it failed, diverged or did not run."""
-        record = self.archive.get(key) if key in state.charged else None
+        record = self.ledger.archive.get(key) if key in state.charged else None
         if record is None or record.status not in ("early", "complete"):
             return math.inf
         return float(record.result["curve"]["val_loss"][-1])
@@ -263,18 +250,14 @@ class SuccessiveHalving(Method):
         genomes = [sample_genome(self.space, rng) for _ in range(bracket.counts[0])]
 
         def losses_at(members, rung):
-            tasks = [self.rung_task(genomes[i], bracket.steps, rung) for i in members]
-            add_work(work, self.evaluate(state, tasks))
-            return [self.rung_loss(state, t.key) for t in tasks]
+            requests = [self.rung_request(genomes[i], bracket.steps, rung) for i in members]
+            add_work(work, self.ledger.evaluate(state, requests))
+            return [self.rung_loss(state, r.key) for r in requests]
 
         ladder = successive_halving(bracket.counts, losses_at)
         done = []
         if len(ladder) == len(bracket.counts):
-            for i in ladder[-1]:
-                before = len(state.promotions)
-                self.record_complete(state, genomes[i], predicted=None)
-                if len(state.promotions) > before:
-                    done.append(genomes[i])
+            done = [genomes[i] for i in ladder[-1] if self.ledger.record_complete(state, genomes[i])]
         return self.log_row(state, work, done, None)
 
 
@@ -297,7 +280,7 @@ class RegularizedEvolution(Method):
         state = State(generation=0, males=population, females=[], rng_state=rng.getstate())
         work = self.no_work()
         self.train_fully(state, population, work)
-        state.males = [g for g in population if self.key(g, self.budget.full_iters) in state.charged]
+        state.males = [g for g in population if self.ledger.key(g, self.ledger.full) in state.charged]
         return state, work
 
     def step(self, state: State, rng: random.Random) -> dict:
@@ -312,7 +295,7 @@ class RegularizedEvolution(Method):
             parent = min(sample, key=lambda i: (self.final_loss(state, population[i]), i))
             child = mut_one_gene(population[parent], self.space, rng, self.config.mutation_sigma)
             done += self.train_fully(state, [child], work)
-            if self.key(child, self.budget.full_iters) in state.charged:
+            if self.ledger.key(child, self.ledger.full) in state.charged:
                 state.males = aged(population, [child])
             if state.exhausted:
                 break

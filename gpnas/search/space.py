@@ -46,15 +46,20 @@ class Gene:
 
     def __init__(self, spec: GeneSpec):
         self.spec, self.name = spec, spec.name
+        # string choices (a table's categories) are carried as their index
+        self.labels = spec.values() if spec.choices is not None and any(isinstance(c, str) for c in spec.choices) \
+            else None
         self.discrete, self.integer, self.log = spec.discrete, spec.integer, spec.log
         self.values = tuple(self.genome_value(v) for v in spec.values())   # sorted, discrete genes only
         self.low, self.high = ((self.values[0], self.values[-1]) if self.discrete
                                else (self.genome_value(spec.low), self.genome_value(spec.high)))
-        span = spec.high - spec.low
+        span = 0 if self.discrete else spec.high - spec.low
         # a linear float keeps 3 significant digits of its range
         self.decimals = 2 - math.floor(math.log10(span)) if span > 0 and not self.log else None
 
-    def genome_value(self, v: float) -> float:
+    def genome_value(self, v) -> float:
+        if self.labels is not None:
+            return float(self.labels.index(v)) if v in self.labels else 0.0
         return (math.log10(v) if v > 0 else -math.inf) if self.log else float(v)
 
     @property
@@ -94,6 +99,8 @@ class Gene:
     def decode(self, x: float):
         """The config value of a (snapped) genome value."""
         spec = self.spec
+        if self.labels is not None:
+            return self.labels[int(round(x))]
         if spec.choices is not None:
             return min(spec.choices, key=lambda c: abs(self.genome_value(c) - x))
         if self.integer:
@@ -108,7 +115,8 @@ class Gene:
         U(0.5, 1.5), reflected at a bound."""
         if self.discrete:
             values = list(self.spec.values())
-            i = min(range(len(values)), key=lambda j: abs(values[j] - value))
+            i = (values.index(value) if self.labels is not None
+                 else min(range(len(values)), key=lambda j: abs(values[j] - value)))
             moves = [j for j in (i - 1, i + 1) if 0 <= j < len(values)]
             return values[rng.choice(moves)] if moves else value
         lo, hi, x = self.low, self.high, self.genome_value(value)
@@ -194,7 +202,7 @@ class Space:
 
     def encode(self, config: Mapping) -> Male:
         """The (repaired) genome of a config; keys outside the space are ignored."""
-        return self.repair(Male(self.gene(name).genome_value(float(config[name])) for name in self.names))
+        return self.repair(Male(self.gene(name).genome_value(config[name]) for name in self.names))
 
     def unit(self, genome: Sequence[float]) -> np.ndarray:
         """The genome in normalised units, shape (n_genes,)."""
@@ -202,7 +210,7 @@ class Space:
 
     def config_unit(self, config: Mapping) -> np.ndarray:
         """A config (not necessarily in the space) in normalised units, unrepaired."""
-        return np.array([g.to_unit(g.genome_value(float(config[g.name]))) for g in self.genes])
+        return np.array([g.to_unit(g.genome_value(config[g.name])) for g in self.genes])
 
     def distance(self, a: Sequence[float], b: Sequence[float]) -> float:
         """Euclidean distance of two genomes in normalised units."""
