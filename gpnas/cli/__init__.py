@@ -30,6 +30,7 @@ COMMANDS = {
     "evolve": "gpnas.cli.evolve:evolve_command",
     "show": "gpnas.cli.evolve:show_command",
     "ablate": "gpnas.cli.ablate:ablate_command",
+    "table": "gpnas.cli.table:table",
 }
 
 

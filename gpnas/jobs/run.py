@@ -19,7 +19,7 @@ from gpnas.report.run import summarize, write_report
 from gpnas.runs.archive import Archive, archive_knows_run
 from gpnas.runs.folder import ARCHIVE_NAME, RunFolder, is_inside, write_json
 from gpnas.runs.table import read_table
-from gpnas.runs.tasks import TableTask, TrainingTask, table_space
+from gpnas.runs.tasks import ARCH_KEYS, TableTask, TrainingTask, table_space
 from gpnas.runs.worker import Evaluator
 from gpnas.search.engine import MODES, Evolution
 from gpnas.search.ledger import Ledger
@@ -233,7 +233,8 @@ def _execute(run, generations, map_fn, device, threads, callbacks, max_flops, st
         engine.ledger.prune(state, final=True)
         ref = train_reference(engine) if reference and run.mode != "baseline" and has_reference(engine) else None
         summary = summarize(engine, state, run.folder, time.perf_counter() - started, reference=ref)
-        if summary["best_architecture"] and run.table is None:  # every field of its training, for `gpnas train`
+        best = summary["best_architecture"]
+        if best and all(k in best["arch"] for k in ARCH_KEYS):  # every field of its training, for `gpnas train`
             summary["best_train_config"] = asdict(TrainConfig(**train_config_dict(
                 summary["best_architecture"]["arch"], run.preset.budget)))
         write_report(run.folder, summary, engine, state)
@@ -278,7 +279,8 @@ def evaluation_task(run: Run, map_fn=None, device: str = "auto", threads=None):
         space = table_space(run.preset, run.table)
         own = space is run.preset.space
         budget = run.preset.budget
-        return TableTask(run.table, budget.prefix_frac, budget.batch_size * budget.block_size if own else None), space
+        tokens = budget.batch_size * budget.block_size if own else None
+        return TableTask(run.table, budget.prefix_frac, tokens, run.preset if own else None), space
     dataset_dir = str(Path(run.dataset.text_path).parent)
     task = TrainingTask(run.preset, dataset_dir, run.dataset.sha256, run.dataset.name, run.folder.checkpoints_dir,
                         evaluate=Evaluator(map_fn, dataset_dir, time_limit=eval_time_limit(run.preset, device)),

@@ -12,7 +12,10 @@ TaskSet tables). Besides the curve keys, a table line may hold:
   write training FLOPs per step); 1.0 when absent, so cost counts steps;
 - ``x``: the evaluation steps, the same for every curve of a task
   (``0..n-1`` when absent);
-- ``task``: a file may hold several tables, one per task.
+- ``task``: a file may hold several tables, one per task;
+- ``data_sha256``, ``vocab_size``: gpnas tables name the text their curves were
+  trained on and its vocabulary (read from a task's first line), so a replay keys
+  its evaluations and counts parameters as training does.
 
 Config values are numbers or strings (strings are choices). Every curve of a
 task has the same config keys and the same number of values, and a (config,
@@ -72,6 +75,8 @@ class Table:
     recordings: tuple[tuple[Recording, ...], ...]   # per config, sorted by seed (None first)
     steps: np.ndarray                   # (n,) float64, the evaluation steps shared by every curve
     cost_per_step: np.ndarray           # (len(configs),) float64
+    data_sha256: str | None = None      # gpnas tables: the text the curves were trained on (the first line's)
+    vocab_size: int | None = None       # gpnas tables: its vocabulary (it enters the parameter count)
 
     def __post_init__(self):
         # read-only arrays, so a frozen table stays frozen; finals are computed once since
@@ -257,6 +262,9 @@ def read_table(path, task: str | None = None) -> Table:
             line = _parse(d)
             if first is None:
                 first, first_number = line, number
+                first_data = d.get("data_sha256") if isinstance(d.get("data_sha256"), str) else None
+                vocab = d.get("vocab_size")
+                first_vocab = vocab if isinstance(vocab, int) and not isinstance(vocab, bool) and vocab > 0 else None
             else:
                 _check_like_first(line, first, first_number)
         except ValueError as error:
@@ -281,7 +289,8 @@ def read_table(path, task: str | None = None) -> Table:
     steps = np.arange(len(first.values), dtype=np.float64) if first.x is None else first.x.copy()
     return Table(path=str(path), task=task, sha256=digest.hexdigest(), keys=tuple(sorted(first.config)),
                  configs=tuple(configs), recordings=tuple(recordings), steps=steps,
-                 cost_per_step=np.array(costs, dtype=np.float64))
+                 cost_per_step=np.array(costs, dtype=np.float64), data_sha256=first_data,
+                 vocab_size=first_vocab)
 
 
 def infer_space(table: Table) -> dict[str, dict]:

@@ -159,15 +159,18 @@ class TableTask:
     training run, and a promotion resumes (freeze-thaw) and pays the rest.
 
     ``tokens_per_step`` (a gpnas table replayed with its own preset: batch x
-    block) makes the token counts and the early score those of training; without
-    it the early score is the loss drop per unit of cost.
+    block) makes it the preset's own table: token counts and the early score are
+    those of training, and the females read nanoGPT's hyperparameter features
+    (``HYPERPARAMETER_KEYS``, n_params with the table's vocabulary), so on the
+    grid a table run equals a training run. Without it the early score is the
+    loss drop per unit of cost and the females read the table's numeric keys.
     """
 
     kind = "table"
     constraints = ()
     can_train_reference = False
 
-    def __init__(self, table, prefix_frac: float, tokens_per_step: int | None = None):
+    def __init__(self, table, prefix_frac: float, tokens_per_step: int | None = None, preset=None):
         from gpnas.predict.curves import prefix_length
 
         steps = [int(round(s)) for s in table.steps]
@@ -182,9 +185,12 @@ class TableTask:
         self.tokens_per_step = tokens_per_step or 0
         self.arch_keys = table.keys
         self.has_train_values = all(r.train_values is not None for recs in table.recordings for r in recs)
-        self.config_keys = _config_keys(table.configs)
+        self.config_keys = HYPERPARAMETER_KEYS if tokens_per_step else _config_keys(table.configs)
         self.index = {_canonical(c): i for i, c in enumerate(table.configs)}
         self.units = None
+        # a gpnas table of its own preset keys its evaluations as training would (the same
+        # archive keys, hence the same held-out split of the females' curves)
+        self.training = (preset if tokens_per_step and preset is not None and table.data_sha256 else None)
 
     def bind(self, space) -> "TableTask":
         """Locate configs in ``space`` (a ``search.space.Space``: its ``config_unit``)."""
@@ -200,6 +206,10 @@ class TableTask:
         return dict(self.table.configs[int(np.argmin(((self.units - u) ** 2).sum(axis=1)))])
 
     def key(self, run_config: Mapping, stop_at: int, seed: int) -> str:
+        if self.training is not None:
+            budget = self.training.budget
+            return evaluation_key(train_config_dict(run_config, budget, self.training.reference.as_dict()),
+                                  budget.full_iters, stop_at, seed, self.table.data_sha256)
         text = json.dumps({"table": self.data_hash, "config": _canonical(run_config), "stop_at": int(stop_at),
                            "seed": int(seed)}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
@@ -220,7 +230,9 @@ class TableTask:
                           "eval_train_loss": train, "step_time_s": [], "diverged": False,
                           "max_iters": self.full_steps, "steps": int(request.stop_at)},
                 "best_val_loss": min(values), "final_train_loss": train[-1] if train else None,
-                "total_train_time_s": None, "avg_inference_tokens_per_s": None, "n_params": None}
+                "total_train_time_s": None, "avg_inference_tokens_per_s": None,
+                "n_params": int(self.curve_config(request.train_config)["n_params"]) if self.tokens_per_step
+                else None}
 
     @staticmethod
     def steps_run(result: dict) -> int:
@@ -234,6 +246,8 @@ class TableTask:
         return dict(run_config)
 
     def curve_config(self, arch: Mapping) -> dict:
+        if self.tokens_per_step:
+            return hyperparameter_features(arch, self.table.vocab_size or 65)
         return {k: float(v) for k, v in arch.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
     def early_compute(self, run_config: Mapping, steps: int) -> float:
