@@ -1,7 +1,7 @@
 """The co-evolution engine: males (architectures) and females (learning-curve
 predictors) in one DEAP loop.
 
-The loop, as ``Evolution.run`` executes it::
+The loop, as ``Search.run`` executes it with this class's steps::
 
     state <- last snapshot of the run folder, or generation 0:
              seed the archive with random males trained to completion,
@@ -20,20 +20,20 @@ The loop, as ``Evolution.run`` executes it::
             each sex kept                                           (5)
         log; snapshot; callbacks                                    (6)
 
-Modes change steps 2, 3 and 5 only (see ``MODES``). Combined and
+Modes change steps 2, 3 and 5 only: a mode is the operators it chooses
+(``modes``: male fitness, breeding, females or not). Combined and
 within-gender make the same number of variation events per generation:
 n_males - male_elites sons, and female_steps passes over the females, each
 making n_females - female_elites daughters (mating passes in combined, plain GP
 steps in within-gender); they differ in the operator alone.
 
-Compute is counted in training FLOPs (``config.training_flops_per_step``);
-a budget (``max_flops``) is never overspent, and a failed evaluation is
-charged the steps it was given (the worker reports no progress when it
-raises, so what it spent is bounded by what it was asked to do).
+Every evaluation goes through the ``ledger.Ledger`` the engine is given: it
+never knows whether a task trains or replays a table, and compute is what the
+ledger charges (training FLOPs, or a table's cost per step) within a budget it
+never overspends.
 
-Everything random draws from one ``random.Random`` whose state is part of every snapshot, so a resumed
-run ends exactly where an uninterrupted one does. Evaluations go through the
-``map`` the engine was given; it never knows what runs them.
+Everything random draws from one ``random.Random`` whose state is part of every
+snapshot, so a resumed run ends exactly where an uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from __future__ import annotations
 import copy
 import math
 import random
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,27 +48,12 @@ from gpnas.predict import fitness as fit
 from gpnas.predict import trees
 from gpnas.search import females as fem
 from gpnas.search import mating
-from gpnas.search.calibration import Calibration, expected_improvement
+from gpnas.search.calibration import Calibration
 from gpnas.search.males import early_score, sample_genome
 from gpnas.search.loop import WORST, Search, _finite, add_work
+from gpnas.search.modes import MODES, Mode
 from gpnas.search.state import State
 
-
-
-@dataclass(frozen=True)
-class Mode:
-    name: str
-    females: bool          # evolve females and use their predictions
-    male_fitness: str      # "prediction" or "early"
-    breeding: str          # "cross", "within" or "random" (fresh random males)
-
-
-MODES = {
-    "combined": Mode("combined", True, "prediction", "cross"),
-    "within-gender": Mode("within-gender", True, "prediction", "within"),
-    "female": Mode("female", True, "prediction", "random"),
-    "male": Mode("male", False, "early", "within"),
-}
 
 
 class Evolution(Search):
@@ -92,10 +76,7 @@ class Evolution(Search):
         work = self.ledger.evaluate(state, [self.ledger.early_request(g) for g in state.males])                        # (1)
         self.note_sons(state)
         curve_set = self.completed_curves(state)
-        if self.mode.breeding == "cross":  # its females vary by mating passes, in (5)
-            holdout = self.score_females(state, curve_set, again=False)     # (2)
-        else:
-            holdout = self.evolve_females(state, curve_set, rng)            # (2)
+        holdout = self.mode.breeding.vary_females(self, state, curve_set, rng)  # (2)
         rows = self.assign_male_fitness(state, curve_set)                   # (3)
         promoted = self.promote(state, rng, work)                           # (4)
         curve_set = self.completed_curves(state)
@@ -177,12 +158,11 @@ class Evolution(Search):
             compute = self.ledger.task.early_compute(records[i].train_config,
                                                      self.ledger.task.steps_run(records[i].result))
             scores[i] = early_score(curve["val_loss"], curve["eval_steps"], compute * 1e6)
-        if self.mode.male_fitness == "early":
-            for i in usable:
-                state.males[i].fitness.values = (-scores[i] if math.isfinite(scores[i]) else WORST,)
-                self.predicted[self.ledger.key(state.males[i], self.ledger.full)] = {
-                    "raw": None, "spread": None, "early_score": _finite(scores[i])}
-            return {}
+        return self.mode.fitness.assign(self, state, records, usable, scores, curve_set)
+
+    def predict_males(self, state: State, records, usable, scores, curve_set) -> dict:
+        """Prediction modes' fitness (``modes.Predicted``): the chosen predictor's raw
+        prediction, calibrated; returns {male index: mating.Father}."""
         curves = [self.ledger.curve(records[i], horizon=self.full_evals) for i in usable]
         # the raw prediction: the predictor chosen by cross-validation among the females'
         # front, the linear model and the baselines, its ensemble's spread the uncertainty;
@@ -224,8 +204,7 @@ class Evolution(Search):
         sigma = np.array([self.predicted.get(self.ledger.key(state.males[i], self.ledger.full), {}).get("spread")
                           or 0.0 for i in alive])
         best = state.hall_of_fame[0]["final_val_loss"] if state.hall_of_fame else (mu.min() if mu.size else 0.0)
-        gain = (expected_improvement(mu, sigma, best) if self.mode.male_fitness == "prediction"
-                else np.zeros(len(alive)))
+        gain = self.mode.fitness.gain(mu, sigma, best)
         raw = [self.predicted.get(self.ledger.key(state.males[i], self.ledger.full), {}).get("raw") for i in alive]
         raw = [r if r is not None else 0.0 for r in raw]  # the calibration is flat at its ends: raw breaks ties
         ranked = [alive[j] for j in sorted(range(len(alive)), key=lambda j: (-gain[j], mu[j], raw[j], j))]
@@ -260,25 +239,7 @@ class Evolution(Search):
         male_elites = [copy.deepcopy(g) for g in ranked[: ga.male_elites]]
         n_sons = ga.n_males - len(male_elites)
         ctx = self.mating_context(state, state.females, curve_set, rng)
-        if self.mode.breeding == "random":
-            return [sample_genome(self.space, rng) for _ in range(ga.n_males)], state.females
-        if self.mode.breeding == "within":
-            fathers = mating.sel_tournament(state.males, n_sons, ga.male_tournament, rng)
-            return male_elites + mating.breed_within(fathers, ctx), state.females
-        pool = self.father_pool(state, rows)
-        sons = []
-        for _ in range(n_sons):
-            father_i = self.select_father(pool, rng)
-            mother = mating.sel_tournament(state.females, 1, ga.female_tournament, rng)[0]
-            son, guided = mating.make_son(state.males[father_i], mother, rows.get(father_i), ctx)
-            sons.append(son)
-            state.mating_stats["guided" if guided else "random"] += 1
-            state.sons.append({"generation": state.generation + 1, "key": self.ledger.key(son, self.ledger.early),
-                               "guided": guided, "early_loss": None})
-        females = state.females
-        for _ in range(ga.female_steps):
-            females = self.mating_pass(state, females, pool, curve_set, rng)
-        return male_elites + sons, females
+        return self.mode.breeding.breed(self, state, rows, curve_set, rng, male_elites, n_sons, ctx)
 
     def mating_pass(self, state: State, females: list, pool: list[int], curve_set, rng) -> list:
         """One pass of daughters over the females: elites kept, the rest daughters, all scored."""
