@@ -96,3 +96,16 @@ def test_the_checker_catches_an_upward_import(tmp_path, monkeypatch):
     problems = violations(fake / "predict" / "bad.py")
     assert len(problems) == 3
     assert "predict imports search" in problems[1]
+
+
+def test_the_search_never_imports_torch_or_the_trainer():
+    """The engine, the ledger, the standard methods and the evaluation tasks get their
+    costs and curves from below (DESIGN: Evaluation tasks and the ledger)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import gpnas.search.engine, gpnas.search.ledger, gpnas.search.methods, "
+            "gpnas.search.modes, gpnas.runs.tasks, gpnas.runs.table; "
+            "print([m for m in sys.modules if m == 'torch' or m.startswith('gpnas.train')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
