@@ -17,10 +17,7 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 
-from gpnas.config import hyperparameter_features
-from gpnas.predict.curves import Curve
 
 
 @dataclass(frozen=True)
@@ -141,25 +138,6 @@ def materialize(text: bytes) -> Path:
         tmp.write_bytes(text)
         os.replace(tmp, target)
     return folder
-
-
-def result_curve(result: dict, arch: dict, key: str, task: str, horizon: int | None = None) -> Curve:
-    """The validation curve of a trainer result as the predictor side sees it.
-
-    ``horizon`` is the number of evaluations of the complete run: given for an
-    early run (a prefix), left None for a completed one.
-    """
-    curve = result["curve"]
-    return Curve(
-        values=np.asarray(curve["val_loss"], dtype=np.float64),
-        x=np.asarray(curve["eval_steps"], dtype=np.float64),
-        task=task,
-        config_id=key,
-        horizon=horizon,
-        config=hyperparameter_features(arch),
-        train_values=np.asarray(curve["eval_train_loss"], dtype=np.float64)
-        if len(curve.get("eval_train_loss") or []) == len(curve["val_loss"]) else None,
-    )
 
 
 class Evaluator:

@@ -163,7 +163,7 @@ class Evolution(Search):
     def predict_males(self, state: State, records, usable, scores, curve_set) -> dict:
         """Prediction modes' fitness (``modes.Predicted``): the chosen predictor's raw
         prediction, calibrated; returns {male index: mating.Father}."""
-        curves = [self.ledger.curve(records[i], horizon=self.full_evals) for i in usable]
+        curves = [self.ledger.curve(records[i]) for i in usable]
         # the raw prediction: the predictor chosen by cross-validation among the females'
         # front, the linear model and the baselines, its ensemble's spread the uncertainty;
         # the last value until enough curves completed. Then the calibration on earlier promotions.

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from gpnas.errors import FileFormatError
-from gpnas.predict.curves import Curve
+from gpnas.predict.curves import Curve, curve_from_learning_curve
 from gpnas.runs.archive import EvaluationRecord
 from gpnas.search.state import State
 
@@ -196,16 +194,11 @@ class Ledger:
         """The record of key if this run paid for it, else None."""
         return self.record(key) if key in state.charged else None
 
-    def curve(self, record, horizon: int | None = None) -> Curve:
-        """A record's validation curve as the predictors see it (``horizon``: the complete
-        run's evaluations, for an early record)."""
-        curve = record.result["curve"]
-        train = curve.get("eval_train_loss") or []
-        return Curve(values=np.asarray(curve["val_loss"], dtype=np.float64),
-                     x=np.asarray(curve["eval_steps"], dtype=np.float64), task=self.task.name,
-                     config_id=record.key, horizon=horizon, config=self.task.curve_config(record.arch),
-                     train_values=np.asarray(train, dtype=np.float64) if len(train) == len(curve["val_loss"])
-                     else None)
+    def curve(self, record) -> Curve:
+        """A record's validation curve as the predictors see it (an early record knows the
+        horizon of its complete run: ``curves.curve_from_learning_curve``)."""
+        return curve_from_learning_curve(record.result["curve"], task=self.task.name, config_id=record.key,
+                                         config=self.task.curve_config(record.arch))
 
     def completed_curves(self, state: State) -> list[Curve]:
         """The completed curves of this run's own evaluations, in the order it made them."""

@@ -12,7 +12,8 @@ import pytest
 from gpnas.config import load_preset
 from gpnas.predict import fitness as fit
 from gpnas.predict import trees
-from gpnas.runs.worker import result_curve
+from gpnas.config import hyperparameter_features
+from gpnas.predict.curves import curve_from_learning_curve
 from gpnas.search import females as fem
 from gpnas.search import mating
 from gpnas.search.males import decode, encode
@@ -45,8 +46,9 @@ def father_view(father, space):
     """The father as the mother sees him: a falling early curve and its feature row."""
     arch = decode(father, space)
     result = {"curve": {"val_loss": [4.2, 3.6, 3.2, 3.0], "eval_steps": [0, 10, 20, 30],
-                        "eval_train_loss": [4.2, 3.5, 3.1, 2.9]}}
-    curve = result_curve(result, arch, "father", "task", horizon=31)
+                        "eval_train_loss": [4.2, 3.5, 3.1, 2.9], "max_iters": 300}}
+    curve = curve_from_learning_curve(result["curve"], task="task", config_id="father",
+                                      config=hyperparameter_features(arch))
     _, columns = fem.predict_finals([], [curve], PREFIX, fem.make_pset())
     row = {name: float(col[0]) for name, col in columns.items()}
     return mating.Father(curve, row)
@@ -205,8 +207,9 @@ def completed_curves(space, n=12, seed=0):
                               "learning_rate": float(10 ** rng.uniform(-3.5, -2))}, space), space)
         val = 4.2 * np.exp(-np.linspace(0, rng.uniform(0.3, 0.8), 31)) + rng.normal(0, 0.01, 31)
         result = {"curve": {"val_loss": val.tolist(), "eval_steps": list(range(0, 310, 10)),
-                            "eval_train_loss": (val - 0.05).tolist()}}
-        out.append(result_curve(result, arch, f"k{i}", "task", horizon=31))
+                            "eval_train_loss": (val - 0.05).tolist(), "max_iters": 300}}
+        out.append(curve_from_learning_curve(result["curve"], task="task", config_id=f"k{i}",
+                                              config=hyperparameter_features(arch)))
     return out
 
 
