@@ -55,6 +55,10 @@ class GeneSpec:
     choices: tuple | None = None
     log: bool = False
     integer: bool = False
+    # a table's recorded values of a continuous gene, sorted: its normalised units follow their
+    # empirical distribution (a quantile warp), so sampling and nearest-config decoding spread
+    # over the recorded configs instead of piling onto the few at the edge of sparse regions
+    quantiles: tuple | None = None
 
     @property
     def discrete(self) -> bool:
@@ -87,6 +91,8 @@ class GeneSpec:
             d["choices"] = list(self.choices)
         if self.log:
             d["log"] = True
+        if self.quantiles is not None:
+            d["quantiles"] = list(self.quantiles)
         return d
 
 
@@ -284,7 +290,7 @@ def space_from_dict(genes: Mapping, src: str, constraints: tuple = ()) -> SpaceC
         key = f"space.{name}"
         if not isinstance(table, Mapping):
             _fail(src, f"{key} must be a table like {{ min = ..., max = ... }} or {{ choices = [...] }}")
-        _check_keys(table, set(GENE_KEYS), f"{key}.", src)
+        _check_keys(table, {*GENE_KEYS, "quantiles"}, f"{key}.", src)
         log = _typed(table.get("log", False), bool, f"{key}.log", src)
         if "choices" in table:
             choices = table["choices"]
@@ -304,7 +310,13 @@ def space_from_dict(genes: Mapping, src: str, constraints: tuple = ()) -> SpaceC
         if log and lo <= 0:
             _fail(src, f"{key}.log: a log gene needs min > 0")
         step = _typed(table["step"], int, f"{key}.step", src) if "step" in table else None
-        specs.append(GeneSpec(name, min=lo, max=hi, step=step, log=log, integer=integer))
+        quantiles = table.get("quantiles")
+        if quantiles is not None:
+            if integer or not isinstance(quantiles, list) or len(quantiles) < 2 or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and lo <= v <= hi for v in quantiles):
+                _fail(src, f"{key}.quantiles must list at least 2 numbers within [min, max] of a float gene")
+            quantiles = tuple(sorted(float(v) for v in quantiles))
+        specs.append(GeneSpec(name, min=lo, max=hi, step=step, log=log, integer=integer, quantiles=quantiles))
     if not specs:
         _fail(src, "the space names no gene")
     return SpaceConfig(tuple(specs), tuple(constraints))

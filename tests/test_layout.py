@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gpnas"
 # the parts after it in its own list, never one before it.
 ALLOWED = {
     "cli": {"jobs", "report", "search", "runs", "integrations", "train", "predict", "base"},
-    "jobs": {"report", "search", "runs", "train", "predict", "base"},
+    "jobs": {"report", "search", "runs", "integrations", "train", "predict", "base"},  # Optuna anchors
     "report": {"search", "runs", "predict", "base"},
     "search": {"runs", "predict", "base"},
     "runs": {"train", "predict", "base"},

@@ -307,6 +307,10 @@ def infer_space(table: Table) -> dict[str, dict]:
             space[key] = {"min": lo, "max": hi}
             if lo > 0 and hi / lo >= 10:   # spans a decade: search it in log space
                 space[key]["log"] = True
+            # normalised units follow the recorded values (their empirical quantiles), so a
+            # search spreads over the recorded configs (nearest-config decoding in 8 uniform
+            # dimensions piles onto the few configs at the edge of sparse regions)
+            space[key]["quantiles"] = [float(v) for v in distinct]
     return space
 
 

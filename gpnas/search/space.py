@@ -53,6 +53,9 @@ class Gene:
         self.values = tuple(self.genome_value(v) for v in spec.values())   # sorted, discrete genes only
         self.low, self.high = ((self.values[0], self.values[-1]) if self.discrete
                                else (self.genome_value(spec.low), self.genome_value(spec.high)))
+        # a table's continuous gene: normalised units follow its recorded values (a quantile warp)
+        self.warp = (None if self.discrete or spec.quantiles is None else
+                     (np.array([self.genome_value(v) for v in spec.quantiles]), np.linspace(0, 1, len(spec.quantiles))))
         span = 0 if self.discrete else spec.high - spec.low
         # a linear float keeps 3 significant digits of its range
         self.decimals = 2 - math.floor(math.log10(span)) if span > 0 and not self.log else None
@@ -67,6 +70,8 @@ class Gene:
         return len(self.values) > 1 if self.discrete else self.high > self.low
 
     def sample(self, rng: random.Random) -> float:
+        if self.warp is not None:
+            return self.from_unit(rng.random())
         return rng.choice(self.values) if self.discrete else rng.uniform(self.low, self.high)
 
     def snap(self, x: float) -> float:
@@ -84,6 +89,8 @@ class Gene:
             i = bisect.bisect_right(vals, x) - 1
             frac = 0.0 if i == len(vals) - 1 else (x - vals[i]) / (vals[i + 1] - vals[i])
             return (i + frac) / (len(vals) - 1)
+        if self.warp is not None:
+            return float(np.interp(x, *self.warp))
         return 0.0 if self.high == self.low else (min(max(x, self.low), self.high) - self.low) / (self.high - self.low)
 
     def from_unit(self, u: float) -> float:
@@ -94,6 +101,8 @@ class Gene:
             pos = u * (len(vals) - 1)
             i = min(int(pos), len(vals) - 1)
             return vals[i] if i == len(vals) - 1 else vals[i] + (pos - i) * (vals[i + 1] - vals[i])
+        if self.warp is not None:
+            return float(np.interp(u, self.warp[1], self.warp[0]))
         return self.low + u * (self.high - self.low)
 
     def decode(self, x: float):
@@ -119,10 +128,14 @@ class Gene:
                  else min(range(len(values)), key=lambda j: abs(values[j] - value)))
             moves = [j for j in (i - 1, i + 1) if 0 <= j < len(values)]
             return values[rng.choice(moves)] if moves else value
-        lo, hi, x = self.low, self.high, self.genome_value(value)
+        if self.warp is not None:   # the step is in normalised units
+            lo, hi, x = 0.0, 1.0, self.to_unit(self.genome_value(value))
+        else:
+            lo, hi, x = self.low, self.high, self.genome_value(value)
         delta = rng.choice((-1.0, 1.0)) * step_scale * (hi - lo) * rng.uniform(0.5, 1.5)
         y = x + delta if lo <= x + delta <= hi else x - delta  # reflect at a bound
         y = min(max(y, lo), hi)
+        y = self.from_unit(y) if self.warp is not None else y
         return 10 ** y if self.log else y
 
     def other_value(self, value, rng: random.Random, sigma: float):
@@ -131,7 +144,11 @@ class Gene:
         if self.discrete:
             values = self.spec.values()
             return rng.choice([v for v in values if v != value] or values)
-        x = min(max(self.genome_value(value) + rng.gauss(0.0, sigma * (self.high - self.low)), self.low), self.high)
+        if self.warp is not None:
+            x = self.from_unit(min(max(self.to_unit(self.genome_value(value)) + rng.gauss(0.0, sigma), 0.0), 1.0))
+        else:
+            x = min(max(self.genome_value(value) + rng.gauss(0.0, sigma * (self.high - self.low)), self.low),
+                    self.high)
         return 10 ** x if self.log else x
 
 

@@ -170,9 +170,9 @@ def test_infer_space_on_a_synthetic_table(tmp_path):
     lrs = sorted(json.loads(x)["config"]["lr"] for x in lines)
     assert space == {
         "act": {"choices": ["gelu", "relu"]},
-        "dropout": {"min": 0.0, "max": 0.19},
+        "dropout": {"min": 0.0, "max": 0.19, "quantiles": [0.01 * i for i in range(20)]},
         "fixed": {"choices": [7.5]},
-        "lr": {"min": lrs[0], "max": lrs[-1], "log": True},
+        "lr": {"min": lrs[0], "max": lrs[-1], "log": True, "quantiles": lrs},
         "n_layer": {"choices": [2, 4, 6]},
         "width": {"min": 16, "max": 168},
     }

@@ -1,0 +1,174 @@
+"""``gpnas ablate --table``: every mode, standard method and Optuna anchor against a
+table of recorded curves, over many seeds, at one budget; anytime regret.
+
+Each (task, method, seed) is one search through a fresh ledger over the
+table's task, with the same budget in the table's cost unit (``--budget N``:
+N times what training the table's median config to completion costs). A
+search runs until its budget cannot pay for the next evaluation. What it
+leaves is its trace: for each config it trained fully, in order, the cost
+charged when it completed and its true final value; the incumbent at a cost
+is the best final value completed by then (``report.regret``).
+
+Records (``records.jsonl``, one line per finished search, appended as they
+finish) carry the code version and the table's hash; running the command
+again continues where it stopped, and records of other code or another table
+are refused unless ``allow_mixed`` (the table then says so).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gpnas.config import preset_from_dict, preset_to_dict
+from gpnas.errors import ConfigError
+from gpnas.jobs.run import has_reference, make_search
+from gpnas.runs.archive import Archive
+from gpnas.runs.table import read_table, table_tasks
+from gpnas.runs.tasks import TableTask, table_space
+from gpnas.search.state import State
+
+OPTUNA_METHODS = ("optuna-tpe-hyperband", "optuna-random-sh", "optuna-tpe")
+ALL_METHODS = ("combined", "male", "female", "within-gender", "baseline", "random", "successive-halving",
+               "regularized-evolution", *OPTUNA_METHODS)
+MAX_GENERATIONS = 2000   # a search whose budget never runs out (a small table, all cached) stops here
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    table: str
+    tasks: tuple[str, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    budget_curves: float | None     # budget in full-curve equivalents of the median config
+    budget_cost: float | None       # or in the table's cost unit
+    preset: dict
+
+
+def code_version() -> str:
+    """The git commit of the code that made a record (``unknown`` outside a checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "gpnas"], cwd=Path(__file__).parent,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+changes" if dirty else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def make_table_plan(table: str, tasks, methods, seeds: int, budget_curves, budget_cost, preset) -> TablePlan:
+    """Check every choice before anything runs; ConfigError (one line) otherwise."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: give at least 1 seed")
+    unknown = [m for m in methods if m not in ALL_METHODS]
+    if unknown:
+        raise ConfigError(f"unknown method {unknown[0]!r}; choose among {', '.join(ALL_METHODS)}")
+    if any(m in OPTUNA_METHODS for m in methods) and importlib.util.find_spec("optuna") is None:
+        raise ConfigError("the Optuna anchors need Optuna: pip install 'gpnas[optuna]' "
+                          "(or leave the optuna-* methods out)")
+    present = table_tasks(table)
+    chosen = tuple(tasks) or tuple(present)
+    for task in chosen:
+        t = read_table(table, task)                  # a bad table or task is refused here
+        table_space(preset, t)
+        if budget_cost is None and (budget_curves is None or budget_curves < 1):
+            raise ConfigError(f"--budget {budget_curves}: a budget below one full curve trains nothing; "
+                              "give at least 1")
+        if budget_cost is not None and budget_cost < full_cost(t):
+            raise ConfigError(f"--budget-cost {budget_cost:g} is less than one full curve of the median config "
+                              f"of task {task!r} ({full_cost(t):g}); give more")
+    return TablePlan(str(table), chosen, tuple(methods), tuple(range(seeds)), budget_curves, budget_cost,
+                     preset_to_dict(preset))
+
+
+def full_cost(table) -> float:
+    """What training the table's median config (by cost per step) to completion costs."""
+    return float(np.median(table.cost_per_step)) * float(table.steps[-1] - table.steps[0])
+
+
+@functools.lru_cache(maxsize=8)
+def _table(path: str, task: str):
+    return read_table(path, task)
+
+
+def run_search(item: tuple) -> dict:
+    """One (task, method, seed) search against the table; its record. A pure function of
+    its item, so any map can run it."""
+    path, task_name, method, seed, preset_dict, max_cost = item
+    preset, table = preset_from_dict(preset_dict), _table(path, task_name)
+    space = table_space(preset, table)
+    own = space is preset.space
+    budget = preset.budget
+    task = TableTask(table, budget.prefix_frac, budget.batch_size * budget.block_size if own else None,
+                     preset if own else None)
+    record = {"task": task_name, "method": method, "seed": seed, "budget": max_cost, "table_sha256": table.sha256}
+    with tempfile.TemporaryDirectory(prefix="gpnas-ablate-") as tmp, Archive(Path(tmp) / "a.sqlite") as archive:
+        search = make_search(preset, "random" if method in OPTUNA_METHODS else method, task, archive, seed,
+                             max_cost=max_cost, space=space)
+        if method == "baseline" and not has_reference(search):
+            return {**record, "skipped": "the table does not record the preset's reference"}
+        if method in OPTUNA_METHODS:
+            from gpnas.integrations.optuna_search import run_optuna
+
+            state = State(generation=0, males=[], females=[], rng_state=())
+            run_optuna(method, search.ledger, state, task.steps, seed)
+        else:
+            state = search.run(MAX_GENERATIONS)
+    return {**record, "trace": [[float(p["flops"]), float(p["true"])] for p in state.promotions],
+            "spent": float(state.compute.flops), "evaluations": state.compute.evaluations}
+
+
+def run_table_ablation(out, plan: TablePlan, map_fn=None, allow_mixed: bool = False, on_record=None) -> list[dict]:
+    """Run what ``out/records.jsonl`` lacks of the plan and return every record of it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    version = code_version()
+    meta_path, records_path = out / "ablation.json", out / "records.jsonl"
+    meta = {"plan": asdict(plan), "code": version,
+            "tables": {t: _table(plan.table, t).sha256 for t in plan.tasks}}
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        if old.get("tables") != meta["tables"] and not allow_mixed:
+            raise ConfigError(f"{out} holds records of another table; give another --out, or --allow-mixed")
+        if old.get("code") != version and not allow_mixed:
+            raise ConfigError(f"{out} holds records of code {old.get('code')}, this is {version}; give another "
+                              "--out, or --allow-mixed to add to them (the table then says so)")
+        meta["mixed"] = bool(old.get("mixed")) or old.get("code") != version
+    meta_path.write_text(json.dumps(meta, indent=1))
+    records = [json.loads(line) for line in records_path.read_text().splitlines()] if records_path.exists() else []
+    done = {(r["task"], r["method"], r["seed"]) for r in records}
+    items = []
+    for task in plan.tasks:
+        table = _table(plan.table, task)
+        max_cost = plan.budget_cost if plan.budget_cost is not None else plan.budget_curves * full_cost(table)
+        for method in plan.methods:
+            for seed in plan.seeds:
+                if (task, method, seed) not in done:
+                    items.append((plan.table, task, method, seed, plan.preset, max_cost))
+    chunk = max(1, 2 * getattr(map_fn, "workers", 1))
+    for start in range(0, len(items), chunk):
+        batch = items[start:start + chunk]
+        results = map_fn(run_search, batch) if map_fn is not None else [run_search(i) for i in batch]
+        with open(records_path, "a", encoding="utf-8") as f:
+            for item, result in zip(batch, results):
+                if not isinstance(result, dict):    # a parallel.Failure: reported, tried again next time
+                    if on_record:
+                        on_record({"task": item[1], "method": item[2], "seed": item[3],
+                                   "failed": getattr(result, "reason", str(result))})
+                    continue
+                result["code"] = version
+                f.write(json.dumps(result) + "\n")
+                records.append(result)
+                if on_record:
+                    on_record(result)
+    wanted = {(t, m, s) for t in plan.tasks for m in plan.methods for s in plan.seeds}
+    return [r for r in records if (r["task"], r["method"], r["seed"]) in wanted]
+
