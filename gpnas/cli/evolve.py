@@ -87,6 +87,9 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, ke
     from gpnas.train.trainer import resolve_device
 
     # every option is checked before anything is created: the device, the preset, the data, the backend
+    if resume and out:
+        raise click.UsageError(f"--out cannot be given with --resume: a resume continues {resume} in place; "
+                               "drop --out, or drop --resume to start a new run in --out")
     resolve_device(device)
     if resume:
         run = open_run(resume, load_dataset, data_dir)

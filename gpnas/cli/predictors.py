@@ -146,7 +146,10 @@ def predict(predictor_path, curves_path, prefix_frac):
     model = CurvePredictor.load(predictor_path)
     curves = read_curves(curves_path)
     for c, p in zip(curves, model.predict(curves, prefix_frac=prefix_frac)):
-        echo(json.dumps({"task": c.task, "config_id": c.config_id, "prediction": float(p)}))
+        line = {"task": c.task, "config_id": c.config_id, "prediction": float(p) if math.isfinite(p) else None}
+        if line["prediction"] is None:  # JSON has no NaN: null, and why
+            line["reason"] = "the prediction overflowed (not a finite number); check the curve's values"
+        echo(json.dumps(line, allow_nan=False))
 
 
 @predictors.command(name="eval")

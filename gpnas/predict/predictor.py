@@ -417,10 +417,9 @@ class CurvePredictor:
         curves = list(curves)
         columns = fit.clip_columns(feature_matrix(curves, frac, self.features_, self.config_keys_), self.ranges_)
         members = self.ensemble_ if i is None else [i]
-        preds = np.stack([self._finals(self.equations_[j], curves, columns, frac) for j in members])
-        if not return_std:
-            return preds[0]
-        return preds[0], preds.std(axis=0)
+        with np.errstate(all="ignore"):  # extreme curve values overflow to inf/NaN, which callers check
+            preds = np.stack([self._finals(self.equations_[j], curves, columns, frac) for j in members])
+            return (preds[0], preds.std(axis=0)) if return_std else preds[0]
 
     def score(self, curves, i=None, prefix_frac=None) -> dict:
         return score_predictions(self.predict(curves, i, prefix_frac), curves)
@@ -560,9 +559,10 @@ def _ranges(d: dict, features) -> dict:
     out = {}
     for name, pair in d.items():
         if name not in features or not (isinstance(pair, list) and len(pair) == 2 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
+                isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= fit.MAX_COEF for v in pair)
                 and pair[0] <= pair[1]):
-            raise ValueError(f"'ranges' of {name!r} must be [lo, hi] of a feature the predictor reads")
+            raise ValueError(f"'ranges' of {name!r} must be [lo, hi] of a feature the predictor reads, "
+                             f"within +-{fit.MAX_COEF:g}")
         out[name] = (float(pair[0]), float(pair[1]))
     return out
 
