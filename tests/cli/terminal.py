@@ -13,6 +13,7 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -23,8 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = 160
 
 
-def run_on_pty(args: list[str], env: dict | None = None, timeout: float = 600) -> tuple[int, bytes]:
-    """(exit code, bytes written to the terminal) of ``python -m gpnas ARGS`` on a pty."""
+def run_on_pty(args: list[str], env: dict | None = None, timeout: float = 600,
+               interrupt_after: bytes | None = None) -> tuple[int, bytes]:
+    """(exit code, bytes written to the terminal) of ``python -m gpnas ARGS`` on a pty;
+    with ``interrupt_after``, SIGINT (what Ctrl-C sends) once those bytes have appeared."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, COLUMNS, 0, 0))
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm", "COLUMNS": str(COLUMNS), **(env or {})}
@@ -44,6 +47,9 @@ def run_on_pty(args: list[str], env: dict | None = None, timeout: float = 600) -
         if not data:
             break
         chunks.append(data)
+        if interrupt_after is not None and interrupt_after in b"".join(chunks):
+            process.send_signal(signal.SIGINT)
+            interrupt_after = None
     os.close(master)
     return process.wait(), b"".join(chunks)
 
