@@ -29,8 +29,8 @@ def _generation_line(state, row) -> str:
     trained: new evaluations this generation (cache hits: --verbose); best loss: the best
     true final validation loss so far; predicted: the best male's calibrated predicted final
     loss this generation, and early his early score (validation loss fallen per million
-    training tokens); FLOPs: training charged so far (its tokens, steps and seconds:
-    --verbose). FAILED N: failed evaluations, their reason cut to fit (--verbose and the
+    training tokens), left out while there is none (generation 0); FLOPs: training charged
+    so far (its tokens, steps and seconds: --verbose). FAILED N: failed evaluations, their reason cut to fit (--verbose and the
     summary give it whole).
     """
     def f(x, spec=".4f"):
@@ -40,8 +40,9 @@ def _generation_line(state, row) -> str:
     score = row.get("best_early_score")
     early = "n/a" if score is None else f"{score:.{1 if abs(score) < 100 else 0}f} loss/Mtok"  # 90.3, 531
     line = (f"gen {row['generation']:3d}  trained {row['evaluated']:2d}  best loss {f(row['best_true'])}  "
-            f"predicted {f(row['best_predicted'])}  early {early}  "
-            f"{flops} FLOPs")
+            + (f"predicted {f(row['best_predicted'])}  " if row.get("best_predicted") is not None else "")
+            + (f"early {early}  " if score is not None else "")  # before any prediction (generation 0): left out
+            + f"{flops} FLOPs")
     if row.get("failed"):
         short = f"  FAILED {row['failed']}"
         failed = f"{short}: {row.get('failure') or 'unknown'}"
