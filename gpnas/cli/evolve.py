@@ -180,8 +180,9 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, ke
                 summary, _ = execute(run, target, map_fn=map_fn, device=device, threads=threads,
                                      callbacks=[on_generation], keep_checkpoints=keep_checkpoints)
             except KeyboardInterrupt:
-                bar.close()
-                echo(f"\ninterrupted; finished generations are saved. Continue with: "
+                shown = bar.bar is not None
+                bar.interrupted()  # the bar and the terminal's ^C are gone; a pipe gets a fresh line
+                echo(f"{'' if shown else chr(10)}interrupted; finished generations are saved. Continue with: "
                      f"gpnas evolve --resume {shlex.quote(str(run.folder.path))}", err=True)
                 sys.exit(130)
     if as_json:

@@ -398,8 +398,11 @@ def test_after_ctrl_c_the_bar_is_gone_and_the_resume_command_can_be_pasted(tmp_p
     code, raw = run_on_pty(["evolve", *MICRO, "--generations", "30", "--data-dir", str(corpus), "--out", str(out)],
                            interrupt_after=b"gen   1 ")
     assert code == 130, raw.decode(errors="replace")[-2000:]
-    lines = [line for line in screen_lines(raw) if line]
-    assert not any("generations:" in line for line in lines), lines[-5:]  # the bar is gone
+    screen = screen_lines(raw)
+    lines = [line for line in screen if line]
+    assert b"^C" in raw  # the terminal echoed Ctrl-C...
+    assert not any("generations:" in line or "^C" in line for line in lines), lines[-5:]  # ...and it is gone
+    assert screen[screen.index(lines[-2]) + 1] == lines[-1]  # with the bar, no blank line is left
     resume_line = lines[-1]
     assert resume_line.startswith("interrupted; finished generations are saved. Continue with: ")
     command = resume_line.split("Continue with: ", 1)[1]
