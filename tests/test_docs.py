@@ -21,7 +21,7 @@ def test_the_readme_is_a_front_page():
 def test_the_readme_shows_the_test_command_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci == "python3 -m pytest -q"
-    assert re.search(rf"^{re.escape(ci)}\s", (ROOT / "README.md").read_text(), flags=re.M)
+    assert re.search(rf"^{re.escape(ci)}\s", (ROOT / "README.md").read_text(), flags=re.MULTILINE)
 
 
 def test_no_page_names_the_repositorys_surroundings():
