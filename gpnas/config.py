@@ -40,6 +40,19 @@ GENE_KEYS = ("min", "max", "step", "choices", "log")
 MAX_MEMORY_BYTES = 256 * 2**30
 MAX_TREE_DEPTH = 50   # <= gp.MAX_PARSE_DEPTH: every evolved tree can be read back from a snapshot
 MAX_TREE_SIZE = 1000  # nodes; its text stays far below gp.MAX_TREE_TEXT
+# The largest value of every size a preset gives: far beyond the presets shipped (shakespeare-char:
+# 16 males, 64 females, 5000 steps), small enough that a slip (ga.n_males = 100000000000) is one line
+# at load time, not a run folder and a process that grows for minutes. tree_max_* are bounded above.
+SIZE_LIMITS = {
+    "ga.n_males": 10_000, "ga.n_females": 10_000, "ga.seed_archive": 10_000, "ga.son_candidates": 1_000,
+    "ga.female_steps": 1_000,
+    "budget.early_iters": 10_000_000, "budget.full_iters": 10_000_000, "budget.eval_interval": 10_000_000,
+    "budget.warmup_iters": 10_000_000, "budget.eval_batches": 100_000, "budget.block_size": 1_000_000,
+    "budget.batch_size": 1_000_000, "budget.eval_timeout_s": 30 * 24 * 3600.0,
+}
+MAX_CURVE_POINTS = 100_000  # validation evaluations in one full run (full_iters / eval_interval + 1)
+# The search's own memory (populations, son candidates, trees), estimated by estimate_search_bytes
+MAX_SEARCH_BYTES = 8 * 2**30
 
 
 @dataclass(frozen=True)
@@ -441,7 +454,30 @@ def _check_space(space: SpaceConfig, reference: "Reference", src: str) -> None:
         _fail(src, "no n_embd in space.n_embd is a multiple of an n_head in space.n_head; add one")
 
 
+def _check_limits(obj, section: str, src: str) -> None:
+    """Every size key of ``section`` at most its SIZE_LIMITS value."""
+    for f in fields(obj):
+        key, value = f"{section}.{f.name}", getattr(obj, f.name)
+        limit = SIZE_LIMITS.get(key)
+        if limit is not None and value > limit:
+            _fail(src, f"{key} = {value:,} is larger than the limit of {limit:,.0f}; lower it")
+
+
+def estimate_search_bytes(ga: GAConfig) -> dict[str, int]:
+    """Rough peak memory of the search itself, in bytes, by the key that drives each part.
+
+    Females: parents and offspring, each a DEAP tree of at most ``tree_max_size``
+    nodes (about 200 bytes a node with its scores); males: every son candidate of a
+    generation and the generation-0 archive seed (about 4 KiB each with its genome,
+    fitness and record). An estimate for refusing absurd presets, not a guarantee.
+    """
+    return {"ga.n_females": 2 * ga.n_females * ga.tree_max_size * 200,
+            "ga.n_males": ga.n_males * max(1, ga.son_candidates) * 4096,
+            "ga.seed_archive": ga.seed_archive * 4096}
+
+
 def _check_budget(b: BudgetConfig, src: str) -> None:
+    _check_limits(b, "budget", src)
     for k in ("early_iters", "full_iters", "eval_interval", "eval_batches", "block_size", "batch_size"):
         if getattr(b, k) < 1:
             _fail(src, f"budget.{k} = {getattr(b, k)} must be >= 1")
@@ -461,6 +497,10 @@ def _check_budget(b: BudgetConfig, src: str) -> None:
     if b.early_iters < 3 * b.eval_interval:
         _fail(src, f"budget.early_iters = {b.early_iters} must be >= 3 * budget.eval_interval "
                    f"(4 early evaluations); lower eval_interval or raise early_iters")
+    if b.full_iters // b.eval_interval + 1 > MAX_CURVE_POINTS:
+        _fail(src, f"budget.full_iters / budget.eval_interval = {b.full_iters // b.eval_interval:,} evaluations "
+                   f"of the validation loss per run, more than the limit of {MAX_CURVE_POINTS:,}; "
+                   "raise eval_interval")
 
 
 def _check_ga(ga: GAConfig, src: str) -> None:
@@ -468,6 +508,7 @@ def _check_ga(ga: GAConfig, src: str) -> None:
         if not ok:
             _fail(src, message)
 
+    _check_limits(ga, "ga", src)
     need(ga.n_males >= 2, f"ga.n_males = {ga.n_males} must be >= 2")
     need(ga.n_females >= 2, f"ga.n_females = {ga.n_females} must be >= 2")
     need(0 <= ga.male_elites < ga.n_males,
@@ -494,6 +535,12 @@ def _check_ga(ga: GAConfig, src: str) -> None:
     need(1 <= ga.female_tournament <= ga.n_females,
          f"ga.female_tournament = {ga.female_tournament} must be in 1..ga.n_females")
     need(1 <= ga.parsimony_size <= 2, f"ga.parsimony_size = {ga.parsimony_size} must be in [1, 2]")
+    parts = estimate_search_bytes(ga)
+    if sum(parts.values()) > MAX_SEARCH_BYTES:
+        key = max(parts, key=parts.get)
+        _fail(src, f"the search would need about {sum(parts.values()) / 2**30:.0f} GiB of memory, most of it "
+                   f"for {key} = {getattr(ga, key.split('.')[1]):,} (limit {MAX_SEARCH_BYTES / 2**30:.0f} GiB); "
+                   f"lower {key}")
 
 
 def _check_reference(preset: Preset, src: str) -> None:
@@ -582,7 +629,8 @@ def eval_time_limit(preset: "Preset", device: str = "cpu") -> float:
     tokens = b.full_iters * b.batch_size * b.block_size
     evals = b.full_iters // b.eval_interval + 1
     eval_tokens = 2 * evals * b.eval_batches * b.batch_size * b.block_size
-    flops = flops_per_token(largest_architecture(preset.space, preset.reference), b.block_size) * (tokens + eval_tokens / 3)
+    largest = largest_architecture(preset.space, preset.reference)
+    flops = flops_per_token(largest, b.block_size) * (tokens + eval_tokens / 3)
     return EVAL_LIMIT_FLOOR_S + flops / SLOWEST_FLOPS_PER_S[kind]
 
 

@@ -99,6 +99,11 @@ def test_a_plain_predictor_file_works(tmp_path, curves_file):
     assert len(result.output.splitlines()) == 12
 
 
+def balanced_tree(depth: int) -> str:
+    """add(add(...), add(...)) with 2**depth leaves."""
+    return "rel_last" if depth == 0 else f"add({balanced_tree(depth - 1)}, {balanced_tree(depth - 1)})"
+
+
 PREDICTOR_CASES = {
     "import call in tree": (predictor_dict(tree=CODE), "tree"),
     "import call in an equation": (predictor_dict(equations=[{"kind": "tree", "tree": CODE,
@@ -119,16 +124,27 @@ PREDICTOR_CASES = {
     "prefix fraction not a number": (predictor_dict(prefix={"frac": "all"}), "predictor"),
     "prefix fraction NaN": (predictor_dict(prefix={"frac": float("nan")}), "predictor"),
     "prefix fraction out of range": (predictor_dict(prefix={"frac": 7}), "predictor"),
+    # huge but finite: refused on load, never a numpy overflow warning and "prediction": NaN
+    "huge coefficients": (predictor_dict(equations=[{"kind": "tree", "tree": "add(rel_last, slope_all)",
+                                                     "scaling": {"coef": [-1e308, 1e308, 1e308], "lo": -1, "hi": 1}}]),
+                          "beyond the limit"),
+    "huge range": (predictor_dict(ranges={"rel_last": [-1e308, 1e308]}), "ranges"),
+    # too large, and the message says so and names the limit (not "expected a non-empty tree string")
+    "tree nested 100,000 deep": (predictor_dict(tree="neg(" * 100_000 + "rel_last" + ")" * 100_000),
+                                 "too large", "100,000 characters"),
+    "tree with 2^17 leaves": (predictor_dict(tree=balanced_tree(17)), "too large", "100,000 characters"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(PREDICTOR_CASES))
 def test_a_hostile_or_broken_predictor_file_is_refused(tmp_path, curves_file, name):
-    content, word = PREDICTOR_CASES[name]
+    content, *words = PREDICTOR_CASES[name]
     path = tmp_path / "predictor.json"
     path.write_text(json.dumps(content))
     for command in ("predict", "eval"):
-        refused(cli("predictors", command, "--predictor", path, "--curves", curves_file), word)
+        result = cli("predictors", command, "--predictor", path, "--curves", curves_file)
+        refused(result, *words)
+        assert "Warning" not in result.output and "NaN" not in result.output
 
 
 @pytest.mark.parametrize("name, payload", [
@@ -207,6 +223,11 @@ PRESET_CASES = {
                     "GiB"),
     "absurd count": (MICRO.replace("n_layer = { min = 1, max = 2 }", "n_layer = { min = 1, max = 1e12 }"),
                      "space.n_layer"),
+    "huge population": (MICRO.replace("n_males = 4", "n_males = 100000000000"), "ga.n_males", "limit"),
+    "huge female population": (MICRO.replace("n_females = 8", "n_females = 100000000000"), "ga.n_females", "limit"),
+    "huge budget": (MICRO.replace("batch_size = 4", "batch_size = 100000000000"), "budget.batch_size", "limit"),
+    "search beyond memory": (MICRO.replace("n_males = 4", "n_males = 10000").replace(
+        "son_candidates = 4", "son_candidates = 1000"), "ga.n_males", "GiB"),
     "not TOML": ("name = [unclosed\n", "not valid TOML"),
     "space not a table": (MICRO.replace("[space]\n", "space = 3\n[space2]\n"), "preset"),
 }
@@ -214,11 +235,11 @@ PRESET_CASES = {
 
 @pytest.mark.parametrize("name", sorted(PRESET_CASES))
 def test_a_broken_preset_is_refused_before_anything_runs(tmp_path, tiny_corpus_dir, name):
-    text, word = PRESET_CASES[name]
+    text, *words = PRESET_CASES[name]
     path = tmp_path / "preset.toml"
     path.write_text(text)
     refused(cli("evolve", "--preset", path, "--data-dir", tiny_corpus_dir, "--out", tmp_path / "run",
-                "--backend", "serial"), word, code=2)
+                "--backend", "serial"), *words, code=2)
     assert not (tmp_path / "run").exists()
 
 
@@ -734,3 +755,53 @@ def test_an_out_folder_that_cannot_be_created_is_one_line(tmp_path, tiny_corpus_
     (tmp_path / "file").write_text("not a folder")
     refused(cli("evolve", "--preset", "micro", "--backend", "serial", "--data-dir", tiny_corpus_dir,
                 "--out", tmp_path / "file" / "run"), "file")
+
+
+# ------------------------------------------------------------------ issue 24: inputs that lost or hid something
+
+@pytest.mark.parametrize("damage", ["deleted", "empty file", "no evaluations"])
+def test_a_resume_whose_archive_is_missing_or_empty_is_refused(run_copy, damage):
+    """Snapshots say generations were evaluated, but the archive that held them is gone:
+    a resume would silently train them again and end elsewhere; it refuses in one line."""
+    archive = run_copy / "archive.sqlite"
+    if damage == "no evaluations":
+        with sqlite3.connect(archive) as db:
+            db.execute("DELETE FROM evaluations")
+        db.close()
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            (run_copy / f"archive.sqlite{suffix}").unlink(missing_ok=True)
+        if damage == "empty file":
+            archive.write_bytes(b"")
+    before = tree(run_copy)
+    line = refused(resume(run_copy), "archive.sqlite", "finished generation", "--out")
+    assert ("is missing" in line) == (damage == "deleted")
+    assert tree(run_copy) == before
+
+
+def test_resume_with_out_is_refused(run_copy):
+    before = tree(run_copy)
+    other = run_copy.parent / "other"
+    result = cli("evolve", "--resume", run_copy, "--out", other, "--backend", "serial", "--threads", "1",
+                 "--data-dir", run_copy.parent / "corpus")
+    refused(result, "--out", "--resume", code=2)
+    assert not other.exists() and tree(run_copy) == before
+
+
+def test_a_prediction_that_is_not_finite_is_null_with_a_reason(tmp_path, curves_file, monkeypatch):
+    """Should a prediction ever overflow, its line is still JSON: null and why (JSON has no NaN)."""
+    import numpy as np
+
+    from gpnas.predict.predictor import CurvePredictor
+
+    real = CurvePredictor.predict
+    monkeypatch.setattr(CurvePredictor, "predict",
+                        lambda self, curves, **kw: np.where(np.arange(len(curves)) == 0, np.nan,
+                                                            real(self, curves, **kw)))
+    (tmp_path / "p.json").write_text(json.dumps(predictor_dict()))
+    result = cli("predictors", "predict", "--predictor", tmp_path / "p.json", "--curves", curves_file)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert "NaN" not in result.output
+    assert lines[0]["prediction"] is None and "finite" in lines[0]["reason"]
+    assert all(isinstance(line["prediction"], float) and "reason" not in line for line in lines[1:])

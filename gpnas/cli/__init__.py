@@ -32,6 +32,21 @@ COMMANDS = {
     "ablate": "gpnas.cli.ablate:ablate_command",
     "table": "gpnas.cli.table:table",
 }
+# command name -> the first sentence of its help, which `gpnas --help` shortens to fit the terminal as
+# click does, so the list imports no command (torch, sympy, scipy: about 1.5 s); tests/cli/test_cli_user.py
+# checks it against each command's docstring
+SHORT_HELP = {
+    "ablate": "Compare every mode with baseline, random search, successive halving and regularized evolution "
+              "at the same budget of training FLOPs (6 N + 12 L H Q T per token, nanoGPT's estimate_mfu), "
+              "over several seeds.",
+    "curves": "Write learning curves as curve files, for `gpnas predictors fit`.",
+    "data": "Show where the text comes from, its hash status, vocabulary and split sizes.",
+    "evolve": "Co-evolve architectures and learning-curve predictors.",
+    "predictors": "Evolve learning-curve predictors (females) and use them on curve files.",
+    "show": "Print the summary of a finished run again (or write its report.html).",
+    "table": "Tables of recorded curves: replay whole searches in seconds (evolve --table, ablate --table).",
+    "train": "Train one architecture on shakespeare_char and report its learning curve and metrics.",
+}
 
 
 class UserError(click.ClickException):
@@ -51,6 +66,15 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+    def format_commands(self, ctx, formatter):
+        """The command list of ``--help`` from SHORT_HELP, without importing a command."""
+        names = self.list_commands(ctx)
+        if names:
+            limit = formatter.width - 6 - max(len(name) for name in names)  # click's own Group.format_commands
+            rows = [(name, click.utils.make_default_short_help(SHORT_HELP.get(name, ""), limit)) for name in names]
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def get_command(self, ctx, name):
         if name in self.lazy_commands:

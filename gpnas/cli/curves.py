@@ -31,10 +31,12 @@ def export_command(run_dir, out_path):
     counts = export_curves(run_dir, out_path)
     diverged = (f", {counts.diverged} diverged (cut where they diverged; "
                 f"marked \"diverged\": true, with their horizon)") if counts.diverged else ", 0 diverged"
+    whose = "that other runs paid for" if counts.shared else "not charged to this run"
     click.echo(f"wrote {counts.written} curves to {out_path}: {counts.complete} complete{diverged}; "
                f"left out {counts.early} early and {counts.failed} failed evaluations"
-               + (f", and {counts.not_charged} in the archive that other runs paid for"
-                  if counts.not_charged else ""))
+               + (", the preset's reference architecture (trained beside the run, not charged to it)"
+                  if counts.reference else "")
+               + (f", and {counts.not_charged} in the archive {whose}" if counts.not_charged else ""))
 
 
 @curves.command(name="import-optuna")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import signal
 import sys
 import threading
@@ -16,17 +18,55 @@ from gpnas.search.engine import MODES
 DEFAULT_GENERATIONS = 20
 
 
+LINE_WIDTH = 100  # a generation line fits a 100-column terminal; --verbose adds a second line
+
+
 def _generation_line(state, row) -> str:
+    """One generation at a glance, at most LINE_WIDTH columns, with units:
+
+        gen  20  trained  8  best loss 2.2801  predicted 2.3501  early 90.3 loss/Mtok  1.2e13 FLOPs
+
+    trained: new evaluations this generation (cache hits: --verbose); best loss: the best
+    true final validation loss so far; predicted: the best male's calibrated predicted final
+    loss this generation, and early his early score (validation loss fallen per million
+    training tokens), left out while there is none (generation 0); FLOPs: training charged
+    so far (its tokens, steps and seconds: --verbose). FAILED N: failed evaluations, their reason cut to fit (--verbose and the
+    summary give it whole).
+    """
     def f(x, spec=".4f"):
         return "n/a" if x is None else format(x, spec)
 
-    reason = row.get("failure") or "unknown"
-    failed = (f"  FAILED {row['failed']}: {reason if len(reason) <= 120 else reason[:117] + '...'}"
-              if row.get("failed") else "")
-    return (f"gen {row['generation']:3d}  evaluated {row['evaluated']:2d}  cache hits {row['cache_hits']:2d}  "
-            f"best predicted {f(row['best_predicted'])} (early score {f(row.get('best_early_score'), '.3f')})  "
-            f"best true {f(row['best_true'])}  female held-out error {f(row['female_holdout_error'])}  "
-            f"compute {row.get('flops', 0):.3g} FLOPs {row['tokens']:,} tokens {row['train_seconds']:.1f} s{failed}")
+    flops = re.sub(r"e\+0*", "e", format(row.get("flops", 0), ".1e"))  # 1.2e13, 1.1e9, 2.0e12
+    score = row.get("best_early_score")
+    early = "n/a" if score is None else f"{score:.{1 if abs(score) < 100 else 0}f} loss/Mtok"  # 90.3, 531
+    line = (f"gen {row['generation']:3d}  trained {row['evaluated']:2d}  best loss {f(row['best_true'])}  "
+            + (f"predicted {f(row['best_predicted'])}  " if row.get("best_predicted") is not None else "")
+            + (f"early {early}  " if score is not None else "")  # before any prediction (generation 0): left out
+            + f"{flops} FLOPs")
+    if row.get("failed"):
+        short = f"  FAILED {row['failed']}"
+        failed = f"{short}: {row.get('failure') or 'unknown'}"
+        room = LINE_WIDTH - len(line)
+        line += (failed if len(failed) <= room else failed[:room - 3] + "..." if room >= len(short) + 12
+                 else short)
+    return line
+
+
+def _verbose_line(state, row) -> str:
+    """The rest of a generation's logbook row, indented under its line (--verbose)."""
+    def f(x, spec=".4f"):
+        return "n/a" if x is None else format(x, spec)
+
+    predictor = row.get("predictor") or "n/a"
+    predictor = predictor if len(predictor) <= 60 else predictor[:57] + "..."
+    rho = (f" (cv Spearman {f(row.get('cv_spearman'), '.3f')} vs last value {f(row.get('cv_spearman_last'), '.3f')})"
+           if row.get("cv_spearman") is not None else "")
+    failure = f"\n         failed: {row['failure']}" if row.get("failed") else ""
+    return (f"         cached {row['cache_hits']}  promoted {row.get('promoted', 0)}  "
+            f"raw prediction {f(row.get('best_raw'))}  "
+            f"female error: training {f(row.get('female_train_error'))}, held out {f(row['female_holdout_error'])}  "
+            f"{row['tokens']:,} tokens {row.get('steps', 0):,} steps {row['train_seconds']:.1f} s\n"
+            f"         predictor {predictor}{rho}{failure}")
 
 
 @click.command("evolve")
@@ -49,11 +89,14 @@ def _generation_line(state, row) -> str:
               help="Replay this table of recorded curves instead of training (docs/tables.md): a whole "
                    "search in seconds.")
 @click.option("--task", "table_task", default=None, help="The task of a table file that holds several.")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Under each generation line, the rest of its logbook row: promotions, raw prediction, "
+                   "the females' errors, tokens and steps, the predictor in use.")
 @data_dir_option
 @device_options
 @backend_options
 def evolve_command(generations, preset, overrides, mode, seed, out, resume, archive, keep_checkpoints, as_json,
-                   table, table_task, data_dir, device, threads, backend, workers, address):
+                   table, table_task, verbose, data_dir, device, threads, backend, workers, address):
     """Co-evolve architectures and learning-curve predictors.
 
     Prints one line per generation and, at the end, the best architecture
@@ -68,7 +111,7 @@ def evolve_command(generations, preset, overrides, mode, seed, out, resume, arch
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         _evolve(generations, preset, overrides, mode, seed, out, resume, archive, keep_checkpoints, as_json,
-                data_dir, device, threads, backend, workers, address, table, table_task)
+                data_dir, device, threads, backend, workers, address, table, table_task, verbose)
     except KeyboardInterrupt:  # before the run folder existed: nothing to continue
         echo("\ninterrupted before the run started; nothing was saved", err=True)
         sys.exit(130)
@@ -82,7 +125,7 @@ def _interrupt(signum, frame):
 
 
 def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, keep_checkpoints, as_json,
-            data_dir, device, threads, backend, workers, address, table=None, table_task=None):
+            data_dir, device, threads, backend, workers, address, table=None, table_task=None, verbose=False):
     from gpnas.config import check_fits, largest_architecture, load_preset
     from gpnas.jobs.run import (check_unchanged, default_out, execute, new_run, open_run, record_target,
                                 resume_target)
@@ -91,6 +134,9 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, ke
     from gpnas.train.trainer import resolve_device
 
     # every option is checked before anything is created: the device, the preset, the data, the backend
+    if resume and out:
+        raise click.UsageError(f"--out cannot be given with --resume: a resume continues {resume} in place; "
+                               "drop --out, or drop --resume to start a new run in --out")
     resolve_device(device)
     if table_task and not table:
         raise click.UsageError("--task picks a task of a --table file; give --table FILE too")
@@ -137,21 +183,25 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, ke
             done = -1
         echo(f"run folder: {run.folder.path}  (mode {run.mode}, preset {run.preset.name}, seed {run.seed})",
              err=as_json)
-        with Progress(total=target, initial=max(done, 0), label="generations", unit="gen",
+        # generations 0..target: target + 1 of them, so the bar counts generation 0 too
+        with Progress(total=target + 1, initial=done + 1, label="generations", unit="gen",
                       enabled=None if not as_json else False) as bar:
             def on_generation(state, row):
                 if resume and state.generation > done:  # a resumed generation is done: keep the new target
                     record_target(run, target)
                 bar.line(_generation_line(state, row), err=as_json)
-                bar.update_to(state.generation)
+                if verbose:
+                    bar.line(_verbose_line(state, row), err=as_json)
+                bar.update_to(state.generation + 1)
 
             try:
                 summary, _ = execute(run, target, map_fn=map_fn, device=device, threads=threads,
                                      callbacks=[on_generation], keep_checkpoints=keep_checkpoints)
             except KeyboardInterrupt:
-                bar.close()
-                echo(f"\ninterrupted; finished generations are saved. Continue with: "
-                     f"gpnas evolve --resume {run.folder.path}", err=True)
+                shown = bar.bar is not None
+                bar.interrupted()  # the bar and the terminal's ^C are gone; a pipe gets a fresh line
+                echo(f"{'' if shown else chr(10)}interrupted; finished generations are saved. Continue with: "
+                     f"gpnas evolve --resume {shlex.quote(str(run.folder.path))}", err=True)
                 sys.exit(130)
     if as_json:
         echo(json.dumps(summary, indent=2))
@@ -176,7 +226,7 @@ def show_command(run_dir, as_json, as_html):
     path = folder.path / "summary.json"
     if not path.exists():
         raise click.ClickException(f"{folder.path} has no summary yet (the run was interrupted); "
-                                   f"finish it with: gpnas evolve --resume {folder.path}")
+                                   f"finish it with: gpnas evolve --resume {shlex.quote(str(folder.path))}")
     summary = read_json(path)
     try:
         if as_html:
@@ -187,5 +237,5 @@ def show_command(run_dir, as_json, as_html):
             text = render_summary(summary) + "\n" + render_closing(summary, folder.path)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
         raise FileFormatError(f"{path}: not a gpnas summary ({type(error).__name__}: {error}); rewrite it with "
-                              f"`gpnas evolve --resume {run_dir}`") from None
+                              f"`gpnas evolve --resume {shlex.quote(str(run_dir))}`") from None
     echo(text)

@@ -139,3 +139,13 @@ class Progress:
             with contextlib.suppress(OSError):
                 self.bar.close()
             self.bar = None
+
+    def interrupted(self) -> None:
+        """Close the bar after Ctrl-C and erase its whole line: the terminal echoed ``^C``
+        after the bar, where closing it (which blanks only the bar's width) would leave it."""
+        shown = self.bar is not None
+        self.close()
+        if shown:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write("\r\x1b[2K")  # carriage return, erase the entire line
+                sys.stderr.flush()

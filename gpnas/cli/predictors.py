@@ -11,7 +11,7 @@ from gpnas.cli.output import echo, plural
 from gpnas.predict import closedform
 from gpnas.predict.baselines import score_baselines
 from gpnas.predict.curves import prefix_length, read_curves
-from gpnas.predict.predictor import CurvePredictor, PredictorConfig
+from gpnas.predict.predictor import CurvePredictor, PredictorConfig, in_sample
 
 
 def _fmt(v, digits=4):
@@ -146,7 +146,10 @@ def predict(predictor_path, curves_path, prefix_frac):
     model = CurvePredictor.load(predictor_path)
     curves = read_curves(curves_path)
     for c, p in zip(curves, model.predict(curves, prefix_frac=prefix_frac)):
-        echo(json.dumps({"task": c.task, "config_id": c.config_id, "prediction": float(p)}))
+        line = {"task": c.task, "config_id": c.config_id, "prediction": float(p) if math.isfinite(p) else None}
+        if line["prediction"] is None:  # JSON has no NaN: null, and why
+            line["reason"] = "the prediction overflowed (not a finite number); check the curve's values"
+        echo(json.dumps(line, allow_nan=False))
 
 
 @predictors.command(name="eval")
@@ -161,15 +164,24 @@ def eval_command(predictor_path, curves_path, prefix_frac, as_json):
     frac = prefix_frac or model.config.prefix_frac
     check_complete(curves, curves_path, frac)
     rows = {"gpnas": model.score(curves, prefix_frac=frac), **score_baselines(curves, frac)}
+    seen = in_sample(model, curves)
+    note = (f"in-sample: the predictor was fitted on {seen} of these {plural(len(curves), 'curve')}, so its "
+            "figures are optimistic; score it on curves it was not fitted on (fit with --holdout-task NAME "
+            "to keep a task out)" if seen else "")
     if as_json:
-        echo(json.dumps({"prefix_frac": frac, "curves": curves_path, "scores": rows}, indent=1))
+        echo(json.dumps({"prefix_frac": frac, "curves": curves_path, "in_sample_curves": seen,
+                         "scores": rows}, indent=1))
         return
+    if note:
+        echo(note)
     for task in rows["gpnas"]["per_task"]:
         n = rows["gpnas"]["per_task"][task]["n"]
         echo(f"{task} ({n} curve{'s' if n != 1 else ''})")
         per = {name: {"mean": s["per_task"][task]} for name, s in rows.items()}
         for line in _scores_table(per):
             echo("  " + line)
-    echo("mean over tasks")
+    echo("mean over tasks" + (" (in-sample)" if seen else ""))
     for line in _scores_table(rows):
         echo("  " + line)
+    if note:
+        echo(note)

@@ -26,7 +26,8 @@ def _seeds(text: str) -> list[int]:
 
 
 @table.command("build")
-@click.option("--preset", default="cpu-small", show_default=True, help="Preset name or TOML file: its space and budget.")
+@click.option("--preset", default="cpu-small", show_default=True,
+              help="Preset name or TOML file: its space and budget.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a preset value (repeatable).")
 @click.option("--levels", type=int, default=8, show_default=True,
               help="Values of each continuous gene (log-spaced for log genes); discrete genes take all theirs.")

@@ -37,8 +37,8 @@ def make_study(method: str, seed: int, n_evaluations: int, min_resource: int = 1
     sampler = (optuna.samplers.RandomSampler(seed=seed) if method == "optuna-random-sh"
                else optuna.samplers.TPESampler(seed=seed))
     max_resource = max(2, n_evaluations - 1)
-    pruner = {"optuna-tpe-hyperband": optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource=max_resource,
-                                                                     reduction_factor=3),
+    pruner = {"optuna-tpe-hyperband": optuna.pruners.HyperbandPruner(min_resource=min_resource,
+                                                                     max_resource=max_resource, reduction_factor=3),
               "optuna-random-sh": optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource,
                                                                          reduction_factor=3),
               "optuna-tpe": optuna.pruners.NopPruner()}[method]

@@ -16,7 +16,7 @@ from pathlib import Path
 from gpnas.config import check_fits, eval_time_limit, largest_architecture, preset_from_dict, preset_to_dict
 from gpnas.errors import ConfigError, FileFormatError
 from gpnas.report.run import summarize, write_report
-from gpnas.runs.archive import Archive, archive_knows_run
+from gpnas.runs.archive import Archive, archive_knows_run, evaluation_count
 from gpnas.runs.folder import ARCHIVE_NAME, RunFolder, is_inside, write_json
 from gpnas.runs.table import read_table
 from gpnas.runs.tasks import ARCH_KEYS, TableTask, TrainingTask, table_space
@@ -121,6 +121,7 @@ def open_run(path, dataset_loader, data_dir=None) -> Run:
     if target is not None and (not isinstance(target, int) or isinstance(target, bool) or target < 1):
         raise FileFormatError(f"{where}: 'generations' must be a whole number of at least 1; the file is damaged")
     check_archive(folder)
+    check_archive_holds_evaluations(folder)
     try:
         preset = preset_from_dict(meta["preset"])
     except ConfigError as error:
@@ -173,6 +174,23 @@ def check_archive(folder: RunFolder) -> None:
                               "(it does not know the run's id); a run folder from elsewhere keeps its archive "
                               "inside it: copy the archive into the folder and set 'archive' to "
                               f"{ARCHIVE_NAME}")
+
+
+def check_archive_holds_evaluations(folder: RunFolder) -> None:
+    """A run whose snapshots record finished generations needs the archive that holds their
+    evaluations: without it a resume would train them again and end elsewhere than the
+    uninterrupted run (and with no curves for its predictors). FileFormatError when the
+    archive is missing or empty while a snapshot exists."""
+    snapshots = folder.snapshot_paths()
+    if not snapshots:
+        return
+    path, _ = folder.archive_location()
+    if evaluation_count(path) == 0:
+        what = "is missing" if not path.exists() else "holds no evaluation"
+        raise FileFormatError(f"{path} {what}, but {folder.path}/snapshots/ records "
+                              f"{len(snapshots)} finished generation(s) whose evaluations it held; a resume "
+                              "cannot reproduce the run without it: restore the archive, or start again "
+                              "with gpnas evolve --out NEW_FOLDER")
 
 
 def check_unchanged(run: Run, preset, mode: str | None, seed: int | None) -> None:

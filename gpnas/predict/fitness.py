@@ -50,6 +50,9 @@ MAX_GENES = 4
 RIDGE = 1e-6      # relative Tikhonov term: keeps collinear genes' coefficients finite
 LINEAR_RIDGE = 0.3  # the linear model's relative penalty on its standardised features (set once, not tuned)
 MIN_RANK_GROUP = 3
+# A scaling read from a file has coefficients of at most this magnitude: with genes clipped to
+# +-OUTPUT_CLIP and features to ranges of at most MAX_COEF, a prediction stays finite.
+MAX_COEF = 1e100
 
 
 @dataclass
@@ -184,6 +187,9 @@ class Scaling:
         lo, hi = float(d["lo"]), float(d["hi"])
         if not coef or not all(math.isfinite(c) for c in (*coef, lo, hi)) or lo > hi:
             raise ValueError("a scaling needs finite coefficients and lo <= hi")
+        if max(abs(c) for c in coef) > MAX_COEF:
+            raise ValueError(f"a scaling coefficient of {max(coef, key=abs):g} is beyond the limit of +-{MAX_COEF:g} "
+                             "(a fit never makes one; the file was edited or damaged)")
         return cls(coef, lo, hi)
 
 

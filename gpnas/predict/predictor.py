@@ -39,6 +39,7 @@ on foreign curves it fails (results/predictors/margins.md).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -417,10 +418,9 @@ class CurvePredictor:
         curves = list(curves)
         columns = fit.clip_columns(feature_matrix(curves, frac, self.features_, self.config_keys_), self.ranges_)
         members = self.ensemble_ if i is None else [i]
-        preds = np.stack([self._finals(self.equations_[j], curves, columns, frac) for j in members])
-        if not return_std:
-            return preds[0]
-        return preds[0], preds.std(axis=0)
+        with np.errstate(all="ignore"):  # extreme curve values overflow to inf/NaN, which callers check
+            preds = np.stack([self._finals(self.equations_[j], curves, columns, frac) for j in members])
+            return (preds[0], preds.std(axis=0)) if return_std else preds[0]
 
     def score(self, curves, i=None, prefix_frac=None) -> dict:
         return score_predictions(self.predict(curves, i, prefix_frac), curves)
@@ -467,20 +467,31 @@ class CurvePredictor:
                                     input_ranges=self.ranges_)
 
     def describe_choice(self) -> str:
-        """One line: what was chosen and why, for people."""
+        """One line for people: what was chosen, the criterion that decided, then its figures.
+
+        Each kind is chosen by its own test (``choose``): a formula by ranking better than the
+        last value fold by fold, the linear model by its leave-one-out test, the last value (or
+        its offset) when neither passes; the cross-validated Spearman and regret follow as
+        figures, never as the reason (a linear model may pass its test with a lower Spearman).
+        """
         c, last = self.best_, next(x for x in self.equations_ if x.kind == "last")
+        cfg = self.config
         vs = (f"cross-validated Spearman {c.cv['spearman']:.3f} vs last value {last.cv['spearman']:.3f}, "
               f"regret {c.cv['regret']:.4f} vs {last.cv['regret']:.4f}")
         linear = next((x for x in self.equations_ if x.kind == "linear"), None)
         ez, rz = (linear.cv.get(k, math.nan) for k in ("error_z", "rank_z")) if linear else (math.nan, math.nan)
-        gain = (f"; the linear model's leave-one-out gains: squared error {ez:.2f} standard errors "
-                f"(needs > {self.config.linear_margin:g}), Spearman {rz:.2f} (needs >= 0)"
+        test = (f"leave-one-out squared error {ez:+.2f} standard errors better than the last value + offset's "
+                f"(needs > {cfg.linear_margin:g}), Spearman {rz:+.2f} standard errors (needs >= 0)"
                 if math.isfinite(ez) and math.isfinite(rz) else "")
         if c.kind == "tree":
-            return f"chosen: an evolved formula ({vs})"
+            return (f"chosen: an evolved formula, because it ranked better than the last value fold by fold by more "
+                    f"than {cfg.rank_margin:g} standard errors ({vs})")
         if c.kind == "linear":
-            return f"chosen: the linear model over the {len(self.features_)} features ({vs}{gain})"
-        return f"chosen: {c.kind} — no formula ranked better than the last value in cross-validation ({vs}{gain})"
+            return (f"chosen: the linear model over the {len(self.features_)} features, because it passed its "
+                    f"leave-one-out test ({test}); {vs}")
+        failed_linear = f"; the linear model's test failed ({test})" if test else ""
+        return (f"chosen: {c.kind}, because no evolved formula ranked better than the last value fold by fold by "
+                f"{cfg.rank_margin:g} standard errors{failed_linear}; {vs}")
 
     # -- files --
     def to_dict(self) -> dict:
@@ -495,7 +506,8 @@ class CurvePredictor:
                 "prefix": {"frac": self.config.prefix_frac, "rule": PREFIX_RULE}, "target": TARGET_RULE,
                 "ranges": {k: list(v) for k, v in self.ranges_.items()},
                 "best_index": self.best_index_, "ensemble": list(self.ensemble_),
-                "beats_last": bool(self.beats_last_), "equations": rows, "config": self.config.to_dict()}
+                "beats_last": bool(self.beats_last_), "equations": rows, "config": self.config.to_dict(),
+                "fitted_on": sorted({curve_fingerprint(c) for c in getattr(self, "train_curves_", ())})}
 
     def save(self, path) -> Path:
         """Write ``predictor.json`` (+ ``.tex``, ``.py`` of a formula) into a folder, or to a ``.json`` path;
@@ -544,12 +556,32 @@ class CurvePredictor:
             self.ensemble_ = [_index(i, len(self.equations_)) for i in d.get("ensemble") or [self.best_index_]]
             self.beats_last_ = bool(d.get("beats_last", False))
             self.holdout_scores_, self.history_ = {}, []
+            fitted = d.get("fitted_on") or []
+            if not (isinstance(fitted, list) and all(isinstance(x, str) and len(x) <= 64 for x in fitted)):
+                raise ValueError("'fitted_on' must be a list of curve fingerprints")
+            self.fitted_on_ = frozenset(fitted)
         except FileFormatError as error:
             raise FileFormatError(f"{path}: {error}") from None
         except (TypeError, ValueError, KeyError, ConfigError, AttributeError) as error:
             raise FileFormatError(f"{path}: bad predictor file ({error}); refit it with 'gpnas predictors fit'") \
                 from None
         return self
+
+
+def curve_fingerprint(curve) -> str:
+    """16 hex digits of SHA-256 over a curve's task, config id and values: how a predictor
+    file remembers the curves it was fitted on without holding them (``fitted_on``)."""
+    h = hashlib.sha256(f"{curve.task}\x00{curve.config_id}\x00".encode())
+    h.update(np.ascontiguousarray(curve.values, dtype=np.float64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def in_sample(model, curves) -> int:
+    """How many of ``curves`` the predictor was fitted on (0 for a file without ``fitted_on``)."""
+    fitted = getattr(model, "fitted_on_", None)
+    if fitted is None:
+        fitted = frozenset(curve_fingerprint(c) for c in getattr(model, "train_curves_", ()))
+    return sum(curve_fingerprint(c) in fitted for c in curves)
 
 
 def _finite(v):
@@ -560,9 +592,10 @@ def _ranges(d: dict, features) -> dict:
     out = {}
     for name, pair in d.items():
         if name not in features or not (isinstance(pair, list) and len(pair) == 2 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
+                isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= fit.MAX_COEF for v in pair)
                 and pair[0] <= pair[1]):
-            raise ValueError(f"'ranges' of {name!r} must be [lo, hi] of a feature the predictor reads")
+            raise ValueError(f"'ranges' of {name!r} must be [lo, hi] of a feature the predictor reads, "
+                             f"within +-{fit.MAX_COEF:g}")
         out[name] = (float(pair[0]), float(pair[1]))
     return out
 

@@ -190,8 +190,11 @@ def parse_tree(text: str, pset) -> Tree:
     ``pset`` and arities must match, all before a node is built.
     FileFormatError otherwise.
     """
-    if not isinstance(text, str) or not text.strip() or len(text) > MAX_TREE_TEXT:
+    if not isinstance(text, str) or not text.strip():
         raise FileFormatError("tree: expected a non-empty tree string")
+    if len(text) > MAX_TREE_TEXT:  # before tokenising: a huge text would cost time and memory first
+        raise FileFormatError(f"tree: too large ({len(text):,} characters; the limit is {MAX_TREE_TEXT:,} "
+                              f"characters and {MAX_PARSE_DEPTH} levels of nesting)")
     toks = _tokens(text)
     prims = {p.name: p for p in pset.primitives[pset.ret]}
     terms = {name: pset.mapping[name] for name in pset.arguments}
@@ -207,7 +210,7 @@ def parse_tree(text: str, pset) -> Tree:
     def node(depth=0):  # recursive descent; returns a list of (kind, payload) in prefix order
         nonlocal pos
         if depth > MAX_PARSE_DEPTH:
-            raise FileFormatError(f"tree: nested deeper than {MAX_PARSE_DEPTH} levels")
+            raise FileFormatError(f"tree: too large (nested deeper than the limit of {MAX_PARSE_DEPTH} levels)")
         if pos >= len(toks):
             raise FileFormatError("tree: unexpected end of text")
         kind, tok = toks[pos]

@@ -102,6 +102,10 @@ def render_html(summary: dict, folder: Path) -> str:
                      "(<b>*</b> the chosen one); held-out columns on completed curves no female was fitted on.</p>")
         if chosen.get("text"):
             parts.append(f"<p>{_e(chosen['text'])}</p>")
+        from gpnas.report.run import describe_last_generation  # run.py imports this module lazily
+
+        if describe_last_generation(chosen):
+            parts.append(f"<p>{_e(describe_last_generation(chosen))}</p>")
         parts.append("<table><tr><th></th><th>kind</th><th>cv Spearman</th><th>cv regret</th><th>held-out error</th>"
                      "<th>Spearman</th><th>regret</th><th>formula</th></tr>")
         rows.sort(key=lambda r: r["cv_objective"] if isinstance(r.get("cv_objective"), (int, float)) else 1e300)

@@ -10,6 +10,7 @@ are kept apart, so two runs with the same seed have equal summaries otherwise.
 from __future__ import annotations
 
 import math
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -72,9 +73,36 @@ def female_table(engine, state) -> tuple[list[dict], dict, dict]:
     formulas = [r for r in rows if r["kind"] == "tree"][:TOP_FEMALES]
     baselines = {r["kind"]: r for r in rows if r["kind"] != "tree"}
     chosen = {"kind": model.best_.kind, "beats_last": bool(model.beats_last_), "text": model.describe_choice(),
-              "formula": next(r["formula"] for r in rows if r["chosen"])}
+              "formula": next(r["formula"] for r in rows if r["chosen"]),
+              "curves": len(curve_set.curves), "held_out": int(np.sum(curve_set.holdout)),
+              "last_generation": last_generation_choice(state)}
     engine.chosen_predictor = model
     return formulas, baselines, chosen
+
+
+def last_generation_choice(state) -> dict | None:
+    """The predictor the run's last generation used, as its logbook row has it (the same
+    figures as logbook.csv): the end-of-run choice above is made again on the final
+    females and every completed curve, so the two may differ, and the summary shows both."""
+    row = state.logbook[-1] if state.logbook else None
+    if not row or row.get("cv_spearman") is None:
+        return None
+    return {"generation": row["generation"], "predictor": row.get("predictor") or "last",
+            "cv_spearman": row.get("cv_spearman"), "cv_spearman_last": row.get("cv_spearman_last")}
+
+
+def describe_last_generation(chosen: dict) -> str:
+    """'generation 20 used the linear model (cv Spearman 0.895 vs last value 0.981; logbook.csv)'."""
+    last = chosen.get("last_generation")
+    if not last:
+        return ""
+    kind = last["predictor"]
+    name = {"linear": "the linear model", "last": "the last value", "last+offset": "the last value + offset",
+            "power_law": "the power law"}.get(kind, f"the formula {kind}")
+    name = name if len(name) <= 70 else name[:67] + "..."
+    return (f"generation {last['generation']} used {name} (cv Spearman {_fmt(last['cv_spearman'], '.3f')} vs last "
+            f"value {_fmt(last['cv_spearman_last'], '.3f')}; logbook.csv); the choice above is made again at the "
+            f"end on the final females and all {chosen.get('curves', 'n/a')} completed curves")
 
 
 def uses_hyperparameters(tree, config_keys) -> bool:
@@ -106,7 +134,8 @@ def summarize(engine, state, folder, wall_seconds: float, reference: dict | None
         "baselines": baselines,
         "predictor": chosen,
         "mating": {**stats, **{k: _num(v) if isinstance(v, float) else v for k, v in sons.items()},
-                   "females_using_hyperparameters": sum(uses_hyperparameters(f, engine.features.config_keys) for f in state.females)},
+                   "females_using_hyperparameters": sum(uses_hyperparameters(f, engine.features.config_keys)
+                                                        for f in state.females)},
         "calibration": calibration_summary(state.promotions),
         "compute": compute,
         "promotions": state.promotions,
@@ -182,7 +211,8 @@ def formulas_markdown(summary: dict) -> str:
               "`last` is the last early value, `scale` the median first value of the curves, and",
               "the other names are the features documented in `gpnas/predict/features.py`.",
               "Ordered by the cross-validated objective that chose the predictor.", "",
-              summary["predictor"]["text"], ""]
+              summary["predictor"]["text"], "", *([describe_last_generation(summary["predictor"]), ""]
+                                                 if describe_last_generation(summary["predictor"]) else [])]
     for rank, row in enumerate(summary["females"], 1):
         lines += [
             f"## {rank}. cross-validated Spearman {row['cv_spearman']}, regret {row['cv_regret']}; "
@@ -316,6 +346,8 @@ def render_summary(summary: dict) -> str:
                          f"{ref['tokens']:,} tokens not charged to the run)")
     if summary.get("predictor"):
         lines.append(f"predictor {summary['predictor']['text']}")
+        if describe_last_generation(summary["predictor"]):
+            lines.append(f"  {describe_last_generation(summary['predictor'])}")
         lines.append("  by cross-validated objective (cv Spearman | cv regret || held-out error | Spearman | regret):")
         rows = [*summary["females"], *summary["baselines"].values()]
         for row in sorted(rows, key=lambda r: r["cv_objective"] if r["cv_objective"] is not None else math.inf):
@@ -371,19 +403,20 @@ def render_closing(summary: dict, folder, data_dir: str | None = None, next_gene
     names = [n for n in ("summary.json", "report.html", "formulas.md", "predictor.json", "best_config.py",
                          "hall_of_fame.json", "logbook.csv", "plots/curves.png", "plots/predicted_vs_true.png")
              if (path / n).exists()]
+    quoted = shlex.quote(str(path))  # commands are printed to be pasted: a path with spaces stays one word
     lines = [f"written to {path}/: {', '.join(names)}",
              "  archive.sqlite holds every evaluation and its learning curve (the cache); snapshots/ the state "
              "after each generation"]
     if (path / "report.html").exists():
-        lines.append(f"  open {path / 'report.html'} in a browser: summary, formulas and plots on one page")
+        lines.append(f"  open {shlex.quote(str(path / 'report.html'))} in a browser: summary, formulas and plots on one page")
     if summary.get("best_train_config"):
         lines.append("train the best architecture as the run did, and see what it writes:")
         lines.append("  " + train_command(summary["best_train_config"], summary["seed"], data_dir))
         if (path / "best_config.py").exists():
-            lines.append(f"  with nanoGPT: python train.py {path / 'best_config.py'}")
+            lines.append(f"  with nanoGPT: python train.py {shlex.quote(str(path / 'best_config.py'))}")
     more = next_generations or summary["generations"] + 10
-    lines.append(f"continue the search: gpnas evolve --resume {path} --generations {more}")
-    lines.append(f"see it again: gpnas show {path}   (--html rewrites report.html, --json prints summary.json)")
+    lines.append(f"continue the search: gpnas evolve --resume {quoted} --generations {more}")
+    lines.append(f"see it again: gpnas show {quoted}   (--html rewrites report.html, --json prints summary.json)")
     return "\n".join(lines)
 
 

@@ -287,6 +287,28 @@ def archive_knows_run(path: Path, run_id: str) -> bool:
         db.close()
 
 
+def evaluation_count(path: Path) -> int | None:
+    """How many evaluations the archive at ``path`` holds, only reading: 0 where no file
+    is or the file is empty, None where the file is not a readable gpnas archive (opening
+    it with ``Archive`` says why)."""
+    path = Path(path)
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return 0
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=30.0)
+    except (OSError, sqlite3.Error):
+        return None
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "evaluations" not in tables:
+            return 0 if not tables else None
+        return int(db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0])
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+
+
 def _record(row: tuple) -> EvaluationRecord:
     d = dict(zip(COLUMNS, row))
     for k in ("arch", "train_config", "result"):

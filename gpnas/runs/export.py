@@ -30,7 +30,7 @@ from gpnas.config import hyperparameter_features
 from gpnas.errors import FileFormatError, GpnasError
 from gpnas.predict.curves import curve_from_learning_curve
 from gpnas.runs.archive import Archive, EvaluationRecord
-from gpnas.runs.folder import RunFolder
+from gpnas.runs.folder import RunFolder, read_json
 
 CURVE_LISTS = ("eval_steps", "val_loss", "eval_train_loss")
 
@@ -43,7 +43,9 @@ class ExportCounts:
     diverged: int = 0      # full budget, diverged: written, cut where they diverged
     early: int = 0         # early (prefix) evaluations: not curves of a finished run
     failed: int = 0        # failed, or charged but missing from the archive
-    not_charged: int = 0   # evaluations in the archive this run did not pay for
+    not_charged: int = 0   # evaluations in the archive this run did not pay for (the reference aside)
+    reference: int = 0     # the preset's reference architecture, trained beside the run, not charged to it
+    shared: bool = False   # the archive is shared with other runs (--archive)
 
     @property
     def written(self) -> int:
@@ -98,6 +100,18 @@ def record_curve(record: EvaluationRecord, task: str) -> dict:
     return line
 
 
+def reference_key(folder: RunFolder) -> str | None:
+    """The evaluation key of the run's reference architecture (summary.json), if the run has finished."""
+    path = folder.path / "summary.json"
+    try:
+        summary = read_json(path) if path.is_file() else None
+    except GpnasError:
+        return None
+    reference = summary.get("reference") if isinstance(summary, dict) else None
+    key = reference.get("key") if isinstance(reference, dict) else None
+    return key if isinstance(key, str) else None
+
+
 def export_curves(run_dir, out) -> ExportCounts:
     """Write the run's full-budget curves (its own evaluations only) to ``out`` as JSON Lines.
 
@@ -121,7 +135,10 @@ def export_curves(run_dir, out) -> ExportCounts:
                 lines.append(json.dumps(record_curve(record, task), allow_nan=False))
                 counts.complete += record.status == "complete"
                 counts.diverged += record.status == "diverged"
-        counts.not_charged = archive.count() - sum(key in archive for key in keys)
+        reference = reference_key(folder)
+        counts.reference = int(reference is not None and reference not in keys and reference in archive)
+        counts.not_charged = archive.count() - sum(key in archive for key in keys) - counts.reference
+        counts.shared = folder.archive_external
     if not lines:
         raise GpnasError(f"{folder.path} has no full-budget curve yet ({counts.early} early, {counts.failed} "
                          "failed evaluations); continue the run with `gpnas evolve --resume` until one "

@@ -37,6 +37,7 @@ import io
 import json
 import math
 import os
+import shlex
 from pathlib import Path
 
 from gpnas.errors import FileFormatError, GpnasError
@@ -120,7 +121,7 @@ class RunFolder:
         folder = cls(path)
         if (folder.path / "run.json").exists():
             raise FileFormatError(f"{folder.path} already holds a run; continue it with "
-                                  f"`gpnas evolve --resume {folder.path}` or choose another --out")
+                                  f"`gpnas evolve --resume {shlex.quote(str(folder.path))}` or choose another --out")
         folder.path.mkdir(parents=True, exist_ok=True)
         folder.check_links()  # an existing --out folder may hold links that lead out of it
         (folder.path / "snapshots").mkdir(exist_ok=True)

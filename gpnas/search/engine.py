@@ -73,7 +73,7 @@ class Evolution(Search):
     def step(self, state: State, rng: random.Random) -> dict:
         """One generation, steps (1) to (5); returns its log row. Other search
         methods (gpnas.search.methods) replace this and ``start``, and keep the rest."""
-        work = self.ledger.evaluate(state, [self.ledger.early_request(g) for g in state.males])                        # (1)
+        work = self.ledger.evaluate(state, [self.ledger.early_request(g) for g in state.males])  # (1)
         self.note_sons(state)
         curve_set = self.completed_curves(state)
         holdout = self.mode.breeding.vary_females(self, state, curve_set, rng)  # (2)
@@ -141,7 +141,8 @@ class Evolution(Search):
         (``females.choose``: cross-validated among the females' front and the
         baselines; an ensemble of dissimilar formulas), his uncertainty its
         spread; both go through the calibration fitted on the run's earlier
-        promotions (``calibration``), and the calibrated mean is his fitness. The early score is computed for every male, for the log.
+        promotions (``calibration``), and the calibrated mean is his fitness. The early
+        score is computed for every male, for the log.
         """
         records = self.ledger.early_records(state, state.males)
         usable = [i for i, r in enumerate(records) if r is not None and r.status == "early"]

@@ -23,13 +23,19 @@ ROOT = Path(__file__).resolve().parents[2]
 COLUMNS = 160
 
 
-def run_on_pty(args: list[str], env: dict | None = None, timeout: float = 600) -> tuple[int, bytes]:
-    """(exit code, bytes written to the terminal) of ``python -m gpnas ARGS`` on a pty."""
+def run_on_pty(args: list[str], env: dict | None = None, timeout: float = 600,
+               interrupt_after: bytes | None = None) -> tuple[int, bytes]:
+    """(exit code, bytes written to the terminal) of ``python -m gpnas ARGS`` on a pty;
+    with ``interrupt_after``, Ctrl-C is typed once those bytes have appeared."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, COLUMNS, 0, 0))
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm", "COLUMNS": str(COLUMNS), **(env or {})}
+    # with interrupt_after, the pty is the child's controlling terminal, so typing Ctrl-C (\x03) on it
+    # signals the child's process group and the terminal echoes ^C, as in an interactive shell
+    session = {"start_new_session": True, "preexec_fn": lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0)} \
+        if interrupt_after is not None else {}
     process = subprocess.Popen([sys.executable, "-m", "gpnas", *args], stdin=slave, stdout=slave, stderr=slave,
-                               env=full_env, cwd=ROOT, close_fds=True)
+                               env=full_env, cwd=ROOT, close_fds=True, **session)
     os.close(slave)
     chunks = []
     while True:
@@ -44,6 +50,9 @@ def run_on_pty(args: list[str], env: dict | None = None, timeout: float = 600) -
         if not data:
             break
         chunks.append(data)
+        if interrupt_after is not None and interrupt_after in b"".join(chunks):
+            os.write(master, b"\x03")  # Ctrl-C
+            interrupt_after = None
     os.close(master)
     return process.wait(), b"".join(chunks)
 

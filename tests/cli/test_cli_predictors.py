@@ -118,3 +118,24 @@ def test_fit_saves_the_margins_it_was_given(tmp_path):
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "p" / "predictor.json").read_text())["config"]
     assert (config["rank_margin"], config["linear_margin"]) == (3.0, 0.5)
+
+
+def test_eval_on_the_curves_it_was_fitted_on_says_the_figures_are_in_sample(fitted, tmp_path):
+    """Fitted on tasks a and b (c held out): scoring all 90 curves is in-sample for 60 of them;
+    scoring only c is not."""
+    from gpnas.predict.curves import read_curves
+
+    curves, out, _ = fitted
+    result = CliRunner().invoke(main, ["predictors", "eval", "--predictor", str(out), "--curves", str(curves)])
+    assert result.exit_code == 0, result.output
+    assert "in-sample: the predictor was fitted on 60 of these 90 curves" in result.output
+    assert "mean over tasks (in-sample)" in result.output
+    as_json = CliRunner().invoke(main, ["predictors", "eval", "--predictor", str(out), "--curves", str(curves),
+                                        "--json"])
+    assert json.loads(as_json.output)["in_sample_curves"] == 60
+
+    held = tmp_path / "held.jsonl"
+    write_curves(held, [c for c in read_curves(curves) if c.task == "c"])
+    result = CliRunner().invoke(main, ["predictors", "eval", "--predictor", str(out), "--curves", str(held)])
+    assert result.exit_code == 0, result.output
+    assert "in-sample" not in result.output

@@ -46,8 +46,9 @@ def test_on_a_terminal_the_bar_never_garbles_a_line(tmp_path, corpus):
     assert b"generations:" in raw  # a bar was drawn...
     lines = screen_lines(raw)
     assert not any("generations:" in line for line in lines)  # ...and cleared: it garbles no line, none is left
-    gen_lines = [line for line in lines if "evaluated" in line]
-    assert len(gen_lines) == 3 and all(re.fullmatch(r"gen +\d+  evaluated .* s", line) for line in gen_lines)
+    gen_lines = [line for line in lines if line.startswith("gen ")]
+    assert len(gen_lines) == 3 and all(re.fullmatch(r"gen +\d+  trained +\d+  best loss .* FLOPs", line)
+                                       for line in gen_lines)
     hide, show = cursor_escapes(raw)
     assert hide == show  # every hidden cursor is shown again (tqdm hides none)
     assert [line for line in lines if line][-1].startswith("see it again: gpnas show")
@@ -150,10 +151,12 @@ def _failing_for(monkeypatch, should_fail):
 
 def test_failed_evaluations_show_with_their_reason(tmp_path, corpus, monkeypatch):
     _failing_for(monkeypatch, lambda task: task.train_config["n_layer"] == 2)
-    result = evolve("--generations", "2", "--data-dir", str(corpus), "--out", str(tmp_path / "run"))
+    result = evolve("--generations", "2", "--data-dir", str(corpus), "--out", str(tmp_path / "run"), "--verbose")
     assert result.exit_code == 0, result.output
     failed = [ln for ln in result.output.splitlines() if ln.startswith("gen ") and "FAILED" in ln]
-    assert failed and all("RuntimeError: CUDA error: no kernel image" in ln for ln in failed)
+    assert failed and all(len(ln) <= 100 for ln in failed)
+    reasons = [ln for ln in result.output.splitlines() if ln.strip().startswith("failed: ")]  # --verbose: whole
+    assert len(reasons) == len(failed) and all("RuntimeError: CUDA error: no kernel image" in ln for ln in reasons)
     count = sum(int(re.search(r"FAILED (\d+)", ln).group(1)) for ln in failed)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert f"failed evaluations: {len(summary['failures'])}" in result.output
@@ -162,10 +165,11 @@ def test_failed_evaluations_show_with_their_reason(tmp_path, corpus, monkeypatch
 
 def test_a_run_whose_every_male_fails_goes_on_and_says_why(tmp_path, corpus, monkeypatch):
     _failing_for(monkeypatch, lambda task: True)
-    result = evolve("--generations", "2", "--data-dir", str(corpus), "--out", str(tmp_path / "run"))
+    result = evolve("--generations", "2", "--data-dir", str(corpus), "--out", str(tmp_path / "run"), "--verbose")
     assert result.exit_code == 0, result.output
     failed = [ln for ln in result.output.splitlines() if ln.startswith("gen ") and "FAILED" in ln]
-    assert len(failed) == 3 and all("RuntimeError: CUDA error" in ln for ln in failed)
+    reasons = [ln for ln in result.output.splitlines() if ln.strip().startswith("failed: ")]
+    assert len(failed) == 3 and all("RuntimeError: CUDA error" in ln for ln in reasons) and len(reasons) == 3
     assert "Traceback" not in result.output
 
 
@@ -369,3 +373,89 @@ def test_the_engine_benchmark_replays_a_run_without_training_and_leaves_it_alone
     assert "generations 1-2: engine" in result.stdout
     assert "snapshot equals the run's own" in result.stdout
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == before
+
+
+# ------------------------------------------- issue 24: output that reads at a glance
+
+def test_generation_lines_fit_100_columns_the_bar_counts_generation_0_and_verbose_adds_the_rest(tmp_path, corpus):
+    code, raw = run_on_pty(["evolve", *MICRO, "--generations", "2", "--data-dir", str(corpus),
+                            "--out", str(tmp_path / "run"), "--verbose"])
+    assert code == 0, raw.decode(errors="replace")[-2000:]
+    text = raw.decode(errors="replace")
+    assert "1/3" in text and "3/3" in text  # generations 0, 1 and 2: generation 0 moves the bar
+    lines = screen_lines(raw)
+    assert not any("generations:" in line for line in lines)
+    gen_lines = [line for line in lines if line.startswith("gen ")]
+    assert len(gen_lines) == 3 and all(len(line) <= 100 for line in gen_lines)
+    assert all(line.endswith(" FLOPs") for line in gen_lines)
+    assert any(re.search(r"early -?\d+(\.\d)? loss/Mtok", line) for line in gen_lines)  # the early score's unit
+    verbose = [line for line in lines if line.startswith("         predictor ")]
+    assert len(verbose) == 3 and sum(line.startswith("         cached ") for line in lines) == 3
+
+
+def test_after_ctrl_c_the_bar_is_gone_and_the_resume_command_can_be_pasted(tmp_path, corpus):
+    out = tmp_path / "a run ü"  # a space and a non-ASCII letter: printed quoted
+    code, raw = run_on_pty(["evolve", *MICRO, "--generations", "30", "--data-dir", str(corpus), "--out", str(out)],
+                           interrupt_after=b"gen   1 ")
+    assert code == 130, raw.decode(errors="replace")[-2000:]
+    screen = screen_lines(raw)
+    lines = [line for line in screen if line]
+    assert b"^C" in raw  # the terminal echoed Ctrl-C...
+    assert not any("generations:" in line or "^C" in line for line in lines), lines[-5:]  # ...and it is gone
+    assert screen[screen.index(lines[-2]) + 1] == lines[-1]  # with the bar, no blank line is left
+    resume_line = lines[-1]
+    assert resume_line.startswith("interrupted; finished generations are saved. Continue with: ")
+    command = resume_line.split("Continue with: ", 1)[1]
+    assert shlex.split(command) == ["gpnas", "evolve", "--resume", str(out)]
+
+
+def test_printed_commands_quote_paths_with_spaces(tmp_path, finished):
+    out, _ = finished
+    moved = tmp_path / "my runs" / "ü run"
+    moved.parent.mkdir()
+    import shutil
+
+    shutil.copytree(out, moved)
+    shown = CliRunner().invoke(main, ["show", str(moved)])
+    assert shown.exit_code == 0, shown.output
+    for prefix in ("continue the search: ", "see it again: ", "  with nanoGPT: "):
+        line = next(ln for ln in shown.output.splitlines() if ln.startswith(prefix))
+        words = shlex.split(line[len(prefix):].split("   (")[0])
+        assert str(moved) in words or str(moved / "best_config.py") in words, line
+
+
+def test_the_choice_line_names_the_criterion_and_the_last_generations_figures(finished):
+    out, output = finished
+    summary = json.loads((out / "summary.json").read_text())
+    with open(out / "logbook.csv") as handle:
+        last = list(csv.DictReader(handle))[-1]
+    text = summary["predictor"]["text"]
+    assert "because" in text  # the criterion that decided, not only figures
+    line = next(ln for ln in output.splitlines() if ln.startswith("predictor chosen: "))
+    assert line == f"predictor {text}"
+    previous = summary["predictor"]["last_generation"]
+    assert previous["predictor"] == last["predictor"] and str(previous["cv_spearman"]) == last["cv_spearman"]
+    said = f"generation {last['generation']} used"
+    assert said in output and said in (out / "report.html").read_text() and said in (out / "formulas.md").read_text()
+
+
+def test_gpnas_help_imports_no_command():
+    """`gpnas --help` lists the commands from a table, without importing torch, sympy or scipy
+    (about 0.1 s instead of 1.8 s; experiments/bench_help.py measures it); the table matches
+    each command's own help."""
+    probe = ("import sys; from click.testing import CliRunner; from gpnas.cli import main; "
+             "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output; "
+             "print(sorted(m for m in ('torch', 'sympy', 'scipy', 'numpy', 'deap') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+    from gpnas.cli import COMMANDS, SHORT_HELP
+
+    assert set(SHORT_HELP) == set(COMMANDS)
+    for name in COMMANDS:
+        command = main.get_command(None, name)
+        assert SHORT_HELP[name] == command.get_short_help_str(limit=10_000), name
+    listed = CliRunner().invoke(main, ["--help"]).output
+    assert "evolve      Co-evolve architectures and learning-curve predictors." in listed

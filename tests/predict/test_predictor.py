@@ -87,7 +87,7 @@ def test_cross_validation_falls_back_to_the_last_value_on_planted_noise():
     model = CurvePredictor(population=60, generations=8, seed=0, prefix_frac=0.25).fit(curves)
     assert model.best_.kind in ("last", "last+offset")
     assert not model.beats_last_
-    assert "no formula ranked better than the last value" in model.describe_choice()
+    assert "no evolved formula ranked better than the last value" in model.describe_choice()
     np.testing.assert_array_equal(np.argsort(model.predict(curves)), np.argsort(prefix_anchors(curves, 0.25)[0]))
 
 
