@@ -23,8 +23,8 @@ def _f(x, spec=".4f"):
               help="Override a preset value, e.g. ga.n_males=6 (repeatable).")
 @click.option("--generations", type=int, default=20, show_default=True,
               help="Generations of the combined mode; its spend is every mode's FLOPs budget.")
-@click.option("--seeds", type=int, default=5, show_default=True,
-              help="Seeds per mode: the preset's seed and the next ones.")
+@click.option("--seeds", type=int, default=None,
+              help="Seeds per mode: the preset's seed and the next ones.  [default: 5; with --table, 50]")
 @click.option("--modes", default=None, metavar="M1,M2,...",
               help="Comma-separated modes.  [default: all: baseline, male, female, combined, within-gender, "
                    "random, successive-halving, regularized-evolution]")
@@ -32,11 +32,21 @@ def _f(x, spec=".4f"):
               help="Training FLOPs per run, the same for every mode, e.g. 2e12.  [default: what combined spends]")
 @click.option("--out", type=click.Path(file_okay=False), required=True,
               help="Ablation folder; run the same command again to continue an interrupted ablation.")
+@click.option("--table", type=click.Path(dir_okay=False), default=None,
+              help="Search a table of recorded curves instead of training (docs/tables.md): every mode, "
+                   "standard method and Optuna anchor, anytime regret.")
+@click.option("--task", "tasks", multiple=True, help="A task of the table (repeatable).  [default: every task]")
+@click.option("--budget", type=float, default=20.0, show_default=True,
+              help="With --table: each search's budget in full curves of the table's median config.")
+@click.option("--budget-cost", type=float, default=None,
+              help="With --table: each search's budget in the table's cost unit, instead of --budget.")
+@click.option("--allow-mixed", is_flag=True,
+              help="With --table: add to records made by other code (the table then says so).")
 @data_dir_option
 @device_options
 @backend_options
-def ablate_command(preset, overrides, generations, seeds, modes, budget_flops, out, data_dir, device, threads,
-                   backend, workers, address):
+def ablate_command(preset, overrides, generations, seeds, modes, budget_flops, out, table, tasks, budget,
+                   budget_cost, allow_mixed, data_dir, device, threads, backend, workers, address):
     """Compare every mode with baseline, random search, successive halving and
     regularized evolution at the same budget of training FLOPs (6 N + 12 L H Q T per
     token, nanoGPT's estimate_mfu), over several seeds.
@@ -47,6 +57,11 @@ def ablate_command(preset, overrides, generations, seeds, modes, budget_flops, o
     """
     from gpnas.config import load_preset
     from gpnas.errors import ConfigError
+
+    if table:
+        return _table_ablate(load_preset(preset, overrides), table, tasks, modes, 50 if seeds is None else seeds,
+                             budget, budget_cost, allow_mixed, out, backend, workers, address, threads)
+    seeds = 5 if seeds is None else seeds
     from gpnas.jobs.ablation import ALL_MODES, make_plan, run_ablation
     from gpnas.report.ablation import write_plots, write_tables
     from gpnas.train.data import load_dataset
@@ -96,3 +111,37 @@ def ablate_command(preset, overrides, generations, seeds, modes, budget_flops, o
     echo("")
     echo(tables["markdown"])
     echo("written: " + ", ".join(str(p) for p in [*tables["paths"], *plots]))
+
+
+def _table_ablate(preset, table, tasks, methods, seeds, budget, budget_cost, allow_mixed, out, backend, workers,
+                  address, threads):
+    """``gpnas ablate --table``: every method per task and seed against the table (jobs.table_ablation)."""
+    from gpnas.jobs.table_ablation import ALL_METHODS, make_table_plan, run_table_ablation, write_table_report
+
+    chosen = list(ALL_METHODS) if methods is None else [m.strip() for m in methods.split(",") if m.strip()]
+    if budget_cost is not None and not (math.isfinite(budget_cost) and budget_cost > 0):
+        raise click.BadParameter(f"--budget-cost must be a positive number, got {budget_cost}")
+    plan = make_table_plan(table, tasks, chosen, seeds, budget, budget_cost, preset)
+    echo(f"table ablation {out}: {table}, tasks {', '.join(plan.tasks)}; methods {', '.join(plan.methods)}; "
+         f"{seeds} seeds; budget {budget_cost if budget_cost is not None else f'{budget:g} full curves'} each")
+
+    def on_record(r):
+        if r.get("failed"):
+            echo(f"{r['task']} {r['method']} s{r['seed']}: FAILED {r['failed']} (run again to retry)")
+        elif r.get("skipped"):
+            echo(f"{r['task']} {r['method']} s{r['seed']}: skipped: {r['skipped']}")
+        else:
+            best = min((t[1] for t in r["trace"]), default=None)
+            echo(f"{r['task']} {r['method']} s{r['seed']}: best final {_f(best)} after {len(r['trace'])} full "
+                 f"curves, {r['spent']:.4g} of {r['budget']:.4g} spent")
+
+    try:
+        with make_backend(backend, workers, address, threads) as map_fn:
+            records = run_table_ablation(out, plan, map_fn, allow_mixed, on_record)
+    except KeyboardInterrupt:
+        echo("\ninterrupted; finished searches are saved. Run the same command again to continue.", err=True)
+        sys.exit(130)
+    report = write_table_report(out, plan, records)
+    echo("")
+    echo(report["markdown"])
+    echo("written: " + ", ".join(str(p) for p in report["paths"]))

@@ -57,7 +57,7 @@ def code_version() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
                              capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "gpnas"], cwd=Path(__file__).parent,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ":/gpnas"], cwd=Path(__file__).parent,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return out.stdout.strip() + ("+changes" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -172,3 +172,45 @@ def run_table_ablation(out, plan: TablePlan, map_fn=None, allow_mixed: bool = Fa
     wanted = {(t, m, s) for t in plan.tasks for m in plan.methods for s in plan.seeds}
     return [r for r in records if (r["task"], r["method"], r["seed"]) in wanted]
 
+
+
+def write_table_report(out, plan: TablePlan, records: list[dict]) -> dict:
+    """regret.csv, table.csv, table.md, cost_to_target.json and the plots of a table
+    ablation; returns {"markdown": table.md's text, "paths": [...]}."""
+    from gpnas.report import regret as rg
+
+    out = Path(out)
+    rows, traces = [], {}
+    for r in records:
+        if r.get("skipped"):
+            continue
+        table = _table(plan.table, r["task"])
+        rows += rg.regret_rows(r["task"], r["method"], r["seed"], r["trace"], r["budget"], table.best(),
+                               table.median())
+        traces.setdefault(r["task"], {}).setdefault(r["method"], {})[r["seed"]] = r["trace"]
+    summary = rg.summary_table(rows)
+    to_target = {task: rg.cost_to_target(by_method) for task, by_method in traces.items()}
+    meta = json.loads((out / "ablation.json").read_text())
+    budget = (f"{plan.budget_cost:g} cost units" if plan.budget_cost is not None
+              else f"{plan.budget_curves:g} full curves of the median config")
+    notes = [f"table {plan.table}, tasks {', '.join(plan.tasks)}; {len(plan.seeds)} seeds; budget {budget} "
+             f"per search; preset {plan.preset['name']} ([ga] and early fraction)",
+             f"code {meta['code']}" + (" (MIXED: records of several code versions)" if meta.get("mixed") else ""),
+             "normalized regret = (incumbent - best in the table) / (median - best); the incumbent is the best "
+             "final value among the configs a method trained fully by then (the median before any)",
+             "paired tests against combined on the regret at the end of the budget: Wilcoxon signed-rank, "
+             "Holm-corrected over the methods of a task"]
+    paths = [out / "regret.csv", out / "table.csv", out / "table.md", out / "cost_to_target.json"]
+    rg.write_csv(paths[0], rows)
+    rg.write_csv(paths[1], summary)
+    rg.write_markdown(paths[2], summary, "Anytime normalized regret against a table", notes)
+    paths[3].write_text(json.dumps(to_target, indent=1, default=float))
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    for task in [*plan.tasks, *(["all"] if len(plan.tasks) > 1 else [])]:
+        name = task.replace("/", "_")
+        for kind, plot in (("regret", rg.plot_regret), ("rank", rg.plot_rank)):
+            path = plots / f"{kind}_{name}.png"
+            plot(path, rows, task)
+            paths.append(path)
+    return {"markdown": paths[2].read_text(), "paths": paths}
