@@ -21,7 +21,7 @@ DEFAULT_GENERATIONS = 20
 LINE_WIDTH = 100  # a generation line fits a 100-column terminal; --verbose adds a second line
 
 
-def _generation_line(state, row) -> str:
+def _generation_line(state, row, unit: str = "FLOPs") -> str:
     """One generation at a glance, at most LINE_WIDTH columns, with units:
 
         gen  20  trained  8  best loss 2.2801  predicted 2.3501  early 90.3 loss/Mtok  1.2e13 FLOPs
@@ -31,18 +31,21 @@ def _generation_line(state, row) -> str:
     loss this generation, and early his early score (validation loss fallen per million
     training tokens), left out while there is none (generation 0); FLOPs: training charged
     so far (its tokens, steps and seconds: --verbose). FAILED N: failed evaluations, their reason cut to fit (--verbose and the
-    summary give it whole).
+    summary give it whole). ``unit="cost"``: a foreign table's cost unit (the early score is
+    then the loss fallen per unit of cost).
     """
     def f(x, spec=".4f"):
         return "n/a" if x is None else format(x, spec)
 
     flops = re.sub(r"e\+0*", "e", format(row.get("flops", 0), ".1e"))  # 1.2e13, 1.1e9, 2.0e12
     score = row.get("best_early_score")
-    early = "n/a" if score is None else f"{score:.{1 if abs(score) < 100 else 0}f} loss/Mtok"  # 90.3, 531
+    per = "loss/Mtok" if unit == "FLOPs" else f"loss/{unit}"
+    digits = f".{1 if abs(score) < 100 else 0}f" if unit == "FLOPs" and score is not None else ".3g"
+    early = "n/a" if score is None else f"{score:{digits}} {per}"  # 90.3, 531; per cost: 0.00412
     line = (f"gen {row['generation']:3d}  trained {row['evaluated']:2d}  best loss {f(row['best_true'])}  "
             + (f"predicted {f(row['best_predicted'])}  " if row.get("best_predicted") is not None else "")
             + (f"early {early}  " if score is not None else "")  # before any prediction (generation 0): left out
-            + f"{flops} FLOPs")
+            + f"{flops} {unit}")
     if row.get("failed"):
         short = f"  FAILED {row['failed']}"
         failed = f"{short}: {row.get('failure') or 'unknown'}"
@@ -127,9 +130,9 @@ def _interrupt(signum, frame):
 def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, keep_checkpoints, as_json,
             data_dir, device, threads, backend, workers, address, table=None, table_task=None, verbose=False):
     from gpnas.config import check_fits, largest_architecture, load_preset
-    from gpnas.jobs.run import (check_unchanged, default_out, execute, new_run, open_run, record_target,
-                                resume_target)
+    from gpnas.jobs.run import check_unchanged, default_out, execute, new_run, open_run, record_target, resume_target
     from gpnas.report.run import render_closing, render_summary
+    from gpnas.runs.tasks import table_space
     from gpnas.train.data import load_dataset
     from gpnas.train.trainer import resolve_device
 
@@ -157,7 +160,6 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, ke
         seed = resolved.seed if seed is None else seed
         if table:
             from gpnas.runs.table import read_table
-            from gpnas.runs.tasks import table_space
 
             recorded, dataset = read_table(table, table_task), None
             table_space(resolved, recorded)  # a space the table does not cover: refused before anything is made
@@ -184,12 +186,15 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, ke
         echo(f"run folder: {run.folder.path}  (mode {run.mode}, preset {run.preset.name}, seed {run.seed})",
              err=as_json)
         # generations 0..target: target + 1 of them, so the bar counts generation 0 too
+        # a foreign table charges its own cost unit (a gpnas table of the run's preset: training FLOPs)
+        unit = "FLOPs" if run.table is None or table_space(run.preset, run.table) is run.preset.space else "cost"
         with Progress(total=target + 1, initial=done + 1, label="generations", unit="gen",
                       enabled=None if not as_json else False) as bar:
             def on_generation(state, row):
                 if resume and state.generation > done:  # a resumed generation is done: keep the new target
                     record_target(run, target)
-                bar.line(_generation_line(state, row), err=as_json)
+                bar.line(_generation_line(state, row) if unit == "FLOPs" else _generation_line(state, row, unit),
+                         err=as_json)
                 if verbose:
                     bar.line(_verbose_line(state, row), err=as_json)
                 bar.update_to(state.generation + 1)

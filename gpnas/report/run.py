@@ -124,7 +124,9 @@ def summarize(engine, state, folder, wall_seconds: float, reference: dict | None
         "seed": engine.seed,
         "preset": engine.preset.name,
         "table": ({"path": engine.ledger.task.table.path, "task": engine.ledger.task.name,
-                   "sha256": engine.ledger.task.data_hash} if engine.ledger.task.kind == "table" else None),
+                   "sha256": engine.ledger.task.table.sha256,
+                   "own": bool(engine.ledger.task.tokens_per_step)}  # the preset's own table: FLOPs, tokens
+                  if engine.ledger.task.kind == "table" else None),
         "generations": state.generation,
         "budget_exhausted": state.exhausted,
         "best_architecture": state.hall_of_fame[0] if state.hall_of_fame else None,
@@ -378,7 +380,8 @@ def render_summary(summary: dict) -> str:
                      f"({cal['raw_mae']:.4f}); n={cal['promoted']}")
     c, t = summary["compute"], summary["timing"]
     failed = f", {c['failed']} of them failed" if c.get("failed") else ""
-    unit = "training FLOPs" if summary.get("table") is None else "cost units of the table"
+    foreign = summary.get("table") is not None and not summary["table"].get("own")
+    unit = "cost units of the table" if foreign else "training FLOPs"
     lines.append(f"compute: {c['evaluations']} evaluations{failed}, {c.get('flops', 0):.3g} {unit}, "
                  f"{c['steps']:,} steps, {c['tokens']:,} tokens, {c['train_seconds']:.1f} s training")
     lines.append(f"wall time {_fmt(t['wall_seconds'], '.1f')} s, of which engine overhead "

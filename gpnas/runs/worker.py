@@ -18,8 +18,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 
-
-
 @dataclass(frozen=True)
 class EvalTask:
     """Everything a worker needs to train one male, as plain picklable data."""

@@ -49,11 +49,10 @@ from gpnas.predict import trees
 from gpnas.search import females as fem
 from gpnas.search import mating
 from gpnas.search.calibration import Calibration
-from gpnas.search.males import early_score, sample_genome
 from gpnas.search.loop import WORST, Search, _finite, add_work
+from gpnas.search.males import early_score, sample_genome
 from gpnas.search.modes import MODES, Mode
 from gpnas.search.state import State
-
 
 
 class Evolution(Search):

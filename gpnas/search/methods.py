@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from gpnas.search.loop import WORST, Search, add_work
-from gpnas.search.state import State
 from gpnas.search.males import encode, sample_genome
 from gpnas.search.space import as_space
+from gpnas.search.state import State
 
 ETA = 3  # successive halving keeps the best 1/ETA of each rung (Hyperband's default)
 

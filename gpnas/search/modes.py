@@ -36,7 +36,6 @@ from gpnas.search.calibration import expected_improvement
 from gpnas.search.loop import WORST, _finite
 from gpnas.search.males import sample_genome
 
-
 # ------------------------------------------------------------- male fitness
 
 class Predicted:
