@@ -164,7 +164,7 @@ class Ledger:
             return
         start = request.start
         per_step = self.task.cost_per_step(request.train_config)
-        tokens_per_step = getattr(self.task, "tokens_per_step", 0)
+        tokens_per_step = self.task.tokens_per_step
         if record.result is None:
             state.compute.charge(max(0, request.stop_at - start), tokens_per_step, 0.0, per_step, failed=True)
             return
