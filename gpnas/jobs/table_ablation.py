@@ -53,10 +53,12 @@ class TablePlan:
 
 
 def code_version() -> str:
-    """The git commit of the code that made a record (``unknown`` outside a checkout)."""
+    """The code that made a record: the last git commit that changed the package (a commit of
+    results alone does not change it), ``+changes`` when the package differs from it, and
+    ``unknown`` outside a checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "log", "-1", "--format=%h", "--abbrev=12", "--", ":/gpnas"],
+                             cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--", ":/gpnas"], cwd=Path(__file__).parent,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return out.stdout.strip() + ("+changes" if dirty else "") if out.returncode == 0 else "unknown"

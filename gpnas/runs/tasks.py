@@ -71,7 +71,6 @@ class TrainingTask:
     constraints = NANOGPT_CONSTRAINTS
     config_keys = HYPERPARAMETER_KEYS
     has_train_values = True   # the trainer records the training loss at every evaluation
-    can_train_reference = True
 
     def __init__(self, preset, dataset_dir: str, data_sha256: str, name: str, checkpoints_dir,
                  evaluate=None, map_fn=None, device: str = "auto", threads: int | None = None,
@@ -168,7 +167,6 @@ class TableTask:
 
     kind = "table"
     constraints = ()
-    can_train_reference = False
 
     def __init__(self, table, prefix_frac: float, tokens_per_step: int | None = None, preset=None):
         from gpnas.predict.curves import prefix_length
