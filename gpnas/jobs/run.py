@@ -19,7 +19,7 @@ from gpnas.report.run import summarize, write_report
 from gpnas.runs.archive import Archive, archive_knows_run, evaluation_count
 from gpnas.runs.folder import ARCHIVE_NAME, RunFolder, is_inside, write_json
 from gpnas.runs.table import read_table
-from gpnas.runs.tasks import ARCH_KEYS, TableTask, TrainingTask, table_space
+from gpnas.runs.tasks import ARCH_KEYS, TrainingTask, replay_task, table_space
 from gpnas.runs.worker import Evaluator
 from gpnas.search.engine import MODES, Evolution
 from gpnas.search.ledger import Ledger
@@ -294,11 +294,7 @@ def evaluation_task(run: Run, map_fn=None, device: str = "auto", threads=None):
     replaying its table (``TableTask``; a gpnas table of the run's own preset reports
     tokens as training does)."""
     if run.table is not None:
-        space = table_space(run.preset, run.table)
-        own = space is run.preset.space
-        budget = run.preset.budget
-        tokens = budget.batch_size * budget.block_size if own else None
-        return TableTask(run.table, budget.prefix_frac, tokens, run.preset if own else None), space
+        return replay_task(run.preset, run.table)
     dataset_dir = str(Path(run.dataset.text_path).parent)
     task = TrainingTask(run.preset, dataset_dir, run.dataset.sha256, run.dataset.name, run.folder.checkpoints_dir,
                         evaluate=Evaluator(map_fn, dataset_dir, time_limit=eval_time_limit(run.preset, device)),

@@ -32,7 +32,7 @@ from gpnas.errors import ConfigError
 from gpnas.jobs.run import has_reference, make_search
 from gpnas.runs.archive import Archive
 from gpnas.runs.table import read_table, table_tasks
-from gpnas.runs.tasks import TableTask, table_space
+from gpnas.runs.tasks import replay_task, table_space
 from gpnas.search.state import State
 
 OPTUNA_METHODS = ("optuna-tpe-hyperband", "optuna-random-sh", "optuna-tpe")
@@ -106,11 +106,7 @@ def run_search(item: tuple) -> dict:
     its item, so any map can run it."""
     path, task_name, method, seed, preset_dict, max_cost = item
     preset, table = preset_from_dict(preset_dict), _table(path, task_name)
-    space = table_space(preset, table)
-    own = space is preset.space
-    budget = preset.budget
-    task = TableTask(table, budget.prefix_frac, budget.batch_size * budget.block_size if own else None,
-                     preset if own else None)
+    task, space = replay_task(preset, table)
     record = {"task": task_name, "method": method, "seed": seed, "budget": max_cost, "table_sha256": table.sha256}
     with tempfile.TemporaryDirectory(prefix="gpnas-ablate-") as tmp, Archive(Path(tmp) / "a.sqlite") as archive:
         search = make_search(preset, "random" if method in OPTUNA_METHODS else method, task, archive, seed,

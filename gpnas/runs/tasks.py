@@ -308,3 +308,14 @@ def table_space(preset, table):
                               f"{recorded if len(recorded) <= 10 else [recorded[0], '...', recorded[-1]]}); "
                               f"narrow space.{spec.name} with --set or build the table over it")
     return preset.space
+
+
+def replay_task(preset, table) -> tuple[TableTask, object]:
+    """The table task a run of ``preset`` replays, and the space it searches (``table_space``):
+    a gpnas table of the preset's own space reports tokens and keys its evaluations as
+    training does; a foreign table charges its own cost."""
+    space = table_space(preset, table)
+    own = space is preset.space
+    budget = preset.budget
+    tokens = budget.batch_size * budget.block_size if own else None
+    return TableTask(table, budget.prefix_frac, tokens, preset if own else None), space
