@@ -30,9 +30,11 @@ import numpy as np
 from gpnas.config import preset_from_dict, preset_to_dict
 from gpnas.errors import ConfigError
 from gpnas.jobs.run import has_reference, make_search
+from gpnas.report.guidance import choice_stats
 from gpnas.runs.archive import Archive
 from gpnas.runs.table import read_table, table_tasks
 from gpnas.runs.tasks import replay_task, table_space
+from gpnas.search.mating import son_statistics
 from gpnas.search.state import State
 
 OPTUNA_METHODS = ("optuna-tpe-hyperband", "optuna-random-sh", "optuna-tpe")
@@ -119,9 +121,19 @@ def run_search(item: tuple) -> dict:
             state = State(generation=0, males=[], females=[], rng_state=())
             run_optuna(method, search.ledger, state, task.steps, seed)
         else:
+            search.rankings = [] if getattr(search, "mode", None) is not None and search.mode.females else None
             state = search.run(MAX_GENERATIONS)
-    return {**record, "trace": [[float(p["flops"]), float(p["true"])] for p in state.promotions],
-            "spent": float(state.compute.flops), "evaluations": state.compute.evaluations}
+    record = {**record, "trace": [[float(p["flops"]), float(p["true"])] for p in state.promotions],
+              "spent": float(state.compute.flops), "evaluations": state.compute.evaluations}
+    if getattr(search, "rankings", None):
+        # the coupling judged against the table (report.guidance): every son's candidates as
+        # the mother and the chosen predictor ranked them, against their recordings
+        record["guidance"] = choice_stats(search.rankings,
+                                          lambda g: task.truth(search.ledger.run_config(g), search.ledger.seed))
+    if state.sons:
+        stats = son_statistics(state.sons)
+        record["sons"] = {k: stats[k] for k in ("guided_fraction", "paired_difference", "paired_generations")}
+    return record
 
 
 def run_table_ablation(out, plan: TablePlan, map_fn=None, allow_mixed: bool = False, on_record=None) -> list[dict]:
@@ -175,6 +187,7 @@ def run_table_ablation(out, plan: TablePlan, map_fn=None, allow_mixed: bool = Fa
 def write_table_report(out, plan: TablePlan, records: list[dict]) -> dict:
     """regret.csv, table.csv, table.md, cost_to_target.json and the plots of a table
     ablation; returns {"markdown": table.md's text, "paths": [...]}."""
+    from gpnas.report import guidance as gd
     from gpnas.report import regret as rg
 
     out = Path(out)
@@ -203,6 +216,10 @@ def write_table_report(out, plan: TablePlan, records: list[dict]) -> dict:
     rg.write_csv(paths[1], summary)
     rg.write_markdown(paths[2], summary, "Anytime normalized regret against a table", notes)
     paths[3].write_text(json.dumps(to_target, indent=1, default=float))
+    guidance = gd.guidance_rows(records)
+    if guidance:
+        paths.append(out / "guidance.md")
+        paths[-1].write_text(gd.guidance_markdown(guidance) + "\n" + "\n".join(f"- {n}" for n in notes[:2]) + "\n")
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     for task in [*plan.tasks, *(["all"] if len(plan.tasks) > 1 else [])]:

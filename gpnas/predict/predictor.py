@@ -422,6 +422,18 @@ class CurvePredictor:
             preds = np.stack([self._finals(self.equations_[j], curves, columns, frac) for j in members])
             return (preds[0], preds.std(axis=0)) if return_std else preds[0]
 
+    def r_of_columns(self, columns: dict) -> np.ndarray:
+        """The ensemble's mean scale-free correction r (final = last + s * r) on feature
+        columns given directly (clipped to the training ranges): how the predictor ranks
+        rows that share one curve and differ in their config. The baselines have no
+        r of their own and count 0."""
+        columns = fit.clip_columns(columns, self.ranges_)
+        n = len(next(iter(columns.values())))
+        rs = [self.equations_[j].scaling.apply(genes_of(self.equations_[j], self.pset, columns))
+              if self.equations_[j].kind in ("tree", "linear") else np.zeros(n) for j in self.ensemble_]
+        with np.errstate(all="ignore"):
+            return np.mean(rs, axis=0)
+
     def score(self, curves, i=None, prefix_frac=None) -> dict:
         return score_predictions(self.predict(curves, i, prefix_frac), curves)
 

@@ -232,6 +232,13 @@ class TableTask:
                 "n_params": int(self.curve_config(request.train_config)["n_params"]) if self.tokens_per_step
                 else None}
 
+    def truth(self, run_config: Mapping, seed: int) -> tuple[float, float]:
+        """(value at the early step, final value) of ``run_config``'s recording for
+        ``seed``, charged to nobody: what an experiment reads to judge a search's choices."""
+        recording = self.table.recording(self.index[_canonical(run_config)], seed)
+        early = bisect.bisect_right(self.steps, self.early_steps) - 1
+        return float(recording.values[early]), float(recording.values[-1])
+
     @staticmethod
     def steps_run(result: dict) -> int:
         return int(result["curve"]["steps"])

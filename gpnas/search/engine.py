@@ -68,6 +68,7 @@ class Evolution(Search):
                                      parsimony_size=self.ga.parsimony_size)
         self.scored_on = None     # (females list, training curve keys) the females were last scored on
         self.score_cache = ((), {})  # (training curve keys, evolution.score's cache on them)
+        self.rankings = None      # a list: log every son's candidate rankings there (mating.MatingContext)
 
     def step(self, state: State, rng: random.Random) -> dict:
         """One generation, steps (1) to (5); returns its log row. Other search
@@ -286,6 +287,7 @@ class Evolution(Search):
             ranges=fit.feature_ranges(curve_set.train.columns) if curve_set.curves else {},
             tournament_size=self.ga.female_tournament, features=self.features,
             curve_config=lambda g: self.ledger.task.curve_config(self.ledger.arch(g)),
+            predictor=self.choice if self.rankings is not None else None, rankings=self.rankings,
         )
 
     def note_sons(self, state: State):

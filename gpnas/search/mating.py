@@ -86,6 +86,11 @@ class MatingContext:
     # a genome's config as a curve's config (what the females read of it); by default nanoGPT's
     curve_config: Callable = None
     features: fem.Features = fem.NANOGPT
+    # the instrument of the coupling (a table ablation turns it on): every son's candidates
+    # with the mother's outputs r and, for comparison, the run's chosen predictor's
+    # (``predictor``) are appended to ``rankings``; neither changes the son
+    predictor: object = None
+    rankings: list | None = None
 
     def __post_init__(self):
         if self.curve_config is None:
@@ -134,6 +139,14 @@ def mother_ranking(mother, father: Father, candidates: list, ctx: MatingContext)
     return fem.predict_all([mother], fit.clip_columns(columns, ctx.ranges), ctx.pset)[0]
 
 
+def predictor_ranking(predictor, father: Father, candidates: list, ctx: MatingContext) -> np.ndarray | None:
+    """The chosen predictor's outputs r for the candidates, as ``mother_ranking`` (None
+    without a predictor or a view of the father)."""
+    if predictor is None or father is None or father.curve is None or not father.row or not candidates:
+        return None
+    return predictor.r_of_columns(candidate_columns(father, candidates, ctx))
+
+
 def make_son(father, mother, view: Father | None, ctx: MatingContext):
     """The best of the father's candidate neighbours by the mother's formula;
     returns (son, guided)."""
@@ -143,6 +156,9 @@ def make_son(father, mother, view: Father | None, ctx: MatingContext):
         mut_genome(son, ctx.space, ctx.rng, ctx.mutation_scale)
         return son, False
     r = mother_ranking(mother, view, candidates, ctx)
+    if ctx.rankings is not None:
+        ctx.rankings.append({"candidates": candidates, "mother": r,
+                             "predictor": predictor_ranking(ctx.predictor, view, candidates, ctx)})
     guided = r is not None and bool(np.all(np.isfinite(r))) and float(np.ptp(r)) > SAME \
         and ctx.rng.random() < ctx.p_guided
     if guided:
