@@ -104,8 +104,10 @@ def fit(curves_path, prefix_frac, generations, population, seed, rank_margin, li
     if model.left_out_:
         echo(f"config keys not in every curve, left out: {', '.join(model.left_out_)}")
     echo("")
+    r_range = model.plausible_range_
+    within = f", r within [{r_range[0]:.3g}, {r_range[1]:.3g}]" if r_range else ""
     echo(f"  {'kind':<11} {'cx':>3} {'cv_obj':>7} {'cv_err':>7} {'cv_rho':>7} {'cv_regret':>9}"
-               "  formula (final = last + scale * clip(r, lo, hi))")
+         f"  r (final = last + scale * r{within})")
     order = sorted(range(len(model.equations_)), key=lambda i: model.equations_[i].cv["objective"])
     for i in order:
         c = model.equations_[i]
@@ -129,7 +131,9 @@ def fit(curves_path, prefix_frac, generations, population, seed, rank_margin, li
     path = model.save(out_dir)
     echo("")
     if model.best_.kind != "power_law":
-        echo(f"chosen: final = {closedform.as_text(model.sympy())}")
+        echo(f"chosen: final = {model.formula_text()}" + (f"  (r within [{r_range[0]:.3g}, {r_range[1]:.3g}]; the "
+                                                         "whole formula is in the .py and .tex files)"
+                                                         if r_range else ""))
     echo(f"wrote {path}" + (" (+ .tex, .py)" if path.with_suffix(".py").exists() else ""))
 
 

@@ -197,3 +197,44 @@ def as_python(expr, name: str = "predict", target: str = "raw", r_range: tuple |
         lines += [f"    r = numpy.clip(r, {float(r_range[0])!r}, {float(r_range[1])!r})"]
     lines += ["    return last + scale * r" if target == "final" else "    return r"]
     return "\n".join(lines) + "\n"
+
+
+# ---- words for the names a formula uses ----
+
+PLAIN_NAMES = {
+    "last": "the early curve's last value (the loss at the cut)",
+    "scale": "the loss scale S: the median first value of the task's curves passed together "
+             "(final = last + S * r, so r is a fraction of the starting loss)",
+    "pdiv": "pdiv(a, b) = a / b, and 1 where |b| <= 1e-6",
+}
+
+
+def glossary(texts, features: dict, config_keys: dict) -> list[tuple[str, str]]:
+    """(name, meaning in words) for every name the formula ``texts`` use, in the order
+    of ``PLAIN_NAMES``, then the features': ``features`` maps a feature name to its
+    documented formula (``features.FEATURES``), ``config_keys`` a config feature to its key."""
+    import re
+
+    used = {w for text in texts for w in re.findall(r"[A-Za-z_][A-Za-z_0-9]*", text or "")}
+    out = [(n, meaning) for n, meaning in PLAIN_NAMES.items() if n in used]
+    for name in sorted(used):
+        if name in features:
+            out.append((name, features[name].split("=", 1)[-1].strip() if "=" in features[name] else features[name]))
+        elif name in config_keys:
+            key = config_keys[name]
+            out.append((name, f"log10 of the config's {key}" if name != key else f"the config's {key}"))
+    return out
+
+
+def linear_text(intercept: float, terms: list[tuple[str, float, float]], keep: int = 5) -> str:
+    """r of the linear model with its ``keep`` largest terms and a count of the rest.
+    ``terms``: (feature, coefficient, how far the term moves r over the feature's
+    training range); the largest are those that move r most."""
+    nonzero = [t for t in terms if t[1] != 0]
+    shown = sorted(nonzero, key=lambda t: -t[2])[:keep]
+    text = f"{intercept:.3g}" + "".join(f" {'-' if b < 0 else '+'} {abs(b):.3g}*{name}" for name, b, _ in shown)
+    rest = len(nonzero) - len(shown)
+    if rest:
+        largest = max(t[2] for t in nonzero if t not in shown)
+        text += f" + ({rest} smaller terms, each moving r by at most {largest:.2g})"
+    return text

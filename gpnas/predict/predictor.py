@@ -381,15 +381,17 @@ class CurvePredictor:
         cross_validate(candidates, self.pset, problem, cfg.folds, cfg.seed, cfg.prefix_frac)
         self.best_index_, self.ensemble_, self.beats_last_ = choose(candidates, cfg.ensemble, cfg.rank_margin,
                                                                     cfg.linear_margin)
+        self.ranges_ = fit.feature_ranges(problem.columns)
         for c in candidates:
             c.cv.pop("_pred", None)
             c.cv.pop("_folds", None)
-            if c.kind in ("tree", "linear") and formulas:  # short simplify for the table; full for the chosen
+            if c.kind == "linear" and formulas:
+                c.formula = self._linear_text(c)
+            elif c.kind == "tree" and formulas:  # short simplify for the table; full for the chosen
                 chosen = c is candidates[self.best_index_]
                 c.formula = closedform.as_text(self._sympy_r(c, None if chosen else 0.3))
         self.equations_ = candidates
         self.train_curves_ = problem.curves
-        self.ranges_ = fit.feature_ranges(problem.columns)
 
     def _holdout_scores(self, holdout) -> dict:
         out = {"gpnas": score_predictions(self.predict(holdout), holdout)["mean"]}
@@ -452,6 +454,50 @@ class CurvePredictor:
             if b != 0:
                 expr += sympy.Float(b) * g
         return expr
+
+    def _linear_terms(self, c: Candidate) -> list:
+        """(feature, coefficient, how far the term moves r over the feature's training range)."""
+        return [(name, float(b), abs(float(b)) * (self.ranges_[name][1] - self.ranges_[name][0])
+                 if name in self.ranges_ else math.inf) for name, b in zip(self.features_, c.scaling.coef[1:])]
+
+    def _linear_text(self, c: Candidate) -> str:
+        return closedform.linear_text(float(c.scaling.coef[0]), self._linear_terms(c))
+
+    @property
+    def plausible_range_(self) -> tuple[float, float] | None:
+        """[lo, hi] every formula's r is clipped to (the training curves' r widened by half its
+        span; the same for every candidate, as all are fitted on the same curves)."""
+        scaled = [c.scaling for c in self.equations_ if c.scaling is not None]
+        return (float(scaled[0].lo), float(scaled[0].hi)) if scaled else None
+
+    def formula_text(self, i=None) -> str:
+        """The prediction as people read it: ``last + scale*(r)`` without the clip (stated
+        once as ``plausible_range_``), the linear model with its largest terms only."""
+        c = self.equations_[self.best_index_ if i is None else i]
+        if c.kind == "power_law":
+            return "power law c + a t^-alpha fitted to the prefix"
+        if c.kind == "last":
+            return "last"
+        r = self._linear_text(c) if c.kind == "linear" else closedform.as_text(self._sympy_r(c))
+        return f"last + scale*({r})"
+
+    def formula_latex(self, i=None) -> str:
+        """``formula_text`` in LaTeX (the linear model's smaller terms as an ellipsis)."""
+        c = self.equations_[self.best_index_ if i is None else i]
+        if c.kind == "power_law":
+            return ""
+        last, scale = closedform.symbol("last"), closedform.symbol("scale")
+        if c.kind == "last":
+            return closedform.as_latex(last)
+        more = ""
+        if c.kind == "linear":
+            terms = sorted((t for t in self._linear_terms(c) if t[1] != 0), key=lambda t: -t[2])
+            r = sum((sympy.Float(b) * closedform.symbol(n) for n, b, _ in terms[:5]), sympy.Float(c.scaling.coef[0]))
+            more = r" + \ldots" if len(terms) > 5 else ""
+        else:
+            r = self._sympy_r(c)
+        return (f"{closedform.as_latex(last)} + {closedform.as_latex(scale)} "
+                f"\\left({closedform.as_latex(r)}{more}\\right)")
 
     def sympy(self, i=None, final=True):
         """The closed form of ``last + scale * clip(r, lo, hi)`` (same numbers as

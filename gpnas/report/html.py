@@ -97,9 +97,13 @@ def render_html(summary: dict, folder: Path) -> str:
     rows = [*(summary.get("females") or []), *(summary.get("baselines") or {}).values()]
     if rows:
         chosen = summary.get("predictor") or {}
+        r_range = chosen.get("r_range") or []
+        within = (f", r kept within its plausible range [{r_range[0]:.3g}, {r_range[1]:.3g}] (the training curves' "
+                  "r widened by half its span)" if len(r_range) == 2 else "")
         parts.append("<h2>Predictor formulas</h2><p>Predicted final validation loss from the early prefix of a "
-                     "learning curve. Ordered by the cross-validated objective that chose the predictor "
-                     "(<b>*</b> the chosen one); held-out columns on completed curves no female was fitted on.</p>")
+                     f"learning curve: final = last + scale*(r){_e(within)}. Ordered by the cross-validated "
+                     "objective that chose the predictor (<b>*</b> the chosen one); held-out columns on completed "
+                     "curves no female was fitted on; the names are explained below the table.</p>")
         if chosen.get("text"):
             parts.append(f"<p>{_e(chosen['text'])}</p>")
         from gpnas.report.run import describe_last_generation  # run.py imports this module lazily
@@ -117,6 +121,9 @@ def render_html(summary: dict, folder: Path) -> str:
                          f"<td>{_num(row.get('holdout_error'))}</td><td>{_num(row.get('spearman'), '.3f')}</td>"
                          f"<td>{_num(row.get('regret'))}</td><td>{shown}</td></tr>")
         parts.append("</table>")
+        if chosen.get("names"):
+            parts.append("<ul>" + "".join(f"<li><code>{_e(name)}</code>: {_e(meaning)}</li>"
+                                          for name, meaning in chosen["names"]) + "</ul>")
 
     parts.append("<h2>Plots</h2>")
     for name, caption in PLOTS:

@@ -17,6 +17,7 @@ import numpy as np
 
 from gpnas.predict import closedform
 from gpnas.predict import predictor as pred
+from gpnas.predict.features import FEATURES
 from gpnas.runs.folder import write_atomic, write_json
 from gpnas.search import females as fem
 from gpnas.search.mating import son_statistics
@@ -59,11 +60,8 @@ def female_table(engine, state) -> tuple[list[dict], dict, dict]:
     for i in order:
         c = model.equations_[i]
         scores = pred.score_predictions(model.predict(held, i=i), held)["mean"] if held else {}
-        formula = "power law c + a t^-alpha fitted to the prefix" if c.kind == "power_law" else \
-            closedform.as_text(model.sympy(i))
         rows.append({
-            "kind": c.kind, "tree": c.tree or "", "formula": formula,
-            "latex": "" if c.kind == "power_law" else model.latex(i),
+            "kind": c.kind, "tree": c.tree or "", "formula": model.formula_text(i), "latex": model.formula_latex(i),
             "complexity": c.complexity, "chosen": i == model.best_index_,
             "cv_objective": _num(c.cv["objective"]), "cv_spearman": _num(c.cv["spearman"]),
             "cv_regret": _num(c.cv["regret"]), "cv_error": _num(c.cv["error"]),
@@ -74,6 +72,9 @@ def female_table(engine, state) -> tuple[list[dict], dict, dict]:
     baselines = {r["kind"]: r for r in rows if r["kind"] != "tree"}
     chosen = {"kind": model.best_.kind, "beats_last": bool(model.beats_last_), "text": model.describe_choice(),
               "formula": next(r["formula"] for r in rows if r["chosen"]),
+              "r_range": list(model.plausible_range_ or ()),
+              "names": closedform.glossary([r["formula"] for r in [*formulas, *baselines.values()]],
+                                           {n: f.formula for n, f in FEATURES.items()}, model.config_keys_),
               "curves": len(curve_set.curves), "held_out": int(np.sum(curve_set.holdout)),
               "last_generation": last_generation_choice(state)}
     engine.chosen_predictor = model
@@ -209,12 +210,15 @@ def formulas_markdown(summary: dict) -> str:
     lines = [f"# Evolved predictor formulas ({summary['mode']}, seed {summary['seed']})", ""]
     if not summary.get("predictor"):
         return "\n".join(lines + ["This mode evolves no predictors, or too few curves completed.", ""])
-    lines += ["Predicted final validation loss from the early prefix of a learning curve:",
-              "`last` is the last early value, `scale` the median first value of the curves, and",
-              "the other names are the features documented in `gpnas/predict/features.py`.",
-              "Ordered by the cross-validated objective that chose the predictor.", "",
-              summary["predictor"]["text"], "", *([describe_last_generation(summary["predictor"]), ""]
-                                                 if describe_last_generation(summary["predictor"]) else [])]
+    chosen = summary["predictor"]
+    r_range = chosen.get("r_range") or []
+    lines += ["Each formula predicts the final validation loss from the early prefix of a learning curve as",
+              "`final = last + scale*(r)`" + (f", with r kept within its plausible range [{r_range[0]:.3g}, "
+                                              f"{r_range[1]:.3g}] (the training curves' r widened by half its "
+                                              "span; no prediction goes beyond it)" if len(r_range) == 2 else "")
+              + ". Ordered by the cross-validated objective that chose the predictor; the names are explained "
+              "at the end.", "", chosen["text"], "", *([describe_last_generation(chosen), ""]
+                                                       if describe_last_generation(chosen) else [])]
     for rank, row in enumerate(summary["females"], 1):
         lines += [
             f"## {rank}. cross-validated Spearman {row['cv_spearman']}, regret {row['cv_regret']}; "
@@ -229,6 +233,11 @@ def formulas_markdown(summary: dict) -> str:
                      f"regret {s['regret']}")
         if name == "linear":
             lines += ["", "```", s["formula"], "```", ""]
+    if chosen.get("names"):
+        lines += ["", "## The names in these formulas", "",
+                  "The early curve is v_1..v_k (k evaluations), s = |v_1| its own scale and R_i = (v_i - v_1) / s "
+                  "its values as a fraction of where it started; t is the evaluation index.", ""]
+        lines += [f"- `{name}`: {meaning}" for name, meaning in chosen["names"]]
     return "\n".join(lines) + "\n"
 
 

@@ -386,3 +386,30 @@ def test_a_choice_among_trees_scored_on_the_same_curves_skips_scoring_and_is_the
     assert reused.best_index_ == fresh.best_index_
     assert [c.tree for c in reused.equations_] == [c.tree for c in fresh.equations_]
     np.testing.assert_array_equal(reused.predict(curves), fresh.predict(curves))
+
+
+def test_formulas_read_as_people_read_them():
+    """The clip is stated once as the plausible range, not inside each formula; the linear
+    model shows its largest terms and counts the rest; every name used is explained."""
+    import re
+
+    from gpnas.predict import closedform
+    from gpnas.predict.features import FEATURES
+
+    curves = hyperparameter_curves(60)
+    model = CurvePredictor(population=40, generations=3, seed=0).fit(curves)
+    lo, hi = model.plausible_range_
+    assert lo < hi
+    texts = [model.formula_text(i) for i in range(len(model.equations_))]
+    for c, text in zip(model.equations_, texts):
+        assert "scale*Min(" not in text and "Max(" not in text    # no clip wrapped around a formula
+        if c.kind in ("tree", "linear", "last+offset"):
+            assert text.startswith("last + scale*(") and model.formula_latex(model.equations_.index(c))
+    linear = next(t for c, t in zip(model.equations_, texts) if c.kind == "linear")
+    n_terms = sum(1 for b in next(c for c in model.equations_ if c.kind == "linear").scaling.coef[1:] if b != 0)
+    assert len(re.findall(r"\*[a-z_0-9]+", linear)) == min(5, n_terms)
+    assert n_terms <= 5 or f"({n_terms - 5} smaller terms" in linear
+    names = dict(closedform.glossary(texts, {n: f.formula for n, f in FEATURES.items()}, model.config_keys_))
+    assert "scale" in names and "last" in names and names["log10_width"] == "log10 of the config's width"
+    assert all(name in names for text in texts for name in re.findall(r"[a-z_]+[a-z0-9_]*", text)
+               if name in FEATURES or name in model.config_keys_)

@@ -15,3 +15,14 @@ def test_the_linear_model_is_listed_with_its_formula():
     assert "- linear (chosen): cross-validated Spearman 0.9" in text
     assert f"```\n{linear}\n```" in text
     assert "```\nlast\n```" not in text   # the baselines' one line says what they are
+
+
+def test_the_plausible_range_is_stated_once_and_the_names_explained():
+    summary = {"mode": "combined", "seed": 0,
+               "predictor": {"text": "chosen: a formula", "r_range": [-0.257, -0.0518],
+                             "names": [["last", "the early curve's last value"], ["rel_last", "how far it fell"]]},
+               "females": [row("tree", "last + scale*(-0.4*rel_last - 0.1)", chosen=True),
+                           row("tree", "last + scale*(-0.3*rel_last)")], "baselines": {}}
+    text = formulas_markdown(summary)
+    assert text.count("[-0.257, -0.0518]") == 1 and "Min(" not in text
+    assert "- `rel_last`: how far it fell" in text and "## The names in these formulas" in text
