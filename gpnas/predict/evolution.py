@@ -34,7 +34,7 @@ def score(population, pset, problem, cache: dict | None = None) -> None:
             if problem.m == 0:
                 cache[key] = (WORST, fit.Scaling((0.0,)), np.zeros(0))
             else:
-                cache[key] = fit.score_tree(tree, pset, problem)
+                cache[key] = fit.score_tree(tree, pset, problem, key)
         value, scaling, _ = cache[key]
         tree.fitness.values = (value,)
         tree.scaling = scaling

@@ -144,9 +144,10 @@ def compiled(tree, pset):
     return fn
 
 
-def gene_functions(tree, pset) -> tuple:
-    """The compiled genes of a tree, split and looked up once per distinct tree."""
-    key = (id(pset), str(tree))
+def gene_functions(tree, pset, text: str | None = None) -> tuple:
+    """The compiled genes of a tree, split and looked up once per distinct tree
+    (``text``: the tree's ``str``, where the caller has it already)."""
+    key = (id(pset), str(tree) if text is None else text)
     fns = _GENES.get(key)
     if fns is None:
         if len(_GENES) > CACHE_LIMIT:
@@ -155,9 +156,9 @@ def gene_functions(tree, pset) -> tuple:
     return fns
 
 
-def gene_matrix(tree, pset, columns) -> np.ndarray:
+def gene_matrix(tree, pset, columns, text: str | None = None) -> np.ndarray:
     """(G, m) outputs of the tree's genes on the feature columns."""
-    return np.stack([fn(columns) for fn in gene_functions(tree, pset)])
+    return np.stack([fn(columns) for fn in gene_functions(tree, pset, text)])
 
 
 def linear_matrix(columns: dict, names) -> np.ndarray:
@@ -323,9 +324,9 @@ def finals_of(r: np.ndarray, problem: Problem) -> np.ndarray:
     return problem.last + problem.scale * r
 
 
-def score_tree(tree, pset, problem: Problem) -> tuple[float, Scaling, np.ndarray]:
+def score_tree(tree, pset, problem: Problem, text: str | None = None) -> tuple[float, Scaling, np.ndarray]:
     """(objective, fitted scaling, scaled outputs r on the problem's curves) of one tree."""
-    G = gene_matrix(tree, pset, problem.columns)
+    G = gene_matrix(tree, pset, problem.columns, text)
     scaling = fit_scaling(G, problem.y)
     r = scaling.apply(G)
     return objective(finals_of(r, problem), problem), scaling, r
