@@ -159,6 +159,9 @@ class BudgetConfig:
         return self.early_iters / self.full_iters
 
 
+SON_RANKERS = ("mother", "predictor")
+
+
 @dataclass(frozen=True)
 class GAConfig:
     n_males: int = 8
@@ -172,6 +175,8 @@ class GAConfig:
     guided_step: float = 0.2      # a son candidate's step in a continuous gene, in units of its range
     son_candidates: int = 8       # m: neighbours of the father the mother ranks to choose the son
     p_guided: float = 1.0         # probability the son is the mother's choice when she has one
+    son_ranker: str = "mother"    # who ranks a father's candidate neighbours: the mother's formula, or the
+                                  # run's chosen predictor ("predictor"; the mother then only breeds daughters)
     cx_prob: float = 0.5          # within-gender mode: crossover probability per pair
     mut_prob: float = 0.5         # within-gender mode: mutation probability per child
     tree_max_depth: int = 8
@@ -394,7 +399,8 @@ def _dataclass(cls, table: Mapping, section: str, src: str):
     kwargs = {}
     for name, f in flds.items():
         if name in table:
-            kind = {"int": int, "float": float, "bool": bool}[f.type if isinstance(f.type, str) else f.type.__name__]
+            kind = {"int": int, "float": float, "bool": bool, "str": str}[
+                f.type if isinstance(f.type, str) else f.type.__name__]
             kwargs[name] = _typed(table[name], kind, f"{section}.{name}", src)
         elif f.default is MISSING:
             _fail(src, f"missing key {section}.{name}; add it to [{section}]")
@@ -522,6 +528,8 @@ def _check_ga(ga: GAConfig, src: str) -> None:
     need(ga.son_candidates >= 1, f"ga.son_candidates = {ga.son_candidates} must be >= 1")
     for k in ("p_guided", "cx_prob", "mut_prob"):
         need(0 <= getattr(ga, k) <= 1, f"ga.{k} = {getattr(ga, k)} must be a probability in [0, 1]")
+    need(ga.son_ranker in SON_RANKERS,
+         f"ga.son_ranker = {ga.son_ranker!r} must be one of {', '.join(map(repr, SON_RANKERS))}")
     # Upper bounds: a snapshot's trees are parsed back with a bounded nesting depth
     # (gp.MAX_PARSE_DEPTH) and text length, so a run must never evolve a tree it cannot reload.
     need(ga.tree_max_depth >= 1, f"ga.tree_max_depth = {ga.tree_max_depth} must be >= 1")

@@ -287,7 +287,8 @@ class Evolution(Search):
             ranges=fit.feature_ranges(curve_set.train.columns) if curve_set.curves else {},
             tournament_size=self.ga.female_tournament, features=self.features,
             curve_config=lambda g: self.ledger.task.curve_config(self.ledger.arch(g)),
-            predictor=self.choice if self.rankings is not None else None, rankings=self.rankings,
+            predictor=self.choice if self.rankings is not None or self.ga.son_ranker == "predictor" else None,
+            rankings=self.rankings, ranker=self.ga.son_ranker,
         )
 
     def note_sons(self, state: State):

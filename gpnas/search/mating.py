@@ -91,6 +91,7 @@ class MatingContext:
     # (``predictor``) are appended to ``rankings``; neither changes the son
     predictor: object = None
     rankings: list | None = None
+    ranker: str = "mother"             # who picks the son: the mother, or ``predictor`` (ga.son_ranker)
 
     def __post_init__(self):
         if self.curve_config is None:
@@ -148,17 +149,19 @@ def predictor_ranking(predictor, father: Father, candidates: list, ctx: MatingCo
 
 
 def make_son(father, mother, view: Father | None, ctx: MatingContext):
-    """The best of the father's candidate neighbours by the mother's formula;
-    returns (son, guided)."""
+    """The best of the father's candidate neighbours by the mother's formula (or, with
+    ``ctx.ranker == "predictor"``, by the run's chosen predictor); returns (son, guided)."""
     candidates = son_candidates(father, ctx.space, ctx.rng, ctx.n_candidates, ctx.step_scale)
     if not candidates:  # a space of one architecture: nothing to move to
         son = copy.deepcopy(father)
         mut_genome(son, ctx.space, ctx.rng, ctx.mutation_scale)
         return son, False
-    r = mother_ranking(mother, view, candidates, ctx)
+    ranked = {"mother": mother_ranking(mother, view, candidates, ctx)}
+    if ctx.rankings is not None or ctx.ranker == "predictor":
+        ranked["predictor"] = predictor_ranking(ctx.predictor, view, candidates, ctx)
     if ctx.rankings is not None:
-        ctx.rankings.append({"candidates": candidates, "mother": r,
-                             "predictor": predictor_ranking(ctx.predictor, view, candidates, ctx)})
+        ctx.rankings.append({"candidates": candidates, **ranked})
+    r = ranked[ctx.ranker]
     guided = r is not None and bool(np.all(np.isfinite(r))) and float(np.ptp(r)) > SAME \
         and ctx.rng.random() < ctx.p_guided
     if guided:

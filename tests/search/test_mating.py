@@ -226,3 +226,43 @@ def test_predictions_on_the_training_curves_reuse_the_scores_and_nothing_else(sp
     other.scaling = fit.Scaling((0.5,) + (0.0,) * len(fit.genes(other)))
     np.testing.assert_array_equal(fem.predict_all([other], curve_set.columns, pset, cache),
                                   np.full((1, curve_set.train.m), 0.5))
+
+
+class _WidthPredictor:
+    """A chosen predictor that prefers wider candidates (r falls with n_embd)."""
+
+    def r_of_columns(self, columns):
+        return -np.asarray(columns["n_embd"], dtype=float)
+
+
+def test_with_the_predictor_as_ranker_the_son_is_its_pick_and_the_mother_is_logged(space, pset):
+    father = male(space, n_layer=2, n_head=2, n_embd=48, dropout=0.1, learning_rate=3e-3)
+    mother = scored("dropout", pset)   # prefers low dropout; ignores width
+    picks = []
+    for seed in range(10):
+        ctx = context(space, pset, seed=seed)
+        ctx.ranker, ctx.predictor, ctx.rankings = "predictor", _WidthPredictor(), []
+        son, guided = mating.make_son(father, mother, father_view(father, space), ctx)
+        (logged,) = ctx.rankings
+        widths = [decode(c, space)["n_embd"] for c in logged["candidates"]]
+        assert guided == (max(widths) > min(widths))
+        if guided:
+            assert decode(son, space)["n_embd"] == max(widths)     # the predictor's pick, not the mother's
+            picks.append(decode(son, space)["n_embd"])
+        assert logged["mother"] is not None and logged["predictor"] is not None
+    assert picks
+
+
+def test_without_a_predictor_its_ranking_gives_random_sons(space, pset):
+    father = male(space, n_layer=2, n_head=2, n_embd=48, dropout=0.1, learning_rate=3e-3)
+    ctx = context(space, pset, seed=0)
+    ctx.ranker = "predictor"
+    _, guided = mating.make_son(father, scored("dropout", pset), father_view(father, space), ctx)
+    assert guided is False
+
+
+def test_son_ranker_is_checked_when_the_preset_loads():
+    from gpnas.config import ConfigError
+    assert load_preset("cpu-small", ["ga.son_ranker=predictor"]).ga.son_ranker == "predictor"
+    with pytest.raises(ConfigError, match="ga.son_ranker = 'oracle' must be one of 'mother', 'predictor'"):
+        load_preset("cpu-small", ["ga.son_ranker=oracle"])
