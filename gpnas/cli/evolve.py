@@ -8,6 +8,7 @@ import shlex
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import click
 
@@ -92,6 +93,9 @@ def _verbose_line(state, row) -> str:
               help="Replay this table of recorded curves instead of training (docs/tables.md): a whole "
                    "search in seconds.")
 @click.option("--task", "table_task", default=None, help="The task of a table file that holds several.")
+@click.option("--prior", type=click.Path(dir_okay=True), default=None,
+              help="A predictor file (gpnas predictors fit) whose formulas the females start from; its "
+                   "formulas are judged on the run's curves like every female.")
 @click.option("--verbose", "-v", is_flag=True,
               help="Under each generation line, the rest of its logbook row: promotions, raw prediction, "
                    "the females' errors, tokens and steps, the predictor in use.")
@@ -99,7 +103,7 @@ def _verbose_line(state, row) -> str:
 @device_options
 @backend_options
 def evolve_command(generations, preset, overrides, mode, seed, out, resume, archive, keep_checkpoints, as_json,
-                   table, table_task, verbose, data_dir, device, threads, backend, workers, address):
+                   table, table_task, prior, verbose, data_dir, device, threads, backend, workers, address):
     """Co-evolve architectures and learning-curve predictors.
 
     Prints one line per generation and, at the end, the best architecture
@@ -114,7 +118,7 @@ def evolve_command(generations, preset, overrides, mode, seed, out, resume, arch
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         _evolve(generations, preset, overrides, mode, seed, out, resume, archive, keep_checkpoints, as_json,
-                data_dir, device, threads, backend, workers, address, table, table_task, verbose)
+                data_dir, device, threads, backend, workers, address, table, table_task, verbose, prior)
     except KeyboardInterrupt:  # before the run folder existed: nothing to continue
         echo("\ninterrupted before the run started; nothing was saved", err=True)
         sys.exit(130)
@@ -127,8 +131,31 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def run_prior(path, preset, mode: str, table) -> dict | None:
+    """What run.json records of ``--prior``: its path, hash and formulas, checked against
+    the features the run's curves will have (one line naming the missing ones)."""
+    if path is None:
+        return None
+    import hashlib
+
+    from gpnas.errors import ConfigError
+    from gpnas.runs.tasks import replay_task
+    from gpnas.search import females as fem
+    from gpnas.search.engine import MODES
+
+    if mode not in MODES or not MODES[mode].females:
+        raise ConfigError(f"--prior seeds the females, and mode {mode} has none; use combined, female or "
+                          "within-gender")
+    features = fem.Features.of_task(replay_task(preset, table)[0]) if table is not None else fem.NANOGPT
+    formulas = fem.prior_formulas(path, features)
+    file = Path(path) / "predictor.json" if Path(path).is_dir() else Path(path)
+    return {"path": str(file.resolve()), "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
+            "formulas": list(formulas)}
+
+
 def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, keep_checkpoints, as_json,
-            data_dir, device, threads, backend, workers, address, table=None, table_task=None, verbose=False):
+            data_dir, device, threads, backend, workers, address, table=None, table_task=None, verbose=False,
+            prior=None):
     from gpnas.config import check_fits, largest_architecture, load_preset
     from gpnas.jobs.run import check_unchanged, default_out, execute, new_run, open_run, record_target, resume_target
     from gpnas.report.run import render_closing, render_summary
@@ -145,6 +172,9 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, ke
         raise click.UsageError("--task picks a task of a --table file; give --table FILE too")
     if resume and table:
         raise click.UsageError("--table cannot change on --resume; the run replays the table it recorded")
+    if resume and prior:
+        raise click.UsageError("--prior cannot change on --resume; the run's females started from the prior it "
+                               "recorded")
     if resume:
         run = open_run(resume, load_dataset, data_dir)
         changed = load_preset(preset or run.preset.name, overrides) if (preset or overrides) else None
@@ -169,6 +199,7 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, ke
             check_fits(largest_architecture(resolved.space, resolved.reference), resolved.budget, device,
                        workers or 1)
             recorded, dataset = None, load_dataset(data_dir)
+        prior = run_prior(prior, resolved, mode, recorded)
     with make_backend(backend, workers, address, threads) as map_fn:
         if resume:
             target = resume_target(run, generations)
@@ -181,7 +212,7 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, ke
         else:
             target = generations or DEFAULT_GENERATIONS
             run = new_run(out or default_out(resolved.name, mode, seed), resolved, mode, seed, dataset, archive,
-                          generations=target, table=recorded)
+                          generations=target, table=recorded, prior=prior)
             done = -1
         echo(f"run folder: {run.folder.path}  (mode {run.mode}, preset {run.preset.name}, seed {run.seed})",
              err=as_json)

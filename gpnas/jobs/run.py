@@ -40,6 +40,7 @@ class Run:
     dataset: object            # the text it trains on (None for a table run)
     target: int | None = None  # generations the run was asked for (run.json "generations")
     table: object = None       # the table it replays (runs.table.Table), instead of training
+    prior: tuple = ()          # formulas its females start from (run.json "prior", females.prior_formulas)
 
     @property
     def done(self) -> int:
@@ -53,7 +54,7 @@ def default_out(preset_name: str, mode: str, seed: int, root: Path = Path("runs"
 
 
 def new_run(out, preset, mode: str, seed: int, dataset, archive_path=None, generations: int | None = None,
-            table=None) -> Run:
+            table=None, prior: dict | None = None) -> Run:
     """Create the run folder and record what the run is (and, given, its target:
     the generations a plain ``--resume`` continues to).
 
@@ -62,6 +63,7 @@ def new_run(out, preset, mode: str, seed: int, dataset, archive_path=None, gener
     in run.json with a fresh ``run_id`` that the archive records too, so a resume
     can tell the user's archive from a path a forged run.json names. A table run
     (``table``, dataset None) records the table's path, task and hash instead of the text's.
+    ``prior`` ({path, sha256, formulas}): the predictor file the females start from.
     """
     if mode not in MODES and mode not in METHODS:
         raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join([*MODES, *METHODS])}")
@@ -88,10 +90,11 @@ def new_run(out, preset, mode: str, seed: int, dataset, archive_path=None, gener
         **where,
         "created": datetime.now().isoformat(timespec="seconds"),
         **({"generations": generations} if generations is not None else {}),
+        **({"prior": prior} if prior else {}),
     })
     if table is not None:
         table_space(preset, table)  # a preset the table does not cover is refused before anything runs
-    return Run(folder, preset, mode, seed, dataset, generations, table)
+    return Run(folder, preset, mode, seed, dataset, generations, table, tuple((prior or {}).get("formulas", ())))
 
 
 def open_run(path, dataset_loader, data_dir=None) -> Run:
@@ -120,6 +123,12 @@ def open_run(path, dataset_loader, data_dir=None) -> Run:
     target = meta.get("generations")
     if target is not None and (not isinstance(target, int) or isinstance(target, bool) or target < 1):
         raise FileFormatError(f"{where}: 'generations' must be a whole number of at least 1; the file is damaged")
+    prior = meta.get("prior")
+    if prior is not None and not (isinstance(prior, dict) and isinstance(prior.get("formulas"), list)
+                                  and all(isinstance(t, str) for t in prior["formulas"])):
+        raise FileFormatError(f"{where}: 'prior' must hold the prior's formulas as a list of tree texts; "
+                              "the file is damaged")
+    formulas = tuple(prior["formulas"]) if prior else ()   # parsed token by token when the females start
     check_archive(folder)
     check_archive_holds_evaluations(folder)
     try:
@@ -132,13 +141,13 @@ def open_run(path, dataset_loader, data_dir=None) -> Run:
             raise ConfigError(f"the table {table.path} (task {table.task!r}) is not the one run {path} replayed "
                               f"(sha256 {table.sha256[:12]} != {recorded_table['sha256'][:12]}); "
                               "restore the original table file")
-        return Run(folder, preset, meta["mode"], meta["seed"], None, target, table)
+        return Run(folder, preset, meta["mode"], meta["seed"], None, target, table, formulas)
     dataset = dataset_loader(data_dir or data["dir"])
     if dataset.sha256 != data["sha256"]:
         raise ConfigError(f"the data at {dataset.text_path} is not the data run {path} used "
                           f"(sha256 {dataset.sha256[:12]} != {data['sha256'][:12]}); "
                           "point --data-dir at the original text")
-    return Run(folder, preset, meta["mode"], meta["seed"], dataset, target)
+    return Run(folder, preset, meta["mode"], meta["seed"], dataset, target, None, formulas)
 
 
 def resume_target(run: Run, generations: int | None) -> int:
@@ -246,7 +255,7 @@ def _execute(run, generations, map_fn, device, threads, callbacks, max_flops, st
     try:
         task, space = evaluation_task(run, map_fn, device, threads)
         engine = make_search(run.preset, run.mode, task, archive, run.seed, run.folder, callbacks,
-                             max_flops, keep_checkpoints, space)
+                             max_flops, keep_checkpoints, space, run.prior)
         state = engine.run(generations)
         engine.ledger.prune(state, final=True)
         ref = train_reference(engine) if reference and run.mode != "baseline" and has_reference(engine) else None
@@ -303,16 +312,17 @@ def evaluation_task(run: Run, map_fn=None, device: str = "auto", threads=None):
 
 
 def make_search(preset, mode: str, task, archive, seed: int, snapshots=None, callbacks=(),
-                max_cost: float | None = None, keep_checkpoints: bool = False, space=None):
+                max_cost: float | None = None, keep_checkpoints: bool = False, space=None, prior: tuple = ()):
     """The engine (a mode) or a standard method over a fresh ledger of ``task``, searching
-    ``space`` (default: the preset's) under the task's constraints."""
+    ``space`` (default: the preset's) under the task's constraints; ``prior``: formulas the
+    engine's females start from (``females.prior_formulas``)."""
     space = Space(replace(space or preset.space, constraints=task.constraints))
     if hasattr(task, "bind"):
         task.bind(space)
     ledger = Ledger(task, space, archive, seed, max_cost=max_cost, keep_checkpoints=keep_checkpoints)
     if mode in METHODS:
         return METHODS[mode](preset, ledger, snapshots, callbacks)
-    return Evolution(preset, mode, ledger, snapshots, callbacks)
+    return Evolution(preset, mode, ledger, snapshots, callbacks, prior)
 
 
 def has_reference(engine) -> bool:

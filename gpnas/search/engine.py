@@ -59,8 +59,9 @@ class Evolution(Search):
     """One run of one mode: preset and ledger in (the task, archive and budget behind
     it), snapshots and callbacks out. ``Search.run`` is the loop; this class is its steps."""
 
-    def __init__(self, preset, mode, ledger, snapshots=None, callbacks=()):
+    def __init__(self, preset, mode, ledger, snapshots=None, callbacks=(), prior: tuple = ()):
         super().__init__(preset, ledger, snapshots, callbacks)
+        self.prior = tuple(prior)  # tree texts the females start from (``females.prior_formulas``)
         self.mode = mode if isinstance(mode, Mode) else MODES[mode]
         self.name = self.mode.name
         self.gp_config = trees.GPConfig(max_depth=self.ga.tree_max_depth, max_size=self.ga.tree_max_size,
@@ -92,7 +93,7 @@ class Evolution(Search):
         rng = random.Random(self.seed)
         seeds = [sample_genome(self.space, rng) for _ in range(self.ga.seed_archive)]
         males = [sample_genome(self.space, rng) for _ in range(self.ga.n_males)]
-        females = (fem.initial_population(self.ga.n_females, self.pset, rng, self.gp_config)
+        females = (fem.initial_population(self.ga.n_females, self.pset, rng, self.gp_config, self.prior)
                    if self.mode.females else [])
         state = State(generation=0, males=males, females=females, rng_state=rng.getstate())
         work = self.ledger.evaluate(state, [self.ledger.full_request(g, state) for g in seeds])

@@ -114,10 +114,34 @@ class CurveSet:
         return self.train.y
 
 
-def initial_population(n: int, pset, rng: random.Random, config) -> list:
-    """The constant and one tree per feature (the predictor's seeds), then ramped half-and-half trees."""
-    seeds = seed_trees(pset)[:n]
+def initial_population(n: int, pset, rng: random.Random, config, prior: tuple = ()) -> list:
+    """A prior's formulas (``prior_formulas``) first, the constant and one tree per feature
+    (the predictor's seeds), then ramped half-and-half trees."""
+    seeds = ([trees.parse_tree(text, pset) for text in prior] + seed_trees(pset))[:n]
     return seeds + [trees.random_tree(pset, rng, config) for _ in range(n - len(seeds))]
+
+
+def prior_formulas(path, features: Features) -> tuple[str, ...]:
+    """The evolved formulas of a predictor file (``gpnas predictors fit``) as tree texts a
+    run's females can start from: its front, chosen one first. Read as predictor files
+    always are (parsed token by token; nothing in the file runs). ConfigError, naming
+    them, when the formulas read features the run's curves do not have."""
+    from gpnas.errors import ConfigError
+
+    model = CurvePredictor.load(path)
+    front = sorted((c for c in model.equations_ if c.kind == "tree" and c.tree),
+                   key=lambda c: (c is not model.best_, c.cv.get("objective", 0.0)))
+    if not front:
+        raise ConfigError(f"prior {path}: the file holds no evolved formula; fit one with 'gpnas predictors fit' "
+                          "(and --generations above 0)")
+    used = {node.value for c in front for node in trees.parse_tree(c.tree, model.pset)
+            if isinstance(getattr(node, "value", None), str)}
+    missing = sorted(used - set(features.names))
+    if missing:
+        raise ConfigError(f"prior {path}: its formulas read {', '.join(missing)}, which this run's curves do not "
+                          f"have (they have {', '.join(sorted(features.config_keys))} among their config "
+                          "features); fit the prior on curves with the run's config keys")
+    return tuple(c.tree for c in front)
 
 
 def score(females, curve_set: CurveSet, pset, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
