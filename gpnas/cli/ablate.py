@@ -42,11 +42,14 @@ def _f(x, spec=".4f"):
               help="With --table: each search's budget in the table's cost unit, instead of --budget.")
 @click.option("--allow-mixed", is_flag=True,
               help="With --table: add to records made by other code (the table then says so).")
+@click.option("--prior", type=click.Path(dir_okay=True), default=None,
+              help="With --table: also run combined+prior, combined with its females started from this "
+                   "predictor file's formulas (gpnas evolve --prior).")
 @data_dir_option
 @device_options
 @backend_options
 def ablate_command(preset, overrides, generations, seeds, modes, budget_flops, out, table, tasks, budget,
-                   budget_cost, allow_mixed, data_dir, device, threads, backend, workers, address):
+                   budget_cost, allow_mixed, prior, data_dir, device, threads, backend, workers, address):
     """Compare every mode with baseline, random search, successive halving and
     regularized evolution at the same budget of training FLOPs (6 N + 12 L H Q T per
     token, nanoGPT's estimate_mfu), over several seeds.
@@ -60,7 +63,9 @@ def ablate_command(preset, overrides, generations, seeds, modes, budget_flops, o
 
     if table:
         return _table_ablate(load_preset(preset, overrides), table, tasks, modes, 50 if seeds is None else seeds,
-                             budget, budget_cost, allow_mixed, out, backend, workers, address, threads)
+                             budget, budget_cost, allow_mixed, out, backend, workers, address, threads, prior)
+    if prior:
+        raise ConfigError("--prior is for table ablations (--table FILE); a training ablation has no prior")
     seeds = 5 if seeds is None else seeds
     from gpnas.jobs.ablation import ALL_MODES, make_plan, run_ablation
     from gpnas.report.ablation import write_plots, write_tables
@@ -114,14 +119,15 @@ def ablate_command(preset, overrides, generations, seeds, modes, budget_flops, o
 
 
 def _table_ablate(preset, table, tasks, methods, seeds, budget, budget_cost, allow_mixed, out, backend, workers,
-                  address, threads):
+                  address, threads, prior=None):
     """``gpnas ablate --table``: every method per task and seed against the table (jobs.table_ablation)."""
     from gpnas.jobs.table_ablation import ALL_METHODS, make_table_plan, run_table_ablation, write_table_report
 
-    chosen = list(ALL_METHODS) if methods is None else [m.strip() for m in methods.split(",") if m.strip()]
+    chosen = ([*ALL_METHODS[:-1], *(["combined+prior"] if prior else [])] if methods is None
+              else [m.strip() for m in methods.split(",") if m.strip()])
     if budget_cost is not None and not (math.isfinite(budget_cost) and budget_cost > 0):
         raise click.BadParameter(f"--budget-cost must be a positive number, got {budget_cost}")
-    plan = make_table_plan(table, tasks, chosen, seeds, budget, budget_cost, preset)
+    plan = make_table_plan(table, tasks, chosen, seeds, budget, budget_cost, preset, prior)
     echo(f"table ablation {out}: {table}, tasks {', '.join(plan.tasks)}; methods {', '.join(plan.methods)}; "
          f"{seeds} seeds; budget {budget_cost if budget_cost is not None else f'{budget:g} full curves'} each")
 

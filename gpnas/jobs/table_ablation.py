@@ -18,6 +18,7 @@ are refused unless ``allow_mixed`` (the table then says so).
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import json
 import subprocess
@@ -34,12 +35,15 @@ from gpnas.report.guidance import choice_stats
 from gpnas.runs.archive import Archive
 from gpnas.runs.table import read_table, table_tasks
 from gpnas.runs.tasks import replay_task, table_space
+from gpnas.search.females import Features, prior_formulas
 from gpnas.search.mating import son_statistics
 from gpnas.search.state import State
 
 OPTUNA_METHODS = ("optuna-tpe-hyperband", "optuna-random-sh", "optuna-tpe")
+# the last, combined+prior (combined with its females started from --prior's formulas), runs only with a prior
 ALL_METHODS = ("combined", "male", "female", "within-gender", "baseline", "random", "successive-halving",
-               "regularized-evolution", *OPTUNA_METHODS)
+               "regularized-evolution", *OPTUNA_METHODS, "combined+prior")
+PRIOR_METHOD = "combined+prior"
 MAX_GENERATIONS = 2000   # a search whose budget never runs out (a small table, all cached) stops here
 
 
@@ -52,6 +56,8 @@ class TablePlan:
     budget_curves: float | None     # budget in full-curve equivalents of the median config
     budget_cost: float | None       # or in the table's cost unit
     preset: dict
+    prior: tuple = ()               # combined+prior's formulas (females.prior_formulas of --prior)
+    prior_sha256: str = ""          # and the hash of the predictor file they came from
 
 
 def code_version() -> str:
@@ -68,8 +74,10 @@ def code_version() -> str:
         return "unknown"
 
 
-def make_table_plan(table: str, tasks, methods, seeds: int, budget_curves, budget_cost, preset) -> TablePlan:
-    """Check every choice before anything runs; ConfigError (one line) otherwise."""
+def make_table_plan(table: str, tasks, methods, seeds: int, budget_curves, budget_cost, preset,
+                    prior=None) -> TablePlan:
+    """Check every choice before anything runs; ConfigError (one line) otherwise. ``prior``:
+    the predictor file combined+prior starts from."""
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: give at least 1 seed")
     unknown = [m for m in methods if m not in ALL_METHODS]
@@ -78,19 +86,28 @@ def make_table_plan(table: str, tasks, methods, seeds: int, budget_curves, budge
     if any(m in OPTUNA_METHODS for m in methods) and importlib.util.find_spec("optuna") is None:
         raise ConfigError("the Optuna anchors need Optuna: pip install 'gpnas[optuna]' "
                           "(or leave the optuna-* methods out)")
+    if (PRIOR_METHOD in methods) != bool(prior):
+        raise ConfigError(f"method {PRIOR_METHOD} and --prior go together: give --prior FILE with it"
+                          if prior is None else f"--prior is used by method {PRIOR_METHOD}; add it to --modes")
     present = table_tasks(table)
     chosen = tuple(tasks) or tuple(present)
+    formulas, prior_sha256 = (), ""
     for task in chosen:
         t = read_table(table, task)                  # a bad table or task is refused here
         table_space(preset, t)
+        if prior:
+            formulas = prior_formulas(prior, Features.of_task(replay_task(preset, t)[0]))
         if budget_cost is None and (budget_curves is None or budget_curves < 1):
             raise ConfigError(f"--budget {budget_curves}: a budget below one full curve trains nothing; "
                               "give at least 1")
         if budget_cost is not None and budget_cost < full_cost(t):
             raise ConfigError(f"--budget-cost {budget_cost:g} is less than one full curve of the median config "
                               f"of task {task!r} ({full_cost(t):g}); give more")
+    if prior:
+        file = Path(prior) / "predictor.json" if Path(prior).is_dir() else Path(prior)
+        prior_sha256 = hashlib.sha256(file.read_bytes()).hexdigest()
     return TablePlan(str(table), chosen, tuple(methods), tuple(range(seeds)), budget_curves, budget_cost,
-                     preset_to_dict(preset))
+                     preset_to_dict(preset), formulas, prior_sha256)
 
 
 def full_cost(table) -> float:
@@ -106,13 +123,14 @@ def _table(path: str, task: str):
 def run_search(item: tuple) -> dict:
     """One (task, method, seed) search against the table; its record. A pure function of
     its item, so any map can run it."""
-    path, task_name, method, seed, preset_dict, max_cost = item
+    path, task_name, method, seed, preset_dict, max_cost, *prior = item
     preset, table = preset_from_dict(preset_dict), _table(path, task_name)
     task, space = replay_task(preset, table)
     record = {"task": task_name, "method": method, "seed": seed, "budget": max_cost, "table_sha256": table.sha256}
     with tempfile.TemporaryDirectory(prefix="gpnas-ablate-") as tmp, Archive(Path(tmp) / "a.sqlite") as archive:
-        search = make_search(preset, "random" if method in OPTUNA_METHODS else method, task, archive, seed,
-                             max_cost=max_cost, space=space)
+        mode = "random" if method in OPTUNA_METHODS else "combined" if method == PRIOR_METHOD else method
+        search = make_search(preset, mode, task, archive, seed, max_cost=max_cost, space=space,
+                             prior=tuple(prior[0]) if prior and method == PRIOR_METHOD else ())
         if method == "baseline" and not has_reference(search):
             return {**record, "skipped": "the table does not record the preset's reference"}
         if method in OPTUNA_METHODS:
@@ -148,6 +166,8 @@ def run_table_ablation(out, plan: TablePlan, map_fn=None, allow_mixed: bool = Fa
         old = json.loads(meta_path.read_text())
         if old.get("tables") != meta["tables"] and not allow_mixed:
             raise ConfigError(f"{out} holds records of another table; give another --out, or --allow-mixed")
+        if (old.get("plan") or {}).get("prior_sha256", "") != plan.prior_sha256 and PRIOR_METHOD in plan.methods:
+            raise ConfigError(f"{out} holds records of combined+prior started from another prior; give another --out")
         if old.get("code") != version and not allow_mixed:
             raise ConfigError(f"{out} holds records of code {old.get('code')}, this is {version}; give another "
                               "--out, or --allow-mixed to add to them (the table then says so)")
@@ -162,7 +182,7 @@ def run_table_ablation(out, plan: TablePlan, map_fn=None, allow_mixed: bool = Fa
         for method in plan.methods:
             for seed in plan.seeds:
                 if (task, method, seed) not in done:
-                    items.append((plan.table, task, method, seed, plan.preset, max_cost))
+                    items.append((plan.table, task, method, seed, plan.preset, max_cost, tuple(plan.prior)))
     chunk = max(1, 2 * getattr(map_fn, "workers", 1))
     for start in range(0, len(items), chunk):
         batch = items[start:start + chunk]

@@ -106,3 +106,20 @@ def test_the_cli_writes_the_regret_table(tmp_path, table):
     assert "Anytime normalized regret" in result.output
     table_rows = (tmp_path / "out" / "table.csv").read_text().splitlines()
     assert table_rows[0].startswith("task,method,n_seeds,mean_regret_end") and len(table_rows) == 3
+
+
+def test_combined_with_a_prior_runs_beside_combined_and_needs_the_prior(tmp_path, table):
+    from tests.cli.test_prior import fit_prior
+    prior = fit_prior(tmp_path, table)
+    preset = load_preset("micro", ["ga.seed_archive=4"])
+    with pytest.raises(ConfigError, match="method combined\\+prior and --prior go together"):
+        ta.make_table_plan(table, (), ("combined", "combined+prior"), 2, 6, None, preset)
+    plan = ta.make_table_plan(table, (), ("combined", "combined+prior"), 2, 6, None, preset, prior)
+    assert plan.prior and len(plan.prior_sha256) == 64
+    records = ta.run_table_ablation(tmp_path / "out", plan)
+    assert sorted(r["method"] for r in records) == ["combined", "combined", "combined+prior", "combined+prior"]
+    assert all(r["trace"] for r in records)
+    result = CliRunner().invoke(main, ["ablate", "--table", str(table), "--preset", "micro", "--seeds", "2",
+                                       "--budget", "6", "--modes", "combined", "--prior", str(prior),
+                                       "--out", str(tmp_path / "cli")])
+    assert result.exit_code != 0 and "--prior is used by method combined+prior" in result.output
