@@ -83,6 +83,35 @@ def gpnas_linear(archive, query, frac, seed):
     return model.predict(query, i=next(i for i, c in enumerate(model.equations_) if c.kind == "linear"))
 
 
+def gpnas_prior(path: str, margin: float):
+    """The choice among a prior's formulas (``gpnas predictors fit`` on other curves of the
+    space), the linear model and the baselines, coefficients fitted on the archive, no
+    evolution: what ``gpnas evolve --prior`` starts from. The prior's formulas never saw
+    the archive, so their cross-validated figures are honest."""
+    from gpnas.predict import trees
+
+    prior = CurvePredictor.load(path)
+    texts = [c.tree for c in prior.equations_ if c.kind == "tree" and c.tree]
+
+    def predict(archive, query, frac, seed):
+        found = available(archive, frac)
+        pset = trees.make_pset(found.names)
+        population = [trees.parse_tree(t, pset) for t in texts if _reads_only(t, prior.pset, found.names)]
+        model = CurvePredictor.from_trees(population, archive, frac, found.names, found.config_keys,
+                                          formulas=False, seed=seed, prior=[str(t) for t in population],
+                                          prior_margin=predict.margin)
+        predict.choices.append(model.best_.kind)
+        return model.predict(query)
+    predict.choices, predict.margin = [], margin
+    return predict
+
+
+def _reads_only(text, pset, names) -> bool:
+    from gpnas.predict import trees
+
+    return all(n.value in names for n in trees.parse_tree(text, pset) if isinstance(getattr(n, "value", None), str))
+
+
 def baseline(f):
     return lambda archive, query, frac, seed: f(query, frac)
 
@@ -132,6 +161,9 @@ def main(argv=None):
                          "beat the last value + offset's")
     ap.add_argument("--nested", action="store_true",
                     help="gpnas: also check the choice by nested cross-validation (PredictorConfig.nested)")
+    ap.add_argument("--prior", help="a predictor file: adds gpnas_prior (its formulas, refitted on each archive)")
+    ap.add_argument("--prior-margin", type=float, default=PredictorConfig.prior_margin,
+                    help="gpnas_prior: standard errors by which a prior's formula must rank better than the last value")
     ap.add_argument("--json", help="also write the per-task results here")
     args = ap.parse_args(argv)
 
@@ -142,7 +174,9 @@ def main(argv=None):
                "gpnas": gpnas_predictor({"generations": args.generations, "population": args.population,
                                          "rank_margin": args.rank_margin, "linear_margin": args.linear_margin,
                                          "nested": args.nested})}
-    methods = {m: methods[m] for m in args.methods.split(",")}
+    if args.prior:
+        methods["gpnas_prior"] = gpnas_prior(args.prior, args.prior_margin)
+    methods = {m: methods[m] for m in args.methods.split(",") + (["gpnas_prior"] if args.prior else [])}
     results = {m: {} for m in methods}
     seconds = dict.fromkeys(methods, 0.0)
     for task, r, archive, query in splits(curves, args.archive, args.reps, args.max_query, args.loo):
@@ -180,6 +214,11 @@ def main(argv=None):
               "value + offset / Spearman over the last value): " + " ".join(f"{v['error_z']:+.2f}/{v['rank_z']:+.2f}"
                                                                          for v in z))
         table["gpnas"]["linear_z"] = [{k: x if np.isfinite(x) else None for k, x in v.items()} for v in z]
+    if "gpnas_prior" in methods:
+        choices = methods["gpnas_prior"].choices
+        print("\ngpnas_prior chose: " + ", ".join(f"{k} {choices.count(k)}" for k in sorted(set(choices)))
+              + f" (of {len(choices)} fits)")
+        table["gpnas_prior"]["choices"] = {k: choices.count(k) for k in set(choices)}
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "table": table}, indent=1) + "\n")
 

@@ -84,6 +84,7 @@ class PredictorConfig:
     nested: bool = False         # also check the chosen formula by nested cross-validation (slower)
     nested_repeats: int = 2
     rank_margin: float = 4.0    # standard errors by which an evolved formula must rank better than the last value
+    prior_margin: float = 4.0   # ... and a prior's formula, whose structure never saw the curves (no optimism)
     linear_margin: float = 2.0  # ... and the linear model, by its leave-one-out squared-error gain
     simplify_timeout_s: float = 2.0
     gp: trees.GPConfig = field(default_factory=lambda: trees.GPConfig(max_size=25, max_depth=6))
@@ -99,6 +100,8 @@ class PredictorConfig:
             raise ConfigError("cross-validation needs at least 2 folds")
         if not (self.rank_margin >= 0 and math.isfinite(self.rank_margin)):
             raise ConfigError(f"rank margin {self.rank_margin} must be a number >= 0 (standard errors); try 4")
+        if not (self.prior_margin >= 0 and math.isfinite(self.prior_margin)):
+            raise ConfigError(f"prior margin {self.prior_margin} must be a number >= 0 (standard errors)")
         if not (self.linear_margin >= 0 and math.isfinite(self.linear_margin)):
             raise ConfigError(f"linear margin {self.linear_margin} must be a number >= 0 (standard errors); try 2")
 
@@ -153,6 +156,7 @@ class Candidate:
     cv: dict = field(default_factory=dict)   # objective, error, spearman, regret (out of fold)
     scaling: fit.Scaling | None = None       # fitted on all training curves (trees, last+offset)
     formula: str = ""
+    prior: bool = False                      # a prior's formula: its structure never saw these curves
 
 
 def cross_validate(candidates: list, pset, problem: fit.Problem, k: int, seed: int, prefix_frac: float,
@@ -239,14 +243,15 @@ def linear_passes(cv: dict, margin: float) -> bool:
 
 
 def choose(candidates: list, ensemble_size: int, margin: float,
-           linear_margin: float) -> tuple[int, list[int], bool]:
+           linear_margin: float, prior_margin: float | None = None) -> tuple[int, list[int], bool]:
     """(chosen index, ensemble indices, whether a tree or the linear model beat the last value): the module doc."""
     last = next(i for i, c in enumerate(candidates) if c.kind == "last")
     bar = candidates[last].cv
     same_order = {"last", "last+offset"}  # rank exactly as the last value does
     same = [i for i, c in enumerate(candidates) if c.kind in same_order]
     better = [i for i, c in enumerate(candidates)
-              if (c.kind == "tree" and ranks_better(c.cv, bar, margin))
+              if (c.kind == "tree" and ranks_better(c.cv, bar, prior_margin if c.prior and prior_margin is not None
+                                                    else margin))
               or (c.kind == "linear" and linear_passes(c.cv, linear_margin))]
     eligible = better or same
     chosen = one_standard_error(candidates, eligible)
@@ -357,10 +362,11 @@ class CurvePredictor:
 
     @classmethod
     def from_trees(cls, population, curves, prefix_frac: float, features, config_keys=None,
-                   formulas: bool = True, scored: bool = False, **config) -> "CurvePredictor":
+                   formulas: bool = True, scored: bool = False, prior=(), **config) -> "CurvePredictor":
         """The choice among an already evolved population (the engine's females);
         ``formulas=False`` skips the closed forms (the engine's per-generation choice);
-        ``scored=True`` says the trees' fitness is already on exactly these curves."""
+        ``scored=True`` says the trees' fitness is already on exactly these curves;
+        ``prior``: tree texts of a prior, judged with ``prior_margin``."""
         self = cls(PredictorConfig(prefix_frac=prefix_frac, generations=0, **config))
         check_fittable(curves)
         self.features_, self.config_keys_, self.left_out_ = tuple(features), dict(config_keys or {}), ()
@@ -371,16 +377,22 @@ class CurvePredictor:
             evo.score(population, self.pset, problem)
         front.add(population)
         self.history_, self.n_evaluated_ = [], len(population)
-        self._choose_from(front.rows(), problem, formulas)
+        rows = front.rows()
+        shown = {text for _, _, text in rows}
+        rows += sorted({(len(t), t.fitness.values[0], str(t)) for t in population
+                        if str(t) in set(prior) and str(t) not in shown})   # a prior's formulas are all judged
+        self._choose_from(rows, problem, formulas, prior=set(prior))
         self.holdout_scores_, self.nested_ = {}, {}
         return self
 
-    def _choose_from(self, rows, problem, formulas: bool = True) -> None:
+    def _choose_from(self, rows, problem, formulas: bool = True, prior=frozenset()) -> None:
         cfg = self.config
         candidates = candidates_for(rows, self.features_)
+        for c in candidates:
+            c.prior = c.kind == "tree" and c.tree in prior
         cross_validate(candidates, self.pset, problem, cfg.folds, cfg.seed, cfg.prefix_frac)
         self.best_index_, self.ensemble_, self.beats_last_ = choose(candidates, cfg.ensemble, cfg.rank_margin,
-                                                                    cfg.linear_margin)
+                                                                    cfg.linear_margin, cfg.prior_margin)
         self.ranges_ = fit.feature_ranges(problem.columns)
         for c in candidates:
             c.cv.pop("_pred", None)
@@ -541,6 +553,9 @@ class CurvePredictor:
         test = (f"leave-one-out squared error {ez:+.2f} standard errors better than the last value + offset's "
                 f"(needs > {cfg.linear_margin:g}), Spearman {rz:+.2f} standard errors (needs >= 0)"
                 if math.isfinite(ez) and math.isfinite(rz) else "")
+        if c.kind == "tree" and c.prior:
+            return (f"chosen: a formula of the prior, because it ranked better than the last value fold by fold by "
+                    f"more than {cfg.prior_margin:g} standard errors ({vs})")
         if c.kind == "tree":
             return (f"chosen: an evolved formula, because it ranked better than the last value fold by fold by more "
                     f"than {cfg.rank_margin:g} standard errors ({vs})")
@@ -558,7 +573,7 @@ class CurvePredictor:
             rows.append({"kind": c.kind, "tree": c.tree, "complexity": c.complexity,
                          "train_fitness": _finite(c.train_fitness), "formula": c.formula,
                          "cv": {k: _finite(v) for k, v in c.cv.items()},
-                         "scaling": c.scaling.to_dict() if c.scaling else None})
+                         "scaling": c.scaling.to_dict() if c.scaling else None, "prior": c.prior})
         return {"format": FORMAT, "version": VERSION, "features": list(self.features_),
                 "config_keys": dict(self.config_keys_), "left_out": list(self.left_out_),
                 "prefix": {"frac": self.config.prefix_frac, "rule": PREFIX_RULE}, "target": TARGET_RULE,
@@ -681,7 +696,7 @@ def _candidate(row, pset) -> Candidate:
           for k, v in (row.get("cv") or {}).items() if k in CV_KEYS}
     return Candidate(row["kind"], text, int(row.get("complexity") or 1),
                      float(row["train_fitness"]) if isinstance(row.get("train_fitness"), (int, float)) else math.nan,
-                     cv, scaling, str(row.get("formula") or ""))
+                     cv, scaling, str(row.get("formula") or ""), row.get("prior") is True)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -169,7 +169,8 @@ class Evolution(Search):
         # the raw prediction: the predictor chosen by cross-validation among the females'
         # front, the linear model and the baselines, its ensemble's spread the uncertainty;
         # the last value until enough curves completed. Then the calibration on earlier promotions.
-        model = fem.choose(state.females, curve_set, formulas=False, scored=True)  # scored in step (2)
+        model = fem.choose(state.females, curve_set, formulas=False, scored=True,  # scored in step (2)
+                           prior=self.prior)
         _, columns = fem.predict_finals([], curves, self.prefix_frac, self.pset, features=self.features)
         if model is not None:
             raw, spread = model.predict(curves, return_std=True)

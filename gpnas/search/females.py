@@ -202,7 +202,8 @@ def gp_step(females, curve_set: CurveSet, pset, rng: random.Random, elites: int,
     return evo.generation(females, pset, curve_set.train, rng, config, elites, cache)
 
 
-def choose(females, curve_set: CurveSet, formulas: bool = True, scored: bool = False) -> CurvePredictor | None:
+def choose(females, curve_set: CurveSet, formulas: bool = True, scored: bool = False,
+           prior=()) -> CurvePredictor | None:
     """The predictor the run uses and reports: the choice by cross-validation among
     the females' Pareto front and the baselines (as ``gpnas predictors fit``
     makes it); None while fewer than MIN_CURVES training curves are complete.
@@ -213,4 +214,4 @@ def choose(females, curve_set: CurveSet, formulas: bool = True, scored: bool = F
         return None
     return CurvePredictor.from_trees([clone(f) for f in females], train, curve_set.prefix_frac,
                                      curve_set.features.names, curve_set.features.config_keys,
-                                     formulas=formulas, scored=scored)
+                                     formulas=formulas, scored=scored, prior=prior)

@@ -413,3 +413,23 @@ def test_formulas_read_as_people_read_them():
     assert "scale" in names and "last" in names and names["log10_width"] == "log10 of the config's width"
     assert all(name in names for text in texts for name in re.findall(r"[a-z_]+[a-z0-9_]*", text)
                if name in FEATURES or name in model.config_keys_)
+
+
+def test_a_prior_formula_is_judged_with_its_own_margin_and_saved_as_a_prior(tmp_path):
+    curves = hyperparameter_curves(60)
+    found = available(curves, 0.2)
+    pset = trees.make_pset(found.names)
+    prior = "add(log10_width, rel_last)"
+    population = [trees.parse_tree(prior, pset), trees.parse_tree("rel_last", pset)]
+
+    def chosen(margin):
+        model = CurvePredictor.from_trees(population, curves, 0.2, found.names, found.config_keys,
+                                          formulas=False, prior=[prior], prior_margin=margin)
+        return model, model.best_
+
+    model, best = chosen(0.0)
+    assert best.kind == "tree" and best.prior and best.tree == prior
+    assert model.describe_choice().startswith("chosen: a formula of the prior")
+    assert CurvePredictor.load(model.save(tmp_path / "p")).best_.prior
+    _, best = chosen(1e9)
+    assert not (best.kind == "tree" and best.prior)
