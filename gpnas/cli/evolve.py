@@ -8,7 +8,6 @@ import shlex
 import signal
 import sys
 import threading
-from pathlib import Path
 
 import click
 
@@ -94,8 +93,8 @@ def _verbose_line(state, row) -> str:
                    "search in seconds.")
 @click.option("--task", "table_task", default=None, help="The task of a table file that holds several.")
 @click.option("--prior", type=click.Path(dir_okay=True), default=None,
-              help="A predictor file (gpnas predictors fit) whose formulas the females start from; its "
-                   "formulas are judged on the run's curves like every female.")
+              help="A predictor file (gpnas predictors fit), or cpu-small (the prior gpnas ships): the "
+                   "females start from its formulas, judged on the run's curves like every female.")
 @click.option("--verbose", "-v", is_flag=True,
               help="Under each generation line, the rest of its logbook row: promotions, raw prediction, "
                    "the females' errors, tokens and steps, the predictor in use.")
@@ -148,7 +147,7 @@ def run_prior(path, preset, mode: str, table) -> dict | None:
                           "within-gender")
     features = fem.Features.of_task(replay_task(preset, table)[0]) if table is not None else fem.NANOGPT
     formulas = fem.prior_formulas(path, features)
-    file = Path(path) / "predictor.json" if Path(path).is_dir() else Path(path)
+    file = fem.prior_path(path)
     return {"path": str(file.resolve()), "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
             "formulas": list(formulas)}
 

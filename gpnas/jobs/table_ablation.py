@@ -35,7 +35,7 @@ from gpnas.report.guidance import choice_stats
 from gpnas.runs.archive import Archive
 from gpnas.runs.table import read_table, table_tasks
 from gpnas.runs.tasks import replay_task, table_space
-from gpnas.search.females import Features, prior_formulas
+from gpnas.search.females import Features, prior_formulas, prior_path
 from gpnas.search.mating import son_statistics
 from gpnas.search.state import State
 
@@ -104,7 +104,7 @@ def make_table_plan(table: str, tasks, methods, seeds: int, budget_curves, budge
             raise ConfigError(f"--budget-cost {budget_cost:g} is less than one full curve of the median config "
                               f"of task {task!r} ({full_cost(t):g}); give more")
     if prior:
-        file = Path(prior) / "predictor.json" if Path(prior).is_dir() else Path(prior)
+        file = prior_path(prior)
         prior_sha256 = hashlib.sha256(file.read_bytes()).hexdigest()
     return TablePlan(str(table), chosen, tuple(methods), tuple(range(seeds)), budget_curves, budget_cost,
                      preset_to_dict(preset), formulas, prior_sha256)

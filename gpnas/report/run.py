@@ -51,7 +51,8 @@ def female_table(engine, state) -> tuple[list[dict], dict, dict]:
     cross-validated objective, the chosen one marked.
     """
     curve_set = engine.completed_curves(state)
-    model = fem.choose(state.females, curve_set, prior=getattr(engine, "prior", ())) if state.females else None
+    prior = engine.prior_trees(curve_set) if hasattr(engine, "prior_trees") else []
+    model = fem.choose(state.females + prior, curve_set, prior=getattr(engine, "prior", ())) if state.females else None
     if model is None:
         return [], {}, {}
     held = curve_set.held.curves

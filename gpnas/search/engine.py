@@ -169,8 +169,8 @@ class Evolution(Search):
         # the raw prediction: the predictor chosen by cross-validation among the females'
         # front, the linear model and the baselines, its ensemble's spread the uncertainty;
         # the last value until enough curves completed. Then the calibration on earlier promotions.
-        model = fem.choose(state.females, curve_set, formulas=False, scored=True,  # scored in step (2)
-                           prior=self.prior)
+        model = fem.choose(state.females + self.prior_trees(curve_set), curve_set, formulas=False,
+                           scored=True, prior=self.prior)  # the females were scored in step (2)
         _, columns = fem.predict_finals([], curves, self.prefix_frac, self.pset, features=self.features)
         if model is not None:
             raw, spread = model.predict(curves, return_std=True)
@@ -187,6 +187,15 @@ class Evolution(Search):
                 "raw": _finite(raw[j]), "spread": _finite(sigma[j]), "early_score": _finite(scores[i])}
             rows[i] = mating.Father(curves[j], {name: float(col[j]) for name, col in columns.items()})
         return rows
+
+    def prior_trees(self, curve_set) -> list:
+        """The prior's formulas as trees scored on ``curve_set``'s training curves: always among
+        the candidates of the choice, whatever became of them among the females."""
+        if not self.prior or not curve_set.curves:
+            return []
+        out = [trees.parse_tree(text, self.pset) for text in self.prior]
+        fem.rescore(out, curve_set, self.pset, self.scores(curve_set))
+        return out
 
     def calibration(self, state: State) -> Calibration:
         """The monotone map raw -> true fitted on this run's earlier promotions by prediction."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -121,6 +122,26 @@ def initial_population(n: int, pset, rng: random.Random, config, prior: tuple = 
     return seeds + [trees.random_tree(pset, rng, config) for _ in range(n - len(seeds))]
 
 
+PRIORS_DIR = Path(__file__).resolve().parent.parent / "priors"
+
+
+def prior_path(name_or_path) -> Path:
+    """A prior's predictor file: a path (a file, or a folder holding predictor.json), or the
+    name of one gpnas ships (``gpnas/priors/NAME.json``: ``cpu-small``)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        path = path / "predictor.json"
+    if not path.exists() and (PRIORS_DIR / f"{name_or_path}.json").is_file():
+        return PRIORS_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        from gpnas.errors import ConfigError
+
+        shipped = ", ".join(sorted(p.stem for p in PRIORS_DIR.glob("*.json")))
+        raise ConfigError(f"prior {name_or_path}: no such file; give a predictor file of 'gpnas predictors fit' "
+                          f"or a shipped prior ({shipped})")
+    return path
+
+
 def prior_formulas(path, features: Features) -> tuple[str, ...]:
     """The evolved formulas of a predictor file (``gpnas predictors fit``) as tree texts a
     run's females can start from: its front, chosen one first. Read as predictor files
@@ -128,6 +149,7 @@ def prior_formulas(path, features: Features) -> tuple[str, ...]:
     them, when the formulas read features the run's curves do not have."""
     from gpnas.errors import ConfigError
 
+    path = prior_path(path)
     model = CurvePredictor.load(path)
     front = sorted((c for c in model.equations_ if c.kind == "tree" and c.tree),
                    key=lambda c: (c is not model.best_, c.cv.get("objective", 0.0)))
