@@ -53,6 +53,7 @@ from gpnas.search.loop import WORST, Search, _finite, add_work
 from gpnas.search.males import early_score, sample_genome
 from gpnas.search.modes import MODES, Mode
 from gpnas.search.state import State
+from gpnas.search.surrogate import Surrogate
 
 
 class Evolution(Search):
@@ -250,7 +251,7 @@ class Evolution(Search):
         ranked = sorted(state.males, key=lambda g: (g.fitness.values[0], self.raw_of(g)))
         male_elites = [copy.deepcopy(g) for g in ranked[: ga.male_elites]]
         n_sons = ga.n_males - len(male_elites)
-        ctx = self.mating_context(state, state.females, curve_set, rng)
+        ctx = self.mating_context(state, state.females, curve_set, rng, sons=True)
         return self.mode.breeding.breed(self, state, rows, curve_set, rng, male_elites, n_sons, ctx)
 
     def mating_pass(self, state: State, females: list, pool: list[int], curve_set, rng) -> list:
@@ -286,7 +287,11 @@ class Evolution(Search):
         """A tournament over ``father_pool``: the best of ``male_tournament`` uniform draws."""
         return pool[min(rng.randrange(len(pool)) for _ in range(self.ga.male_tournament))]
 
-    def mating_context(self, state: State, females: list, curve_set, rng) -> mating.MatingContext:
+    def mating_context(self, state: State, females: list, curve_set, rng, sons: bool = False) -> mating.MatingContext:
+        """The operator's context; ``sons``: for the sons (with the rankers they need)."""
+        logged = sons and self.rankings is not None
+        surrogate = (Surrogate.fit(self.ledger.early_values(state), self.features.config_keys)
+                     if sons and (logged or self.ga.son_ranker == "surrogate") else None)
         predictions = (fem.predict_all(females, curve_set.columns, self.pset, self.scores(curve_set))
                        if females and curve_set.curves else np.empty((len(females), 0)))
         return mating.MatingContext(
@@ -298,8 +303,8 @@ class Evolution(Search):
             ranges=fit.feature_ranges(curve_set.train.columns) if curve_set.curves else {},
             tournament_size=self.ga.female_tournament, features=self.features,
             curve_config=lambda g: self.ledger.task.curve_config(self.ledger.arch(g)),
-            predictor=self.choice if self.rankings is not None or self.ga.son_ranker == "predictor" else None,
-            rankings=self.rankings, ranker=self.ga.son_ranker,
+            predictor=self.choice if logged or self.ga.son_ranker == "predictor" else None,
+            rankings=self.rankings if sons else None, ranker=self.ga.son_ranker, surrogate=surrogate,
         )
 
     def note_sons(self, state: State):

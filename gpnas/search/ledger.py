@@ -25,6 +25,8 @@ compute without changing what the run computes.
 
 from __future__ import annotations
 
+import bisect
+import json
 import time
 
 from gpnas.errors import FileFormatError
@@ -204,6 +206,23 @@ class Ledger:
         """The completed curves of this run's own evaluations, in the order it made them."""
         records = (self.record(key) for key in state.charged)
         return [self.curve(r) for r in records if r is not None and r.status == "complete"]
+
+    def early_values(self, state: State) -> list[tuple[dict, float]]:
+        """(curve config, value at the early step) of every config this run has evaluated
+        at least that far (each once, in the order charged): all its evidence on how configs
+        start, read from its own records, so a resumed run sees what an uninterrupted one does."""
+        out, seen = [], set()
+        for key in state.charged:
+            record = self.record(key)
+            if record is None or record.status not in ("early", "complete"):
+                continue
+            curve = record.result["curve"]
+            at = bisect.bisect_right(curve["eval_steps"], self.early) - 1
+            name = json.dumps(record.arch, sort_keys=True, default=str)
+            if at >= 0 and name not in seen:
+                seen.add(name)
+                out.append((self.task.curve_config(record.arch), float(curve["val_loss"][at])))
+        return out
 
     def early_records(self, state: State, males) -> list:
         """Early records of the males, in order (None where missing, or not charged to

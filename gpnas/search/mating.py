@@ -91,7 +91,8 @@ class MatingContext:
     # (``predictor``) are appended to ``rankings``; neither changes the son
     predictor: object = None
     rankings: list | None = None
-    ranker: str = "mother"             # who picks the son: the mother, or ``predictor`` (ga.son_ranker)
+    ranker: str = "mother"             # who picks the son: mother, predictor or surrogate (ga.son_ranker)
+    surrogate: object = None           # search.surrogate.Surrogate of the run's early values, or None
 
     def __post_init__(self):
         if self.curve_config is None:
@@ -149,8 +150,9 @@ def predictor_ranking(predictor, father: Father, candidates: list, ctx: MatingCo
 
 
 def make_son(father, mother, view: Father | None, ctx: MatingContext):
-    """The best of the father's candidate neighbours by the mother's formula (or, with
-    ``ctx.ranker == "predictor"``, by the run's chosen predictor); returns (son, guided)."""
+    """The best of the father's candidate neighbours by the mother's formula (or, by
+    ``ctx.ranker``, the run's chosen predictor or the surrogate of its early values);
+    returns (son, guided)."""
     candidates = son_candidates(father, ctx.space, ctx.rng, ctx.n_candidates, ctx.step_scale)
     if not candidates:  # a space of one architecture: nothing to move to
         son = copy.deepcopy(father)
@@ -159,6 +161,9 @@ def make_son(father, mother, view: Father | None, ctx: MatingContext):
     ranked = {"mother": mother_ranking(mother, view, candidates, ctx)}
     if ctx.rankings is not None or ctx.ranker == "predictor":
         ranked["predictor"] = predictor_ranking(ctx.predictor, view, candidates, ctx)
+    if ctx.rankings is not None or ctx.ranker == "surrogate":
+        ranked["surrogate"] = (ctx.surrogate.predict([ctx.curve_config(c) for c in candidates])
+                               if ctx.surrogate is not None else None)
     if ctx.rankings is not None:
         ctx.rankings.append({"candidates": candidates, **ranked})
     r = ranked[ctx.ranker]
