@@ -118,7 +118,9 @@ def guidance_markdown(rows: list) -> str:
              "Pick percentile: where the candidate a ranker picks stands among the father's candidate "
              "neighbours by their recorded value (0 the best, 1 the worst, 0.5 chance); mean over seeds with "
              "95 % interval and the one-sided Wilcoxon p of below 0.5. `mother` is the operator of the run; "
-             "`predictor` is the run's chosen predictor and `surrogate` the ridge on the run's early values (search.surrogate) ranking the same candidates; whichever the run's ga.son_ranker does not name is logged, not used.", "",
+             "`predictor` is the run's chosen predictor and `surrogate` the ridge on the run's early values "
+             "(search.surrogate) ranking the same candidates; whichever the run's ga.son_ranker does not name "
+             "is logged, not used.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         lines.append("| " + " | ".join([row["task"], row["method"], row["ranker"], str(row["seeds"]),

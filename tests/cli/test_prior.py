@@ -48,11 +48,11 @@ def test_the_females_start_from_the_prior_and_a_resume_keeps_it(tmp_path):
 def test_a_prior_reading_other_features_or_a_mode_without_females_is_one_line(tmp_path):
     import pytest
 
+    from gpnas.config import load_preset
     from gpnas.errors import ConfigError
     from gpnas.predict import trees
     from gpnas.runs.table import read_table
     from gpnas.runs.tasks import replay_task
-    from gpnas.config import load_preset
     from gpnas.search import females as fem
 
     table = write_table(tmp_path / "t.jsonl", n_configs=60)
