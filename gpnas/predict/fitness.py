@@ -145,20 +145,41 @@ def compiled(tree, pset):
 
 
 def gene_functions(tree, pset, text: str | None = None) -> tuple:
-    """The compiled genes of a tree, split and looked up once per distinct tree
-    (``text``: the tree's ``str``, where the caller has it already)."""
+    """The genes of a tree as (their texts, their compiled functions), split and looked up
+    once per distinct tree (``text``: the tree's ``str``, where the caller has it already)."""
     key = (id(pset), str(tree) if text is None else text)
-    fns = _GENES.get(key)
-    if fns is None:
+    found = _GENES.get(key)
+    if found is None:
         if len(_GENES) > CACHE_LIMIT:
             _GENES.clear()
-        fns = _GENES[key] = tuple(compiled(g, pset) for g in genes(tree))
-    return fns
+        parts = genes(tree)
+        found = _GENES[key] = (tuple((id(pset), str(g)) for g in parts), tuple(compiled(g, pset) for g in parts))
+    return found
+
+
+_OUTPUTS: dict = {}   # id(columns) -> (columns, {gene key: its output on them}); a few column sets
 
 
 def gene_matrix(tree, pset, columns, text: str | None = None) -> np.ndarray:
-    """(G, m) outputs of the tree's genes on the feature columns."""
-    return np.stack([fn(columns) for fn in gene_functions(tree, pset, text)])
+    """(G, m) outputs of the tree's genes on the feature columns. A gene met before on the
+    same columns (the same dict: a daughter keeps most of her parents' genes) is not
+    computed again."""
+    keys, fns = gene_functions(tree, pset, text)
+    slot = _OUTPUTS.get(id(columns))
+    if slot is None or slot[0] is not columns:      # the dict is held, so its id is not reused
+        if len(_OUTPUTS) >= 8:
+            _OUTPUTS.clear()
+        slot = _OUTPUTS[id(columns)] = (columns, {})
+    known = slot[1]
+    if len(known) > CACHE_LIMIT:
+        known.clear()
+    rows = []
+    for key, fn in zip(keys, fns):
+        out = known.get(key)
+        if out is None:
+            out = known[key] = fn(columns)
+        rows.append(out)
+    return np.stack(rows)
 
 
 def linear_matrix(columns: dict, names) -> np.ndarray:
