@@ -145,7 +145,7 @@ def run_search(item: tuple) -> dict:
               "spent": float(state.compute.flops), "evaluations": state.compute.evaluations}
     if getattr(search, "rankings", None):
         # the coupling judged against the table (report.guidance): every son's candidates as
-        # the mother and the chosen predictor ranked them, against their recordings
+        # each ranker (mother, chosen predictor, surrogate) ranked them, against their recordings
         record["guidance"] = choice_stats(search.rankings,
                                           lambda g: task.truth(search.ledger.run_config(g), search.ledger.seed))
     if state.sons:

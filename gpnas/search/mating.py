@@ -87,8 +87,8 @@ class MatingContext:
     curve_config: Callable = None
     features: fem.Features = fem.NANOGPT
     # the instrument of the coupling (a table ablation turns it on): every son's candidates
-    # with the mother's outputs r and, for comparison, the run's chosen predictor's
-    # (``predictor``) are appended to ``rankings``; neither changes the son
+    # with the outputs of each ranker (the mother, the run's chosen ``predictor``, the
+    # ``surrogate``) are appended to ``rankings``; only ``ranker``'s picks the son
     predictor: object = None
     rankings: list | None = None
     ranker: str = "mother"             # who picks the son: mother, predictor or surrogate (ga.son_ranker)
