@@ -4,9 +4,13 @@ every method of the base ablation of the same tasks, paired by seed: the summary
 the coupling's guidance rows of both.
 
     python3 experiments/variant_compare.py NAME OUT.md VARIANT_DIR:BASE_DIR [...]
+    python3 experiments/variant_compare.py --full NAME OUT.md VARIANT_DIR:BASE_DIR [...]
 
 VARIANT_DIR and BASE_DIR are folders of one task each (ablation.json, records.jsonl);
-the variant's combined records are named NAME; the base's are kept as they are.
+the variant's combined records are named NAME; the base's are kept as they are. With
+--full the variant folder holds several methods run with the variant's preset, which
+keep their names (combined is the reference); the base contributes only the methods
+the variant did not run (those the preset's [ga] does not touch, such as Optuna's).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ def records(folder: Path) -> list[dict]:
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    full = bool(argv) and argv[0] == "--full"
+    argv = argv[1:] if full else argv
     if len(argv) < 3:
         sys.exit(__doc__)
     name, out, pairs = argv[0], Path(argv[1]), [a.split(":") for a in argv[2:]]
@@ -37,8 +43,13 @@ def main(argv=None):
         meta = json.loads((variant_dir / "ablation.json").read_text())
         base_meta = json.loads((base_dir / "ablation.json").read_text())
         codes |= {meta["code"], base_meta["code"]}
-        mine = [{**r, "method": name} for r in records(variant_dir) if r["method"] == "combined"]
-        base = records(base_dir)
+        if full:
+            mine = records(variant_dir)
+            ran = {r["method"] for r in mine}
+            base = [r for r in records(base_dir) if r["method"] not in ran]
+        else:
+            mine = [{**r, "method": name} for r in records(variant_dir) if r["method"] == "combined"]
+            base = records(base_dir)
         for r in mine + base:
             if r.get("skipped"):
                 continue
@@ -46,13 +57,15 @@ def main(argv=None):
             rows += rg.regret_rows(r["task"], r["method"], r["seed"], r["trace"], r["budget"], table.best(),
                                    table.median())
         guidance += [r for r in mine + base if r.get("guidance")]
-    summary = rg.summary_table(rows, reference=name)
+    summary = rg.summary_table(rows, reference="combined" if full else name)
     changed = set()
     for v, b in pairs:
         mine, theirs = (json.loads((Path(d) / "ablation.json").read_text())["plan"]["preset"] for d in (v, b))
         changed |= {f"{section}.{k} = {mine[section][k]!r}" for section in ("ga", "budget")
                     for k in mine.get(section, {}) if mine[section][k] != theirs.get(section, {}).get(k)}
-    notes = [f"{name}: combined with {', '.join(sorted(changed)) or 'the same preset'}",
+    notes = [f"{name}: {'every method the variant folder holds' if full else 'combined'} with "
+             f"{', '.join(sorted(changed)) or 'the same preset'}"
+             + ("; the base's records for the others (methods the preset's [ga] does not touch)" if full else ""),
              f"code: {', '.join(sorted(codes))}",
              "paired by seed against each method of the base ablation; Wilcoxon signed-rank, Holm over the methods"]
     text = rg.markdown_text(summary, f"{name} against the base ablation", notes)
