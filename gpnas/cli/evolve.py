@@ -135,8 +135,6 @@ def run_prior(path, preset, mode: str, table) -> dict | None:
     the features the run's curves will have (one line naming the missing ones)."""
     if path is None:
         return None
-    import hashlib
-
     from gpnas.errors import ConfigError
     from gpnas.runs.tasks import replay_task
     from gpnas.search import females as fem
@@ -146,10 +144,7 @@ def run_prior(path, preset, mode: str, table) -> dict | None:
         raise ConfigError(f"--prior seeds the females, and mode {mode} has none; use combined, female or "
                           "within-gender")
     features = fem.Features.of_task(replay_task(preset, table)[0]) if table is not None else fem.NANOGPT
-    formulas = fem.prior_formulas(path, features)
-    file = fem.prior_path(path)
-    return {"path": str(file.resolve()), "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
-            "formulas": list(formulas)}
+    return fem.prior_record(path, features)
 
 
 def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, keep_checkpoints, as_json,
@@ -223,8 +218,7 @@ def _evolve(generations, preset, overrides, mode, seed, out, resume, archive, ke
             def on_generation(state, row):
                 if resume and state.generation > done:  # a resumed generation is done: keep the new target
                     record_target(run, target)
-                bar.line(_generation_line(state, row) if unit == "FLOPs" else _generation_line(state, row, unit),
-                         err=as_json)
+                bar.line(_generation_line(state, row, unit), err=as_json)
                 if verbose:
                     bar.line(_verbose_line(state, row), err=as_json)
                 bar.update_to(state.generation + 1)

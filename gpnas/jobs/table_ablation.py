@@ -18,7 +18,6 @@ are refused unless ``allow_mixed`` (the table then says so).
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import json
 import subprocess
@@ -35,7 +34,7 @@ from gpnas.report.guidance import choice_stats
 from gpnas.runs.archive import Archive
 from gpnas.runs.table import read_table, table_tasks
 from gpnas.runs.tasks import replay_task, table_space
-from gpnas.search.females import Features, prior_formulas, prior_path
+from gpnas.search.females import Features, prior_record
 from gpnas.search.mating import son_statistics
 from gpnas.search.state import State
 
@@ -91,23 +90,20 @@ def make_table_plan(table: str, tasks, methods, seeds: int, budget_curves, budge
                           if prior is None else f"--prior is used by method {PRIOR_METHOD}; add it to --modes")
     present = table_tasks(table)
     chosen = tuple(tasks) or tuple(present)
-    formulas, prior_sha256 = (), ""
+    recorded = {"formulas": (), "sha256": ""}
     for task in chosen:
         t = read_table(table, task)                  # a bad table or task is refused here
         table_space(preset, t)
-        if prior:
-            formulas = prior_formulas(prior, Features.of_task(replay_task(preset, t)[0]))
+        if prior:                                    # its formulas must read only what every task's curves have
+            recorded = prior_record(prior, Features.of_task(replay_task(preset, t)[0]))
         if budget_cost is None and (budget_curves is None or budget_curves < 1):
             raise ConfigError(f"--budget {budget_curves}: a budget below one full curve trains nothing; "
                               "give at least 1")
         if budget_cost is not None and budget_cost < full_cost(t):
             raise ConfigError(f"--budget-cost {budget_cost:g} is less than one full curve of the median config "
                               f"of task {task!r} ({full_cost(t):g}); give more")
-    if prior:
-        file = prior_path(prior)
-        prior_sha256 = hashlib.sha256(file.read_bytes()).hexdigest()
     return TablePlan(str(table), chosen, tuple(methods), tuple(range(seeds)), budget_curves, budget_cost,
-                     preset_to_dict(preset), formulas, prior_sha256)
+                     preset_to_dict(preset), tuple(recorded["formulas"]), recorded["sha256"])
 
 
 def full_cost(table) -> float:

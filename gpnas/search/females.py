@@ -142,6 +142,15 @@ def prior_path(name_or_path) -> Path:
     return path
 
 
+def prior_record(path, features: Features) -> dict:
+    """What a run or an ablation records of a prior: its file, the file's sha256 and its formulas
+    (``prior_formulas``, checked against ``features``)."""
+    formulas = prior_formulas(path, features)
+    file = prior_path(path)
+    return {"path": str(file.resolve()), "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
+            "formulas": list(formulas)}
+
+
 def prior_formulas(path, features: Features) -> tuple[str, ...]:
     """The evolved formulas of a predictor file (``gpnas predictors fit``) as tree texts a
     run's females can start from: its front, chosen one first. Read as predictor files

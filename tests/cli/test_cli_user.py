@@ -80,10 +80,10 @@ def test_resume_runs_to_the_runs_own_target_and_says_where_it_is(tmp_path, corpu
     out = tmp_path / "run"
     line = cli_evolve._generation_line
 
-    def killed_after_generation_2(state, row):
+    def killed_after_generation_2(state, row, *unit):
         if row["generation"] == 2:
             raise KeyboardInterrupt
-        return line(state, row)
+        return line(state, row, *unit)
 
     monkeypatch.setattr(cli_evolve, "_generation_line", killed_after_generation_2)
     first = evolve("--generations", "4", "--data-dir", str(corpus), "--out", str(out))
