@@ -54,7 +54,7 @@ from gpnas.errors import ConfigError, DataError, FileFormatError
 from gpnas.predict import closedform, trees
 from gpnas.predict import evolution as evo
 from gpnas.predict import fitness as fit
-from gpnas.predict.baselines import BASELINES, predict_last, predict_power_law, score_predictions
+from gpnas.predict.baselines import BASELINES, MIN_RANKED, predict_last, predict_power_law, score_predictions
 from gpnas.predict.curves import group_by_task
 from gpnas.predict.features import available, feature_matrix, prefix_anchors
 
@@ -69,6 +69,7 @@ OFFSET_TREE = "0.0"
 BASELINE_KINDS = ("last", "last+offset", "power_law")
 KINDS = ("tree", "linear", *BASELINE_KINDS)
 CV_KEYS = ("objective", "error", "spearman", "regret", "rank_z", "error_z")  # a candidate's saved figures
+VALIDATION_KEYS = ("error", "spearman", "regret", "curves")   # ... on the held-out curves
 
 
 @dataclass
@@ -158,6 +159,7 @@ class Candidate:
     scaling: fit.Scaling | None = None       # fitted on all training curves (trees, last+offset)
     formula: str = ""
     prior: bool = False                      # a prior's formula: its structure never saw these curves
+    validation: dict | None = None           # spearman, regret, error, curves on curves no tree saw (or None)
 
 
 def cross_validate(candidates: list, pset, problem: fit.Problem, k: int, seed: int, prefix_frac: float,
@@ -243,6 +245,19 @@ def linear_passes(cv: dict, margin: float) -> bool:
     return cv.get("error_z", -math.inf) > margin and cv.get("rank_z", -math.inf) >= 0
 
 
+def validated(c: Candidate, last: Candidate) -> bool:
+    """Whether an evolved formula holds on curves its structure never saw: with validation
+    curves (``from_trees(validation=...)``: the run's held-out quarter), a formula evolved on the
+    run's curves must rank them no worse than the last value does (Spearman and regret, by
+    ``rank_score``); fewer than MIN_RANKED (5), and it is not chosen yet. A prior's formula (its structure
+    never saw any of the run's curves, so its cross-validation is honest) and a fit without
+    validation curves pass."""
+    if c.kind != "tree" or c.prior or c.validation is None:
+        return True
+    mine, bar = rank_score(c.validation), rank_score(last.validation or {})
+    return c.validation.get("curves", 0) >= MIN_RANKED and math.isfinite(mine) and mine <= bar
+
+
 def choose(candidates: list, ensemble_size: int, margin: float,
            linear_margin: float, prior_margin: float | None = None) -> tuple[int, list[int], bool]:
     """(chosen index, ensemble indices, whether a tree or the linear model beat the last value): the module doc."""
@@ -252,7 +267,7 @@ def choose(candidates: list, ensemble_size: int, margin: float,
     same = [i for i, c in enumerate(candidates) if c.kind in same_order]
     better = [i for i, c in enumerate(candidates)
               if (c.kind == "tree" and ranks_better(c.cv, bar, prior_margin if c.prior and prior_margin is not None
-                                                    else margin))
+                                                    else margin) and validated(c, candidates[last]))
               or (c.kind == "linear" and linear_passes(c.cv, linear_margin))]
     eligible = better or same
     chosen = one_standard_error(candidates, eligible)
@@ -363,11 +378,15 @@ class CurvePredictor:
 
     @classmethod
     def from_trees(cls, population, curves, prefix_frac: float, features, config_keys=None,
-                   formulas: bool = True, scored: bool = False, prior=(), **config) -> "CurvePredictor":
+                   formulas: bool = True, scored: bool = False, prior=(), validation=(),
+                   **config) -> "CurvePredictor":
         """The choice among an already evolved population (the engine's females);
         ``formulas=False`` skips the closed forms (the engine's per-generation choice);
         ``scored=True`` says the trees' fitness is already on exactly these curves;
-        ``prior``: tree texts of a prior, judged with ``prior_margin``."""
+        ``prior``: tree texts of a prior, judged with ``prior_margin``;
+        ``validation``: curves no tree was evolved or scaled on (the run's held-out quarter),
+        on which every candidate is scored and an evolved formula must rank no worse than
+        the last value to be chosen (``validated``)."""
         self = cls(PredictorConfig(prefix_frac=prefix_frac, generations=0, **config))
         check_fittable(curves)
         self.features_, self.config_keys_, self.left_out_ = tuple(features), dict(config_keys or {}), ()
@@ -382,19 +401,26 @@ class CurvePredictor:
         shown = {text for _, _, text in rows}
         rows += sorted({(len(t), t.fitness.values[0], str(t)) for t in population
                         if str(t) in set(prior) and str(t) not in shown})   # a prior's formulas are all judged
-        self._choose_from(rows, problem, formulas, prior=set(prior))
+        held = fit.Problem.build(list(validation), prefix_frac, self.features_, self.config_keys_) \
+            if validation else None
+        self._choose_from(rows, problem, formulas, prior=set(prior), held=held)
         self.holdout_scores_, self.nested_ = {}, {}
         return self
 
-    def _choose_from(self, rows, problem, formulas: bool = True, prior=frozenset()) -> None:
+    def _choose_from(self, rows, problem, formulas: bool = True, prior=frozenset(), held=None) -> None:
         cfg = self.config
         candidates = candidates_for(rows, self.features_)
         for c in candidates:
             c.prior = c.kind == "tree" and c.tree in prior
         cross_validate(candidates, self.pset, problem, cfg.folds, cfg.seed, cfg.prefix_frac)
+        self.ranges_ = fit.feature_ranges(problem.columns)
+        if held is not None:
+            self._validate_on(candidates, held)
         self.best_index_, self.ensemble_, self.beats_last_ = choose(candidates, cfg.ensemble, cfg.rank_margin,
                                                                     cfg.linear_margin, cfg.prior_margin)
-        self.ranges_ = fit.feature_ranges(problem.columns)
+        last = next(c for c in candidates if c.kind == "last")
+        self.held_back_ = sum(c.kind == "tree" and not c.prior and ranks_better(c.cv, last.cv, cfg.rank_margin)
+                              and not validated(c, last) for c in candidates)
         for c in candidates:
             c.cv.pop("_pred", None)
             c.cv.pop("_folds", None)
@@ -405,6 +431,20 @@ class CurvePredictor:
                 c.formula = closedform.as_text(self._sympy_r(c, None if chosen else 0.3))
         self.equations_ = candidates
         self.train_curves_ = problem.curves
+
+    def _validate_on(self, candidates, held: fit.Problem) -> None:
+        """Every candidate's error, Spearman and regret on curves no tree was evolved or scaled
+        on (its coefficients are the ones fitted on the training curves), for ``validated``."""
+        columns = fit.clip_columns(held.columns, self.ranges_)
+        for c in candidates:
+            if c.kind == "last":
+                pred = held.last
+            elif c.kind == "power_law":
+                pred = predict_power_law(held.curves, self.config.prefix_frac)
+            else:
+                with np.errstate(all="ignore"):
+                    pred = fit.finals_of(c.scaling.apply(genes_of(c, self.pset, columns)), held)
+            c.validation = {**fit.objective_parts(pred, held), "curves": held.m}
 
     def _holdout_scores(self, holdout) -> dict:
         out = {"gpnas": score_predictions(self.predict(holdout), holdout)["mean"]}
@@ -554,18 +594,35 @@ class CurvePredictor:
         test = (f"leave-one-out squared error {ez:+.2f} standard errors better than the last value + offset's "
                 f"(needs > {cfg.linear_margin:g}), Spearman {rz:+.2f} standard errors (needs >= 0)"
                 if math.isfinite(ez) and math.isfinite(rz) else "")
+        held = self.describe_validation()
         if c.kind == "tree" and c.prior:
             return (f"chosen: a formula of the prior, because it ranked better than the last value fold by fold by "
-                    f"more than {cfg.prior_margin:g} standard errors ({vs})")
+                    f"more than {cfg.prior_margin:g} standard errors ({vs}){held}")
         if c.kind == "tree":
+            also = " and no worse than it on the held-out curves" if c.validation is not None else ""
             return (f"chosen: an evolved formula, because it ranked better than the last value fold by fold by more "
-                    f"than {cfg.rank_margin:g} standard errors ({vs})")
+                    f"than {cfg.rank_margin:g} standard errors{also} ({vs}){held}")
         if c.kind == "linear":
             return (f"chosen: the linear model over the {len(self.features_)} features, because it passed its "
-                    f"leave-one-out test ({test}); {vs}")
+                    f"leave-one-out test ({test}); {vs}{held}")
         failed_linear = f"; the linear model's test failed ({test})" if test else ""
+        back = getattr(self, "held_back_", 0)
+        held_back = (f" ({back} that did ranked worse than the last value on the held-out curves, or there were too "
+                     "few of those to rank)" if back else "")
         return (f"chosen: {c.kind}, because no evolved formula ranked better than the last value fold by fold by "
-                f"{cfg.rank_margin:g} standard errors{failed_linear}; {vs}")
+                f"{cfg.rank_margin:g} standard errors{held_back}{failed_linear}; {vs}{held}")
+
+    def describe_validation(self) -> str:
+        """'; on the 6 held-out curves ...: Spearman 0.900 vs last value 0.700, regret ...' (or '')."""
+        c, last = self.best_, next(x for x in self.equations_ if x.kind == "last")
+        v, bar = c.validation, last.validation
+        if v is None or bar is None:
+            return ""
+        if v["curves"] < MIN_RANKED or not math.isfinite(v.get("spearman", math.nan)):
+            return f"; {v['curves']:.0f} held-out curves, too few to rank (an evolved formula needs {MIN_RANKED})"
+        return (f"; on the {v['curves']:.0f} held-out curves, which no formula was evolved or scaled on: Spearman "
+                f"{v['spearman']:.3f} vs last value {bar['spearman']:.3f}, regret {v['regret']:.4f} vs "
+                f"{bar['regret']:.4f}")
 
     # -- files --
     def to_dict(self) -> dict:
@@ -574,7 +631,8 @@ class CurvePredictor:
             rows.append({"kind": c.kind, "tree": c.tree, "complexity": c.complexity,
                          "train_fitness": _finite(c.train_fitness), "formula": c.formula,
                          "cv": {k: _finite(v) for k, v in c.cv.items()},
-                         "scaling": c.scaling.to_dict() if c.scaling else None, "prior": c.prior})
+                         "scaling": c.scaling.to_dict() if c.scaling else None, "prior": c.prior,
+                         "validation": {k: _finite(v) for k, v in c.validation.items()} if c.validation else None})
         return {"format": FORMAT, "version": VERSION, "features": list(self.features_),
                 "config_keys": dict(self.config_keys_), "left_out": list(self.left_out_),
                 "prefix": {"frac": self.config.prefix_frac, "rule": PREFIX_RULE}, "target": TARGET_RULE,
@@ -695,9 +753,15 @@ def _candidate(row, pset) -> Candidate:
         raise ValueError("the linear equation needs one coefficient per feature and the constant")
     cv = {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
           for k, v in (row.get("cv") or {}).items() if k in CV_KEYS}
+    validation = row.get("validation")
+    if validation is not None:
+        if not isinstance(validation, dict):
+            raise ValueError("'validation' must be an object of numbers")
+        validation = {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+                      for k, v in validation.items() if k in VALIDATION_KEYS}
     return Candidate(row["kind"], text, int(row.get("complexity") or 1),
                      float(row["train_fitness"]) if isinstance(row.get("train_fitness"), (int, float)) else math.nan,
-                     cv, scaling, str(row.get("formula") or ""), row.get("prior") is True)
+                     cv, scaling, str(row.get("formula") or ""), row.get("prior") is True, validation)
 
 
 def _write_atomic(path: Path, text: str) -> None:

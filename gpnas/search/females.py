@@ -237,7 +237,10 @@ def choose(females, curve_set: CurveSet, formulas: bool = True, scored: bool = F
            prior=()) -> CurvePredictor | None:
     """The predictor the run uses and reports: the choice by cross-validation among
     the females' Pareto front and the baselines (as ``gpnas predictors fit``
-    makes it); None while fewer than MIN_CURVES training curves are complete.
+    makes it), with one more test for a formula evolved on the run's curves: on the
+    held-out curves, which no female was scored on, it must rank no worse than the last
+    value (``predictor.validated``; too few held out to rank, and it is not chosen);
+    None while fewer than MIN_CURVES training curves are complete.
     ``scored=True``: the females were just scored on ``curve_set`` (``score``), so
     their fitness is not computed again."""
     train = curve_set.train.curves
@@ -245,4 +248,5 @@ def choose(females, curve_set: CurveSet, formulas: bool = True, scored: bool = F
         return None
     return CurvePredictor.from_trees([clone(f) for f in females], train, curve_set.prefix_frac,
                                      curve_set.features.names, curve_set.features.config_keys,
-                                     formulas=formulas, scored=scored, prior=prior)
+                                     formulas=formulas, scored=scored, prior=prior,
+                                     validation=curve_set.held.curves)
