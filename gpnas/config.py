@@ -159,7 +159,7 @@ class BudgetConfig:
         return self.early_iters / self.full_iters
 
 
-SON_RANKERS = ("mother", "predictor", "surrogate")
+SON_RANKERS = ("mother", "judged", "predictor", "surrogate")
 
 
 @dataclass(frozen=True)
@@ -175,8 +175,9 @@ class GAConfig:
     guided_step: float = 0.2      # a son candidate's step in a continuous gene, in units of its range
     son_candidates: int = 8       # m: neighbours of the father the mother ranks to choose the son
     p_guided: float = 1.0         # probability the son is the mother's choice when she has one
-    son_ranker: str = "mother"    # who ranks a father's candidate neighbours: the mother's formula, the
-                                  # run's chosen predictor, or the surrogate of its early values (search.surrogate)
+    son_ranker: str = "mother"    # who ranks a father's candidate neighbours: the mother's formula, the formula of
+                                  # the female who judges his neighbourhood best ("judged"), the run's chosen
+                                  # predictor, or the surrogate of its early values (search.surrogate)
     cx_prob: float = 0.5          # within-gender mode: crossover probability per pair
     mut_prob: float = 0.5         # within-gender mode: mutation probability per child
     tree_max_depth: int = 8

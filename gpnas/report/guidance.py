@@ -29,7 +29,7 @@ from scipy import stats
 
 from gpnas.report.ablation import mean_ci
 
-RANKERS = ("mother", "predictor", "surrogate")
+RANKERS = ("mother", "judged", "predictor", "surrogate")
 SAME = 1e-12
 
 

@@ -305,6 +305,7 @@ class Evolution(Search):
             curve_config=lambda g: self.ledger.task.curve_config(self.ledger.arch(g)),
             predictor=self.choice if logged or self.ga.son_ranker == "predictor" else None,
             rankings=self.rankings if sons else None, ranker=self.ga.son_ranker, surrogate=surrogate,
+            early=self.ledger.early_values(state) if sons and (logged or self.ga.son_ranker == "judged") else None,
         )
 
     def note_sons(self, state: State):

@@ -39,6 +39,7 @@ from typing import Callable
 
 import numpy as np
 from deap import tools
+from scipy import stats
 
 from gpnas.predict import fitness as fit
 from gpnas.predict import trees
@@ -91,8 +92,9 @@ class MatingContext:
     # ``surrogate``) are appended to ``rankings``; only ``ranker``'s picks the son
     predictor: object = None
     rankings: list | None = None
-    ranker: str = "mother"             # who picks the son: mother, predictor or surrogate (ga.son_ranker)
+    ranker: str = "mother"             # who picks the son: mother, judged, predictor or surrogate (ga.son_ranker)
     surrogate: object = None           # search.surrogate.Surrogate of the run's early values, or None
+    early: list | None = None          # (curve config, early value) of every config the run started ("judged")
 
     def __post_init__(self):
         if self.curve_config is None:
@@ -109,6 +111,11 @@ def son_candidates(father, space, rng: random.Random, m: int, step_scale: float)
 
 
 def candidate_columns(father: Father, candidates: list, ctx: "MatingContext") -> dict:
+    """``config_columns`` of the candidates' configs."""
+    return config_columns(father, [ctx.curve_config(c) for c in candidates], ctx)
+
+
+def config_columns(father: Father, configs: list, ctx: "MatingContext") -> dict:
     """Feature columns, one row per candidate: the father's own feature row, with
     every column that depends on the hyperparameters recomputed for the candidate.
 
@@ -118,11 +125,10 @@ def candidate_columns(father: Father, candidates: list, ctx: "MatingContext") ->
     (which also keeps cohort features as they were computed among his
     generation).
     """
-    configs = [ctx.curve_config(c) for c in candidates]
     probes = [dataclasses.replace(father.curve, config=father.curve.config)]
     probes += [dataclasses.replace(father.curve, config=config) for config in configs]
     computed = fit.Problem.build(probes, ctx.prefix_frac, ctx.features.names, ctx.features.config_keys).columns
-    n = len(candidates)
+    n = len(configs)
     columns = {}
     for name, value in father.row.items():
         col = computed.get(name)
@@ -141,6 +147,62 @@ def mother_ranking(mother, father: Father, candidates: list, ctx: MatingContext)
     return fem.predict_all([mother], fit.clip_columns(columns, ctx.ranges), ctx.pset)[0]
 
 
+NEIGHBOURHOOD = 16   # the started configs nearest the father a judged mother is chosen on
+MIN_NEIGHBOURS = 6  # fewer started configs than this, and no mother is judged
+
+
+def neighbourhood(father: Father, ctx: MatingContext) -> tuple[list, np.ndarray]:
+    """The NEIGHBOURHOOD configs the run started nearest the father's (config keys
+    standardised over every started config, log10 where the task says so), with their
+    early values: what the run knows of how the father's surroundings start."""
+    rows = [(c, v) for c, v in ctx.early or () if np.isfinite(v)]
+    keys = sorted(set(ctx.features.config_keys.values()))
+    keys = [k for k in keys if all(isinstance(c.get(k), (int, float)) for c, _ in rows)
+            and isinstance(father.curve.config.get(k), (int, float))]
+    if len(rows) < MIN_NEIGHBOURS or not keys:
+        return [], np.empty(0)
+    log = {k: f"log10_{k}" in ctx.features.config_keys for k in keys}
+
+    def raw(config):
+        return [np.log10(config[k]) if log[k] and config[k] > 0 else float(config[k]) for k in keys]
+    with np.errstate(all="ignore"):
+        X = np.array([raw(c) for c, _ in rows], dtype=float)
+        me = np.array(raw(father.curve.config), dtype=float)
+    scale = np.nanstd(X, axis=0)
+    scale[~(scale > 0)] = 1.0
+    distance = np.nansum(((X - me) / scale) ** 2, axis=1)
+    near = np.argsort(distance, kind="stable")[:NEIGHBOURHOOD]
+    return [rows[i][0] for i in near], np.array([rows[i][1] for i in near])
+
+
+def judged_mother(father: Father, ctx: MatingContext):
+    """The female who judges the father's neighbourhood best: her outputs on the father's
+    curve with each nearby started config's hyperparameters (``neighbourhood``) ranked
+    against their recorded early values (Spearman); the highest wins. None
+    when no female's ranking agrees with them (Spearman <= 0), there is too little to
+    judge on, or the father has no curve."""
+    if father is None or father.curve is None or not father.row or not ctx.females:
+        return None
+    configs, values = neighbourhood(father, ctx)
+    if len(configs) < MIN_NEIGHBOURS or float(np.ptp(values)) <= SAME:
+        return None
+    columns = fit.clip_columns(config_columns(father, configs, ctx), ctx.ranges)
+    r = fem.predict_all(ctx.females, columns, ctx.pset)
+    truth = stats.rankdata(values)
+    with np.errstate(all="ignore"):
+        agree = np.array([stats.spearmanr(row, truth).statistic if np.ptp(row) > SAME else np.nan for row in r])
+    agree = np.where(np.isfinite(agree), agree, -np.inf)
+    if agree.max() <= 0:
+        return None
+    return ctx.females[int(np.argmax(agree))]   # ties: the first (no draw: the instrument must not move the rng)
+
+
+def judged_ranking(father: Father, candidates: list, ctx: MatingContext) -> np.ndarray | None:
+    """The judged mother's outputs r for the candidates (``judged_mother``), or None."""
+    mother = judged_mother(father, ctx)
+    return None if mother is None else mother_ranking(mother, father, candidates, ctx)
+
+
 def predictor_ranking(predictor, father: Father, candidates: list, ctx: MatingContext) -> np.ndarray | None:
     """The chosen predictor's outputs r for the candidates, as ``mother_ranking`` (None
     without a predictor or a view of the father)."""
@@ -151,7 +213,8 @@ def predictor_ranking(predictor, father: Father, candidates: list, ctx: MatingCo
 
 def make_son(father, mother, view: Father | None, ctx: MatingContext):
     """The best of the father's candidate neighbours by the mother's formula (or, by
-    ``ctx.ranker``, the run's chosen predictor or the surrogate of its early values);
+    ``ctx.ranker``, the formula of the female who judges his neighbourhood best, the
+    run's chosen predictor, or the surrogate of its early values);
     returns (son, guided)."""
     candidates = son_candidates(father, ctx.space, ctx.rng, ctx.n_candidates, ctx.step_scale)
     if not candidates:  # a space of one architecture: nothing to move to
@@ -161,6 +224,8 @@ def make_son(father, mother, view: Father | None, ctx: MatingContext):
     ranked = {"mother": mother_ranking(mother, view, candidates, ctx)}
     if ctx.rankings is not None or ctx.ranker == "predictor":
         ranked["predictor"] = predictor_ranking(ctx.predictor, view, candidates, ctx)
+    if ctx.rankings is not None or ctx.ranker == "judged":
+        ranked["judged"] = judged_ranking(view, candidates, ctx)
     if ctx.rankings is not None or ctx.ranker == "surrogate":
         ranked["surrogate"] = (ctx.surrogate.predict([ctx.curve_config(c) for c in candidates])
                                if ctx.surrogate is not None else None)

@@ -433,3 +433,35 @@ def test_a_prior_formula_is_judged_with_its_own_margin_and_saved_as_a_prior(tmp_
     assert CurvePredictor.load(model.save(tmp_path / "p")).best_.prior
     _, best = chosen(1e9)
     assert not (best.kind == "tree" and best.prior)
+
+
+def test_an_evolved_formula_is_chosen_only_if_it_holds_on_curves_it_never_saw(tmp_path):
+    """Validation curves (the run's held-out quarter): an evolved formula that ranks them worse
+    than the last value, or with too few of them to rank, is not chosen; a prior's is judged by
+    its cross-validation alone (its structure never saw the run's curves)."""
+    curves = hyperparameter_curves(60)
+    found = available(curves, 0.2)
+    pset = trees.make_pset(found.names)
+    formula = "add(log10_width, rel_last)"
+    population = [trees.parse_tree(formula, pset), trees.parse_tree("rel_last", pset)]
+
+    def chosen(validation, prior=()):
+        model = CurvePredictor.from_trees(population, curves, 0.2, found.names, found.config_keys,
+                                          formulas=False, prior=prior, validation=validation, rank_margin=0.0,
+                                          linear_margin=1e9)   # the linear model out of the way
+        return model, model.best_
+
+    model, best = chosen(hyperparameter_curves(20, seed=1))           # the same law: it holds
+    assert best.kind == "tree" and best.tree == formula
+    assert best.validation["curves"] == 20 and best.validation["spearman"] > 0.5
+    assert "on the 20 held-out curves" in model.describe_choice()
+    assert CurvePredictor.load(model.save(tmp_path / "p")).best_.validation["curves"] == 20
+    model, best = chosen(hyperparameter_curves(20, seed=1, effect=-1.0))   # the law reversed: it fails there
+    assert best.kind != "tree" and model.held_back_ >= 1
+    assert "ranked worse than the last value on the held-out curves" in model.describe_choice()
+    _, best = chosen(hyperparameter_curves(20, seed=1)[:4])              # too few to rank: not yet
+    assert best.kind != "tree"
+    _, best = chosen(hyperparameter_curves(20, seed=1, effect=-1.0), prior=[formula])
+    assert best.kind == "tree" and best.prior                           # a prior's formula is judged by its cv
+    _, best = chosen(())                                                # no validation curves: no such test
+    assert best.kind == "tree"

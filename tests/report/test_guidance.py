@@ -48,7 +48,7 @@ def test_a_table_ablation_records_the_coupling_of_the_modes_that_mate(tmp_path):
     preset = preset_to_dict(load_preset("micro", ["ga.seed_archive=4"]))
     budget = 12 * ta.full_cost(read_table(table))
     combined = ta.run_search((str(table), "t", "combined", 0, preset, budget))
-    assert set(combined["guidance"]) == {"mother", "predictor", "surrogate"}
+    assert set(combined["guidance"]) == {"mother", "judged", "predictor", "surrogate"}
     mother = combined["guidance"]["mother"]
     assert mother["choices"] + mother["flat"] > 0
     assert mother["pick_final"] is None or 0 <= mother["pick_final"] <= 1

@@ -264,5 +264,32 @@ def test_without_a_predictor_its_ranking_gives_random_sons(space, pset):
 def test_son_ranker_is_checked_when_the_preset_loads():
     from gpnas.config import ConfigError
     assert load_preset("cpu-small", ["ga.son_ranker=predictor"]).ga.son_ranker == "predictor"
-    with pytest.raises(ConfigError, match="ga.son_ranker = 'oracle' must be one of 'mother', 'predictor'"):
+    with pytest.raises(ConfigError, match="ga.son_ranker = 'oracle' must be one of 'mother', 'judged', 'predictor'"):
         load_preset("cpu-small", ["ga.son_ranker=oracle"])
+
+
+def test_the_judged_mother_is_the_female_whose_ranking_of_the_fathers_neighbourhood_agrees(space, pset):
+    """``son_ranker = "judged"``: the started configs nearest the father, with their early
+    values, judge every female; the son is the pick of the one that agrees best, and no
+    female agreeing (Spearman <= 0) gives a random son."""
+    father = male(space, n_layer=2, n_head=2, n_embd=48, dropout=0.1, learning_rate=3e-3)
+    by_dropout, by_width = scored("dropout", pset), scored("neg(mul(0.01, n_embd))", pset)
+    started = [hyperparameter_features(decode(male(space, n_layer=layers, n_head=2, n_embd=width, dropout=0.1,
+                                                   learning_rate=lr), space))
+               for layers in (1, 2, 3) for width in (32, 48, 64, 96) for lr in (1e-3, 3e-3)]
+
+    def son(wider_starts_lower, seed):
+        ctx = context(space, pset, females=[by_dropout, by_width], seed=seed)
+        ctx.ranker = "judged"
+        ctx.early = [(c, 3.0 - (0.01 if wider_starts_lower else -0.01) * c["n_embd"]) for c in started]
+        child, guided = mating.make_son(father, by_dropout, father_view(father, space), ctx)
+        return decode(child, space), guided, ctx
+
+    results = [son(True, seed) for seed in range(10)]
+    assert mating.judged_mother(father_view(father, space), results[0][2]) is by_width
+    assert sum(g for _, g, _ in results) >= 8
+    assert all(arch["n_embd"] == 64 for arch, g, _ in results if g and arch["n_embd"] != 48)
+    assert not any(arch["n_embd"] == 32 for arch, g, _ in results if g)      # never the narrower step
+    reversed_ = [son(False, seed) for seed in range(10)]
+    assert mating.judged_mother(father_view(father, space), reversed_[0][2]) is None
+    assert not any(g for _, g, _ in reversed_)

@@ -48,6 +48,6 @@ def test_a_search_ranking_sons_by_the_surrogate_runs_and_logs_every_ranker(tmp_p
     table = write_table(tmp_path / "t.jsonl", n_configs=60)
     preset = preset_to_dict(load_preset("micro", ["ga.seed_archive=4", "ga.son_ranker=surrogate"]))
     record = ta.run_search((str(table), "t", "combined", 0, preset, 12 * ta.full_cost(read_table(table))))
-    assert set(record["guidance"]) == {"mother", "predictor", "surrogate"} and record["trace"]
+    assert set(record["guidance"]) == {"mother", "judged", "predictor", "surrogate"} and record["trace"]
     judged = record["guidance"]["surrogate"]
     assert judged["choices"] + judged["flat"] > 0
