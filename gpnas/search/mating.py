@@ -189,9 +189,12 @@ def judged_mother(father: Father, ctx: MatingContext):
     columns = fit.clip_columns(config_columns(father, configs, ctx), ctx.ranges)
     r = fem.predict_all(ctx.females, columns, ctx.pset)
     truth = stats.rankdata(values)
+    truth = truth - truth.mean()
+    ranks = stats.rankdata(r, axis=1)            # Spearman = Pearson of the ranks, every female at once
+    ranks -= ranks.mean(axis=1, keepdims=True)
     with np.errstate(all="ignore"):
-        agree = np.array([stats.spearmanr(row, truth).statistic if np.ptp(row) > SAME else np.nan for row in r])
-    agree = np.where(np.isfinite(agree), agree, -np.inf)
+        agree = (ranks @ truth) / (np.linalg.norm(ranks, axis=1) * np.linalg.norm(truth))
+    agree = np.where(np.isfinite(agree) & (np.ptp(r, axis=1) > SAME), agree, -np.inf)
     if agree.max() <= 0:
         return None
     return ctx.females[int(np.argmax(agree))]   # ties: the first (no draw: the instrument must not move the rng)
