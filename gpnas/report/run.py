@@ -9,6 +9,7 @@ are kept apart, so two runs with the same seed have equal summaries otherwise.
 
 from __future__ import annotations
 
+import bisect
 import math
 import shlex
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 
 from gpnas.predict import closedform
 from gpnas.predict import predictor as pred
+from gpnas.predict.baselines import MIN_RANKED, spearman
 from gpnas.predict.features import FEATURES
 from gpnas.runs.folder import write_atomic, write_json
 from gpnas.search import females as fem
@@ -140,7 +142,7 @@ def summarize(engine, state, folder, wall_seconds: float, reference: dict | None
         "mating": {**stats, **{k: _num(v) if isinstance(v, float) else v for k, v in sons.items()},
                    "females_using_hyperparameters": sum(uses_hyperparameters(f, engine.features.config_keys)
                                                         for f in state.females)},
-        "calibration": calibration_summary(state.promotions),
+        "calibration": calibration_summary(state.promotions, early_lasts(engine, state.promotions)),
         "compute": compute,
         "promotions": state.promotions,
         "failures": state.failures,
@@ -158,20 +160,40 @@ def summarize(engine, state, folder, wall_seconds: float, reference: dict | None
     }
 
 
-def calibration_summary(promotions) -> dict:
+def early_lasts(engine, promotions) -> list:
+    """Each promoted male's last early value (the value the last-value baseline predicts),
+    read from his complete curve at the early step; None where the archive lacks it."""
+    out = []
+    for p in promotions:
+        record = engine.ledger.archive.get(p["key"])
+        curve = record.result.get("curve") if record is not None and isinstance(record.result, dict) else None
+        at = bisect.bisect_right(curve["eval_steps"], engine.ledger.early) - 1 if curve else -1
+        out.append(float(curve["val_loss"][at]) if at >= 0 else None)
+    return out
+
+
+def calibration_summary(promotions, lasts=None) -> dict:
     """How close the male fitness of promoted males came to their true final loss:
     mean signed error (predicted - true) and mean absolute error, calibrated
-    (the fitness promotion used) and raw (the ensemble's mean before calibration)."""
-    pairs = [p for p in promotions if isinstance(p.get("predicted"), (int, float))
+    (the fitness promotion used) and raw (the ensemble's mean before calibration).
+    With ``lasts`` (``early_lasts``), also the run's honest test of its predictions: each
+    was made before the male's curve completed, by a predictor that had not seen it;
+    their Spearman with the true finals beside the last early value's."""
+    lasts = list(lasts) if lasts is not None else [None] * len(promotions)
+    pairs = [(p, last) for p, last in zip(promotions, lasts) if isinstance(p.get("predicted"), (int, float))
              and isinstance(p.get("raw"), (int, float)) and isinstance(p.get("true"), (int, float))]
     if not pairs:
         return {"promoted": 0}
-    true = np.array([p["true"] for p in pairs])
+    true = np.array([p["true"] for p, _ in pairs])
     out = {"promoted": len(pairs)}
     for name, key in (("calibrated", "predicted"), ("raw", "raw")):
-        error = np.array([p[key] for p in pairs]) - true
+        error = np.array([p[key] for p, _ in pairs]) - true
         out[f"{name}_bias"] = _num(error.mean())
         out[f"{name}_mae"] = _num(np.abs(error).mean())
+    ranked = [(p["raw"], last, p["true"]) for p, last in pairs if isinstance(last, float)]
+    if len(ranked) >= MIN_RANKED:
+        raw, last, final = np.array(ranked).T
+        out["spearman_raw"], out["spearman_last"] = _num(spearman(raw, final)), _num(spearman(last, final))
     return out
 
 
@@ -388,6 +410,10 @@ def render_summary(summary: dict) -> str:
         lines.append(f"promoted males: calibrated prediction - true final {cal['calibrated_bias']:+.4f} on average "
                      f"(mean |error| {cal['calibrated_mae']:.4f}); before calibration {cal['raw_bias']:+.4f} "
                      f"({cal['raw_mae']:.4f}); n={cal['promoted']}")
+        if cal.get("spearman_raw") is not None:
+            lines.append(f"  predicted before their curves completed, by predictors that had not seen them: Spearman "
+                         f"{cal['spearman_raw']:.3f} with the true finals; the last early value "
+                         f"{cal['spearman_last']:.3f}")
     c, t = summary["compute"], summary["timing"]
     failed = f", {c['failed']} of them failed" if c.get("failed") else ""
     foreign = summary.get("table") is not None and not summary["table"].get("own")

@@ -26,3 +26,15 @@ def test_the_plausible_range_is_stated_once_and_the_names_explained():
     text = formulas_markdown(summary)
     assert text.count("[-0.257, -0.0518]") == 1 and "Min(" not in text
     assert "- `rel_last`: how far it fell" in text and "## The names in these formulas" in text
+
+
+def test_promotions_give_the_honest_spearman_of_predictions_made_before_the_curves_completed():
+    from gpnas.report.run import calibration_summary
+
+    true = [2.0, 2.1, 2.2, 2.3, 2.4, 2.5]
+    promotions = [{"predicted": t + 0.01, "raw": t + 0.05 * (i % 2), "true": t} for i, t in enumerate(true)]
+    lasts = [3.0 - 0.1 * i for i in range(6)]            # the last early value ranks them backwards
+    out = calibration_summary(promotions, lasts)
+    assert out["promoted"] == 6 and out["spearman_last"] == -1.0 and 0.8 < out["spearman_raw"] <= 1.0
+    assert "spearman_raw" not in calibration_summary(promotions)             # no early values: no figure
+    assert "spearman_raw" not in calibration_summary(promotions[:4], lasts[:4])   # too few to rank
