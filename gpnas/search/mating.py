@@ -18,7 +18,10 @@ both parents:
   has derivative 0 on most of the range but still separates candidates across
   its kink) and for discrete genes, where a derivative means nothing. Guided
   and random sons come from the same candidates, so their early losses compare
-  the mother's choice with chance and nothing else.
+  the mother's choice with chance and nothing else. ``ga.son_ranker`` may
+  hand the ranking to another: the female who best ranks the configs the run
+  started near the father by their early values (``judged``), the run's chosen
+  predictor, or the surrogate of the run's early values.
 - the **daughter** is the mother's tree crossed with the tree of the female
   that predicted the father's completed curve best (his "choice"), judged on
   training curves only, so held-out curves never shape a female; ties at
