@@ -607,8 +607,8 @@ class CurvePredictor:
                     f"leave-one-out test ({test}); {vs}{held}")
         failed_linear = f"; the linear model's test failed ({test})" if test else ""
         back = getattr(self, "held_back_", 0)
-        held_back = (f" ({back} that did ranked worse than the last value on the held-out curves, or there were too "
-                     "few of those to rank)" if back else "")
+        held_back = (f" and held on the held-out curves ({back} that ranked better fold by fold ranked the held-out "
+                     "curves worse than the last value, or too few were held out to rank)" if back else "")
         return (f"chosen: {c.kind}, because no evolved formula ranked better than the last value fold by fold by "
                 f"{cfg.rank_margin:g} standard errors{held_back}{failed_linear}; {vs}{held}")
 
@@ -618,9 +618,10 @@ class CurvePredictor:
         v, bar = c.validation, last.validation
         if v is None or bar is None:
             return ""
-        if v["curves"] < MIN_RANKED or not math.isfinite(v.get("spearman", math.nan)):
-            return f"; {v['curves']:.0f} held-out curves, too few to rank (an evolved formula needs {MIN_RANKED})"
-        return (f"; on the {v['curves']:.0f} held-out curves, which no formula was evolved or scaled on: Spearman "
+        n = v.get("curves", 0)
+        if not n >= MIN_RANKED or not math.isfinite(v.get("spearman", math.nan)):
+            return f"; {n:.0f} held-out curves, too few to rank (an evolved formula needs {MIN_RANKED})"
+        return (f"; on the {n:.0f} held-out curves, which no formula was evolved or scaled on: Spearman "
                 f"{v['spearman']:.3f} vs last value {bar['spearman']:.3f}, regret {v['regret']:.4f} vs "
                 f"{bar['regret']:.4f}")
 

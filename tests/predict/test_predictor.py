@@ -458,7 +458,7 @@ def test_an_evolved_formula_is_chosen_only_if_it_holds_on_curves_it_never_saw(tm
     assert CurvePredictor.load(model.save(tmp_path / "p")).best_.validation["curves"] == 20
     model, best = chosen(hyperparameter_curves(20, seed=1, effect=-1.0))   # the law reversed: it fails there
     assert best.kind != "tree" and model.held_back_ >= 1
-    assert "ranked worse than the last value on the held-out curves" in model.describe_choice()
+    assert "ranked the held-out curves worse than the last value" in model.describe_choice()
     _, best = chosen(hyperparameter_curves(20, seed=1)[:4])              # too few to rank: not yet
     assert best.kind != "tree"
     _, best = chosen(hyperparameter_curves(20, seed=1, effect=-1.0), prior=[formula])
