@@ -378,7 +378,7 @@ class CurvePredictor:
 
     @classmethod
     def from_trees(cls, population, curves, prefix_frac: float, features, config_keys=None,
-                   formulas: bool = True, scored: bool = False, prior=(), validation=(),
+                   formulas: bool = True, scored: bool = False, prior=(), validation=None,
                    **config) -> "CurvePredictor":
         """The choice among an already evolved population (the engine's females);
         ``formulas=False`` skips the closed forms (the engine's per-generation choice);
@@ -386,7 +386,8 @@ class CurvePredictor:
         ``prior``: tree texts of a prior, judged with ``prior_margin``;
         ``validation``: curves no tree was evolved or scaled on (the run's held-out quarter),
         on which every candidate is scored and an evolved formula must rank no worse than
-        the last value to be chosen (``validated``)."""
+        the last value to be chosen (``validated``; an empty list: none is held out yet, and
+        no evolved formula is chosen); None: no such test."""
         self = cls(PredictorConfig(prefix_frac=prefix_frac, generations=0, **config))
         check_fittable(curves)
         self.features_, self.config_keys_, self.left_out_ = tuple(features), dict(config_keys or {}), ()
@@ -402,7 +403,7 @@ class CurvePredictor:
         rows += sorted({(len(t), t.fitness.values[0], str(t)) for t in population
                         if str(t) in set(prior) and str(t) not in shown})   # a prior's formulas are all judged
         held = fit.Problem.build(list(validation), prefix_frac, self.features_, self.config_keys_) \
-            if validation else None
+            if validation is not None else None
         self._choose_from(rows, problem, formulas, prior=set(prior), held=held)
         self.holdout_scores_, self.nested_ = {}, {}
         return self
@@ -435,6 +436,10 @@ class CurvePredictor:
     def _validate_on(self, candidates, held: fit.Problem) -> None:
         """Every candidate's error, Spearman and regret on curves no tree was evolved or scaled
         on (its coefficients are the ones fitted on the training curves), for ``validated``."""
+        if not held.m:
+            for c in candidates:
+                c.validation = {"error": math.nan, "spearman": math.nan, "regret": math.nan, "curves": 0}
+            return
         columns = fit.clip_columns(held.columns, self.ranges_)
         for c in candidates:
             if c.kind == "last":

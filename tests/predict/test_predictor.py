@@ -463,5 +463,7 @@ def test_an_evolved_formula_is_chosen_only_if_it_holds_on_curves_it_never_saw(tm
     assert best.kind != "tree"
     _, best = chosen(hyperparameter_curves(20, seed=1, effect=-1.0), prior=[formula])
     assert best.kind == "tree" and best.prior                           # a prior's formula is judged by its cv
-    _, best = chosen(())                                                # no validation curves: no such test
+    _, best = chosen([])                                                # none held out yet: not yet
+    assert best.kind != "tree"
+    _, best = chosen(None)                                              # no validation asked for: no such test
     assert best.kind == "tree"
