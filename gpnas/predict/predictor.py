@@ -19,7 +19,12 @@
                  curves' targets than the last value + offset's by more than
                  ``linear_margin`` standard errors and rank the curves at least as
                  well as the last value does; when none is, the last value and the
-                 last value + offset (both rank as the last value does)
+                 last value + offset (both rank as the last value does).
+                 With validation curves (``from_trees``: the engine's held-out
+                 quarter), a tree evolved on the training curves must also rank
+                 them no worse than the last value (``validated``): its structure
+                 never saw them, so that test is honest where the cross-validation
+                 (next paragraph) is not
     ensemble_ <- the chosen tree and up to two dissimilar runners-up; the
                  spread of their predictions is the uncertainty
 

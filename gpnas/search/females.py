@@ -7,8 +7,9 @@ early-trained male shows (``prefix_frac``), so a formula's inputs mean the same
 thing when it scores itself and when it judges a male. A female's raw output
 is linearly scaled on the training curves when she is scored (her
 ``scaling``), and the predicted final loss is ``last + S * r``. A stable
-quarter of the completed curves (by key) is held out for the error the run
-reports; fitness and the choice see only the rest.
+quarter of the completed curves (by key) is held out: no female is scored or
+scaled on it, so it gives the error the run reports and the choice's honest
+test of formulas evolved on the rest (``choose``).
 """
 
 from __future__ import annotations
