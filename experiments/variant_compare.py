@@ -7,6 +7,8 @@ the coupling's guidance rows of both.
     python3 experiments/variant_compare.py --full NAME OUT.md VARIANT_DIR:BASE_DIR [...]
 
 VARIANT_DIR and BASE_DIR are folders of one task each (ablation.json, records.jsonl);
+BASE_DIR may be several joined by "+" (a record of one task, method and seed counts once, from
+the first folder that has it; the first folder's ablation.json describes the base);
 the variant's combined records are named NAME; the base's are kept as they are. With
 --full the variant folder holds several methods run with the variant's preset, which
 keep their names (combined is the reference); the base contributes only the methods
@@ -30,6 +32,18 @@ def records(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines() if line.strip()]
 
 
+def base_records(base_dirs: list[Path]) -> list[dict]:
+    """The records of the base folders, a (task, method, seed) counted once (the first folder's)."""
+    seen, out = set(), []
+    for folder in base_dirs:
+        for r in records(folder):
+            key = (r["task"], r["method"], r["seed"])
+            if key not in seen:
+                seen.add(key)
+                out.append(r)
+    return out
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     full = bool(argv) and argv[0] == "--full"
@@ -39,17 +53,16 @@ def main(argv=None):
     name, out, pairs = argv[0], Path(argv[1]), [a.split(":") for a in argv[2:]]
     rows, guidance, codes = [], [], set()
     for variant_dir, base_dir in pairs:
-        variant_dir, base_dir = Path(variant_dir), Path(base_dir)
+        variant_dir, base_dirs = Path(variant_dir), [Path(d) for d in base_dir.split("+")]
         meta = json.loads((variant_dir / "ablation.json").read_text())
-        base_meta = json.loads((base_dir / "ablation.json").read_text())
-        codes |= {meta["code"], base_meta["code"]}
+        codes |= {meta["code"]} | {json.loads((d / "ablation.json").read_text())["code"] for d in base_dirs}
         if full:
             mine = records(variant_dir)
             ran = {r["method"] for r in mine}
-            base = [r for r in records(base_dir) if r["method"] not in ran]
+            base = [r for r in base_records(base_dirs) if r["method"] not in ran]
         else:
             mine = [{**r, "method": name} for r in records(variant_dir) if r["method"] == "combined"]
-            base = records(base_dir)
+            base = base_records(base_dirs)
         for r in mine + base:
             if r.get("skipped"):
                 continue
@@ -60,7 +73,8 @@ def main(argv=None):
     summary = rg.summary_table(rows, reference="combined" if full else name)
     changed = set()
     for v, b in pairs:
-        mine, theirs = (json.loads((Path(d) / "ablation.json").read_text())["plan"]["preset"] for d in (v, b))
+        mine, theirs = (json.loads((Path(d) / "ablation.json").read_text())["plan"]["preset"]
+                        for d in (v, b.split("+")[0]))
         changed |= {f"{section}.{k} = {mine[section][k]!r}" for section in ("ga", "budget")
                     for k in mine.get(section, {}) if mine[section][k] != theirs.get(section, {}).get(k)}
     notes = [f"{name}: {'every method the variant folder holds' if full else 'combined'} with "
