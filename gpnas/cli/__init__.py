@@ -14,6 +14,7 @@ only part that imports click or prints.
 
 import importlib
 import sys
+import textwrap
 
 import click
 
@@ -72,7 +73,8 @@ class LazyGroup(click.Group):
         names = self.list_commands(ctx)
         if names:
             limit = formatter.width - 6 - max(len(name) for name in names)  # click's own Group.format_commands
-            rows = [(name, click.utils.make_default_short_help(SHORT_HELP.get(name, ""), limit)) for name in names]
+            rows = [(name, textwrap.shorten(SHORT_HELP.get(name, ""), max(limit, 10), placeholder="..."))
+                    for name in names]
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
