@@ -125,6 +125,13 @@ def render_html(summary: dict, folder: Path) -> str:
             parts.append("<ul>" + "".join(f"<li><code>{_e(name)}</code>: {_e(meaning)}</li>"
                                           for name, meaning in chosen["names"]) + "</ul>")
 
+    cal = summary.get("calibration") or {}
+    if isinstance(cal.get("spearman_raw"), (int, float)) and isinstance(cal.get("spearman_last"), (int, float)):
+        parts.append(f"<p>The run's honest test of its predictions: the {_e(cal.get('promoted'))} promoted males "
+                     "were each predicted before their curves completed, by predictors that had not seen them; "
+                     f"those predictions rank their true final losses with Spearman {cal['spearman_raw']:.3f}, "
+                     f"the last early value with {cal['spearman_last']:.3f}.</p>")
+
     parts.append("<h2>Plots</h2>")
     for name, caption in PLOTS:
         data = _image(folder, name)

@@ -38,3 +38,12 @@ def test_promotions_give_the_honest_spearman_of_predictions_made_before_the_curv
     assert out["promoted"] == 6 and out["spearman_last"] == -1.0 and 0.8 < out["spearman_raw"] <= 1.0
     assert "spearman_raw" not in calibration_summary(promotions)             # no early values: no figure
     assert "spearman_raw" not in calibration_summary(promotions[:4], lasts[:4])   # too few to rank
+
+
+def test_the_page_states_the_promotions_honest_test(tmp_path):
+    from gpnas.report.html import render_html
+
+    page = render_html({"mode": "combined", "calibration": {"promoted": 20, "spearman_raw": 0.317,
+                                                             "spearman_last": 0.325}}, tmp_path)
+    assert "Spearman 0.317, the last early value with 0.325" in page
+    assert "honest test" not in render_html({"mode": "combined", "calibration": {"promoted": 3}}, tmp_path)
