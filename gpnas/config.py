@@ -178,6 +178,8 @@ class GAConfig:
     son_ranker: str = "mother"    # who ranks a father's candidate neighbours: the mother's formula, the formula of
                                   # the female who judges his neighbourhood best ("judged"), the run's chosen
                                   # predictor, or the surrogate of its early values (search.surrogate)
+    cohort: str = "call"          # cohort features rank a curve among the curves of one call ("call"), or
+                                  # against every config the run has started ("run": the same at fit and predict)
     cx_prob: float = 0.5          # within-gender mode: crossover probability per pair
     mut_prob: float = 0.5         # within-gender mode: mutation probability per child
     tree_max_depth: int = 8
@@ -529,6 +531,7 @@ def _check_ga(ga: GAConfig, src: str) -> None:
     need(ga.son_candidates >= 1, f"ga.son_candidates = {ga.son_candidates} must be >= 1")
     for k in ("p_guided", "cx_prob", "mut_prob"):
         need(0 <= getattr(ga, k) <= 1, f"ga.{k} = {getattr(ga, k)} must be a probability in [0, 1]")
+    need(ga.cohort in ("call", "run"), f"ga.cohort = {ga.cohort!r} must be 'call' or 'run'")
     need(ga.son_ranker in SON_RANKERS,
          f"ga.son_ranker = {ga.son_ranker!r} must be one of {', '.join(map(repr, SON_RANKERS))}")
     # Upper bounds: a snapshot's trees are parsed back with a bounded nesting depth

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gpnas.errors import DataError
-from gpnas.predict.curves import Curve, prefix_length
+from gpnas.predict.curves import Curve, group_by_task, prefix_length
 
 BIG = 1e18        # stand-in for a blown-up or diverged loss
 REL_CLIP = 1e3    # bound on scale-free values
@@ -406,8 +406,12 @@ def to_final(r: np.ndarray, last: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 
 def feature_matrix(curves: Sequence[Curve], prefix_frac: float, names: Sequence[str] | None = None,
-                   config_keys: dict | None = None) -> dict[str, np.ndarray]:
+                   config_keys: dict | None = None, cohort: dict | None = None) -> dict[str, np.ndarray]:
     """One finite float64 column per named feature, one row per curve.
+
+    ``cohort`` (``cohort_reference``): the cohort features rank each curve against
+    that fixed reference of its task (a mid-rank fraction in [0, 1]) instead of among
+    the curves of this call.
 
     ``names`` defaults to the curve features; a name that is no fixed feature is
     a config feature (``config_keys`` maps it to its key; by default the name
@@ -422,10 +426,48 @@ def feature_matrix(curves: Sequence[Curve], prefix_frac: float, names: Sequence[
         if nm not in FEATURES and nm not in keys:
             keys[nm] = nm[len(LOG_PREFIX):] if nm.startswith(LOG_PREFIX) else nm
     with np.errstate(all="ignore"):  # hostile values must not flood the terminal; columns are cleaned below
-        return _feature_matrix(list(curves), prefix_frac, names, keys)
+        return _feature_matrix(list(curves), prefix_frac, names, keys, cohort)
 
 
-def _feature_matrix(curves, prefix_frac, names, keys):
+def cohort_reference(curves: Sequence[Curve], prefix_frac: float, train: bool = True) -> dict:
+    """task -> {source: sorted finite values} of the quantities the cohort features rank
+    (``COHORT_OF``), over ``curves`` seen through their prefixes: a reference a curve can be
+    ranked against whatever else is passed with it (a search's every started config).
+    ``train``: also the mean training loss (every curve must then carry training values)."""
+    raw: dict = {}
+    names = tuple(n for n in COHORT_OF if train or n != "cohort_rank_train")
+    with np.errstate(all="ignore"):
+        _feature_matrix(list(curves), prefix_frac, names, {}, None, raw)
+    out: dict = {}
+    for task, ix in group_by_task(list(curves)).items():
+        out[task] = {}
+        for name in names:
+            source = COHORT_OF[name][0]
+            values = np.asarray(raw[source], dtype=np.float64)[ix]
+            out[task][source] = np.sort(values[np.isfinite(values)])
+    return out
+
+
+def _against(tasks: Sequence[str], column: np.ndarray, reference: dict, source: str) -> np.ndarray:
+    """Each value's rank among its task's reference values as ``_cohort`` ranks within a call
+    ((average rank - 1) / (count - 1), in [0, 1]), the value counted once: a member of the
+    reference is ranked among it, any other as if added to it. Within the call (``_cohort``)
+    for a task the reference lacks."""
+    out = _cohort(tasks, column, "rank")
+    for task in set(tasks):
+        ref = (reference.get(task) or {}).get(source)
+        if ref is None or not len(ref):
+            continue
+        ix = np.array([i for i, t in enumerate(tasks) if t == task])
+        x = column[ix]
+        left, right = np.searchsorted(ref, x, "left"), np.searchsorted(ref, x, "right")
+        member = right > left
+        n = len(ref) - member.astype(float)        # the others: the reference without the value itself
+        out[ix] = np.where(n > 0, (left + np.where(member, (right - left - 1) / 2.0, 0.0)) / np.maximum(n, 1), 0.5)
+    return out
+
+
+def _feature_matrix(curves, prefix_frac, names, keys, cohort=None, raw_out=None):
     m = len(curves)
     fixed = [nm for nm in names if nm in FEATURES]
     needs = {FEATURES[nm].needs for nm in fixed} | {FEATURES[COHORT_OF[nm][0]].needs
@@ -472,10 +514,13 @@ def _feature_matrix(curves, prefix_frac, names, keys):
             if FEATURES[nm].needs != "cohort":
                 cols[nm][ix] = FEATURES[nm].func(b)
     tasks = [c.task for c in curves]
+    if raw_out is not None:
+        raw_out.update(raw)
     for nm in fixed:
         if FEATURES[nm].needs == "cohort":
             source, how = COHORT_OF[nm]
-            cols[nm] = _cohort(tasks, raw[source], how)
+            cols[nm] = _cohort(tasks, raw[source], how) if cohort is None else _against(tasks, raw[source],
+                                                                                         cohort, source)
     config = {nm: keys[nm] for nm in names if nm not in FEATURES}
     cols.update(config_columns(config, curves))
     for nm in names:  # belt and braces: every column finite

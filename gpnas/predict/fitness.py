@@ -89,11 +89,12 @@ class Problem:
         self.in_rank = self.gid >= 0
 
     @classmethod
-    def build(cls, curves: list[Curve], prefix_frac: float, names, config_keys=None) -> "Problem":
+    def build(cls, curves: list[Curve], prefix_frac: float, names, config_keys=None, cohort=None) -> "Problem":
+        """``cohort``: a ``features.cohort_reference`` the cohort features rank against."""
         curves = list(curves)
         last, scale = prefix_anchors(curves, prefix_frac)
         finals = sanitise(np.array([c.values[-1] for c in curves], dtype=np.float64))
-        return cls(curves, feature_matrix(curves, prefix_frac, names, config_keys),
+        return cls(curves, feature_matrix(curves, prefix_frac, names, config_keys, cohort),
                    np.clip(targets(curves, prefix_frac), -R_BOUND, R_BOUND), last, scale, finals,
                    [ix for ix in group_by_task(curves).values()])
 

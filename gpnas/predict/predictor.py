@@ -384,7 +384,7 @@ class CurvePredictor:
     @classmethod
     def from_trees(cls, population, curves, prefix_frac: float, features, config_keys=None,
                    formulas: bool = True, scored: bool = False, prior=(), validation=None,
-                   **config) -> "CurvePredictor":
+                   cohort=None, **config) -> "CurvePredictor":
         """The choice among an already evolved population (the engine's females);
         ``formulas=False`` skips the closed forms (the engine's per-generation choice);
         ``scored=True`` says the trees' fitness is already on exactly these curves;
@@ -392,12 +392,15 @@ class CurvePredictor:
         ``validation``: curves no tree was evolved or scaled on (the run's held-out quarter),
         on which every candidate is scored and an evolved formula must rank no worse than
         the last value to be chosen (``validated``; an empty list: none is held out yet, and
-        no evolved formula is chosen); None: no such test."""
+        no evolved formula is chosen); None: no such test. ``cohort``: a
+        ``features.cohort_reference`` the cohort features rank against, here and in
+        ``predict`` (a search's every started config; not saved with the predictor)."""
         self = cls(PredictorConfig(prefix_frac=prefix_frac, generations=0, **config))
         check_fittable(curves)
         self.features_, self.config_keys_, self.left_out_ = tuple(features), dict(config_keys or {}), ()
         self.pset = trees.make_pset(self.features_)
-        problem = fit.Problem.build(list(curves), prefix_frac, self.features_, self.config_keys_)
+        self.cohort_ = cohort
+        problem = fit.Problem.build(list(curves), prefix_frac, self.features_, self.config_keys_, cohort)
         front = evo.Front()
         if not scored:
             evo.score(population, self.pset, problem)
@@ -407,7 +410,7 @@ class CurvePredictor:
         shown = {text for _, _, text in rows}
         rows += sorted({(len(t), t.fitness.values[0], str(t)) for t in population
                         if str(t) in set(prior) and str(t) not in shown})   # a prior's formulas are all judged
-        held = fit.Problem.build(list(validation), prefix_frac, self.features_, self.config_keys_) \
+        held = fit.Problem.build(list(validation), prefix_frac, self.features_, self.config_keys_, cohort) \
             if validation is not None else None
         self._choose_from(rows, problem, formulas, prior=set(prior), held=held)
         self.holdout_scores_, self.nested_ = {}, {}
@@ -478,10 +481,12 @@ class CurvePredictor:
     def predict(self, curves, i=None, prefix_frac=None, return_std=False):
         """Predicted final values (lower is better) of ``curves``, seen through their
         prefixes; with ``return_std`` also the ensemble's spread (0 for one member).
-        Cohort features compare the curves passed in this call (same task)."""
+        Cohort features compare the curves passed in this call (same task), or rank them
+        against the reference the predictor was chosen with (``from_trees(cohort=...)``)."""
         frac = self.config.prefix_frac if prefix_frac is None else prefix_frac
         curves = list(curves)
-        columns = fit.clip_columns(feature_matrix(curves, frac, self.features_, self.config_keys_), self.ranges_)
+        columns = fit.clip_columns(feature_matrix(curves, frac, self.features_, self.config_keys_,
+                                                  getattr(self, "cohort_", None)), self.ranges_)
         members = self.ensemble_ if i is None else [i]
         with np.errstate(all="ignore"):  # extreme curve values overflow to inf/NaN, which callers check
             preds = np.stack([self._finals(self.equations_[j], curves, columns, frac) for j in members])

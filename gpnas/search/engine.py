@@ -172,7 +172,8 @@ class Evolution(Search):
         # the last value until enough curves completed. Then the calibration on earlier promotions.
         model = fem.choose(state.females + self.prior_trees(curve_set), curve_set, formulas=False,
                            scored=True, prior=self.prior)  # the females were scored in step (2)
-        _, columns = fem.predict_finals([], curves, self.prefix_frac, self.pset, features=self.features)
+        _, columns = fem.predict_finals([], curves, self.prefix_frac, self.pset, features=self.features,
+                                        cohort=curve_set.cohort)
         if model is not None:
             raw, spread = model.predict(curves, return_std=True)
         else:

@@ -87,20 +87,25 @@ class CurveSet:
     prefix_frac: float
 
     features: Features = NANOGPT
+    cohort: dict | None = None   # features.cohort_reference the cohort features rank against (None: each call)
+    cohort_size: int = 0         # how many curves that reference holds (it only grows within a run)
 
     @classmethod
-    def build(cls, curves: list[Curve], prefix_frac: float, features: Features = NANOGPT) -> "CurveSet":
+    def build(cls, curves: list[Curve], prefix_frac: float, features: Features = NANOGPT,
+              cohort: dict | None = None) -> "CurveSet":
         holdout = np.array([is_holdout(c.config_id) for c in curves], dtype=bool)
         if curves and holdout.all():
             holdout[:] = False   # too few to split: fit on all, report nothing held out
         pick = lambda side: [c for c, h in zip(curves, holdout) if h == side]  # noqa: E731
-        build = lambda side: fit.Problem.build(pick(side), prefix_frac, features.names, features.config_keys)  # noqa: E731
-        return cls(list(curves), holdout, build(False), build(True), prefix_frac, features)
+        build = lambda side: fit.Problem.build(pick(side), prefix_frac, features.names,  # noqa: E731
+                                               features.config_keys, cohort)
+        return cls(list(curves), holdout, build(False), build(True), prefix_frac, features, cohort)
 
     @property
     def keys(self) -> tuple:
-        """The training curves' keys, in order: which curves the females are scored on."""
-        return tuple(c.config_id for c in self.train.curves)
+        """The training curves' keys, in order, and the size of the cohort reference: what
+        the females' scores on these curves depend on."""
+        return tuple(c.config_id for c in self.train.curves) + ((self.cohort_size,) if self.cohort else ())
 
     @property
     def index(self) -> dict:
@@ -220,10 +225,11 @@ def predict_all(females, columns: dict, pset, cache: dict | None = None) -> np.n
 
 
 def predict_finals(females, curves: list[Curve], prefix_frac: float, pset, ranges=None,
-                   features: Features = NANOGPT) -> tuple[np.ndarray, dict]:
+                   features: Features = NANOGPT, cohort: dict | None = None) -> tuple[np.ndarray, dict]:
     """(n_females, n_curves) predicted final losses of (prefix) curves, and the feature
-    columns; features clipped to ``ranges`` (the training curves') when given."""
-    problem = fit.Problem.build(curves, prefix_frac, features.names, features.config_keys)
+    columns; features clipped to ``ranges`` (the training curves') when given, cohort
+    features ranked against ``cohort`` when given."""
+    problem = fit.Problem.build(curves, prefix_frac, features.names, features.config_keys, cohort)
     r = predict_all(females, fit.clip_columns(problem.columns, ranges or {}), pset)
     return problem.last + problem.scale * r, problem.columns
 
@@ -250,4 +256,4 @@ def choose(females, curve_set: CurveSet, formulas: bool = True, scored: bool = F
     return CurvePredictor.from_trees([clone(f) for f in females], train, curve_set.prefix_frac,
                                      curve_set.features.names, curve_set.features.config_keys,
                                      formulas=formulas, scored=scored, prior=prior,
-                                     validation=curve_set.held.curves)
+                                     validation=curve_set.held.curves, cohort=curve_set.cohort)

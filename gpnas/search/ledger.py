@@ -207,6 +207,22 @@ class Ledger:
         records = (self.record(key) for key in state.charged)
         return [self.curve(r) for r in records if r is not None and r.status == "complete"]
 
+    def started_curves(self, state: State) -> list[Curve]:
+        """The curve of every config this run has evaluated at least to the early step (each
+        once, its first record in the order charged; a complete curve is seen, as every
+        curve is, through its early prefix): the cohort a search's curves rank against
+        (``ga.cohort = "run"``)."""
+        out, seen = [], set()
+        for key in state.charged:
+            record = self.record(key)
+            if record is None or record.status not in ("early", "complete"):
+                continue
+            name = json.dumps(record.arch, sort_keys=True, default=str)
+            if name not in seen:
+                seen.add(name)
+                out.append(self.curve(record))
+        return out
+
     def early_values(self, state: State) -> list[tuple[dict, float]]:
         """(curve config, value at the early step) of every config this run has evaluated
         at least that far (each once, in the order charged): all its evidence on how configs

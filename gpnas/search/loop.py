@@ -16,6 +16,7 @@ import random
 
 import numpy as np
 
+from gpnas.predict.features import cohort_reference
 from gpnas.search import females as fem
 from gpnas.search.state import State, state_from_dict, state_to_dict
 
@@ -37,8 +38,19 @@ class Search:
 
     def completed_curves(self, state: State) -> fem.CurveSet:
         """The completed curves of this run's own evaluations, in the order it made them
-        (``Ledger.completed_curves``), as the females' training and held-out problems."""
-        return fem.CurveSet.build(self.ledger.completed_curves(state), self.prefix_frac, self.features)
+        (``Ledger.completed_curves``), as the females' training and held-out problems. With
+        ``ga.cohort = "run"`` their cohort features (and the males' when predicted) rank each
+        curve against every config the run has started (``Ledger.started_curves``), so a
+        rank means the same at fit and at predict time; by default, among the curves of
+        each call."""
+        curves = self.ledger.completed_curves(state)
+        if getattr(self.ga, "cohort", "call") != "run":
+            return fem.CurveSet.build(curves, self.prefix_frac, self.features)
+        started = self.ledger.started_curves(state)
+        reference = cohort_reference(started, self.prefix_frac, self.ledger.task.has_train_values)
+        curve_set = fem.CurveSet.build(curves, self.prefix_frac, self.features, reference)
+        curve_set.cohort_size = len(started)
+        return curve_set
 
     def start(self) -> tuple[State, dict]:
         raise NotImplementedError

@@ -217,3 +217,36 @@ def test_infer_space_of_a_table_is_what_a_search_reads(tmp_path):
     table = read_table(write_table(tmp_path / "t.jsonl", synthetic_rows()))
     spec = infer_space(table)
     assert spec["opt"] == {"choices": ["adam", "sgd"]} and spec["width"] == {"choices": [16, 32, 64]}
+
+
+def test_with_the_run_cohort_a_resumed_table_run_ends_as_an_uninterrupted_one(tmp_path):
+    """``ga.cohort = "run"``: the cohort features rank against every config the run started,
+    read from its own records, so a run continued from its folder ends where one run straight
+    through ends; the predictor chosen on the way uses that reference."""
+    table_path = write_table(tmp_path / "t.jsonl", synthetic_rows(n_configs=60))
+    preset = load_preset("micro", ["ga.seed_archive=8", "ga.cohort=run"])
+    straight, state = execute(new_run(tmp_path / "a", preset, "combined", 0, None,
+                                      table=read_table(table_path)), 6, reference=False)
+    assert any(row.get("cv_spearman") is not None for row in state.logbook)   # a predictor was chosen
+    execute(new_run(tmp_path / "b", preset, "combined", 0, None, table=read_table(table_path)), 3,
+            reference=False)
+    resumed, _ = execute(open_run(tmp_path / "b", None), 6, reference=False)
+    assert deterministic_part(resumed) == deterministic_part(straight)
+    with pytest.raises(ConfigError, match="ga.cohort = 'both' must be 'call' or 'run'"):
+        load_preset("micro", ["ga.cohort=both"])
+
+
+def test_a_cohort_reference_ranks_a_few_curves_as_the_whole_cohort_ranks_them():
+    from gpnas.predict.curves import Curve
+    from gpnas.predict.features import cohort_reference, feature_matrix
+
+    rng = random.Random(0)
+    curves = [Curve(values=[3.0 - rng.uniform(0.5, 1.5) * t / 30 for t in range(30)], task="t", config_id=str(i),
+                    config={}) for i in range(40)]
+    names = ("cohort_rank_last", "cohort_rank_best", "cohort_rank_slope")
+    whole = feature_matrix(curves, 0.2, names)
+    few = feature_matrix(curves[:5], 0.2, names, cohort=cohort_reference(curves, 0.2, train=False))
+    for name in names:
+        assert [round(v, 9) for v in few[name]] == [round(v, 9) for v in whole[name][:5]]
+    alone = feature_matrix(curves[:5], 0.2, names)
+    assert sorted(alone["cohort_rank_last"]) == [0.0, 0.25, 0.5, 0.75, 1.0]   # without it: among the five
