@@ -207,38 +207,34 @@ class Ledger:
         records = (self.record(key) for key in state.charged)
         return [self.curve(r) for r in records if r is not None and r.status == "complete"]
 
-    def started_curves(self, state: State) -> list[Curve]:
-        """The curve of every config this run has evaluated at least to the early step (each
-        once, its first record in the order charged; a complete curve is seen, as every
-        curve is, through its early prefix): the cohort a search's curves rank against
-        (``ga.cohort = "run"``)."""
+    def started_records(self, state: State, usable=lambda record: True) -> list:
+        """The first record, in the order charged, of every config this run has evaluated at
+        least to the early step and whose record ``usable`` accepts: each config once, read
+        from the run's own records, so a resumed run sees what an uninterrupted one does."""
         out, seen = [], set()
         for key in state.charged:
             record = self.record(key)
-            if record is None or record.status not in ("early", "complete"):
+            if record is None or record.status not in ("early", "complete") or not usable(record):
                 continue
             name = json.dumps(record.arch, sort_keys=True, default=str)
             if name not in seen:
                 seen.add(name)
-                out.append(self.curve(record))
+                out.append(record)
         return out
 
+    def started_curves(self, state: State) -> list[Curve]:
+        """The curve of every config this run has started (``started_records``; a complete
+        curve is seen, as every curve is, through its early prefix): the cohort a search's
+        curves rank against (``ga.cohort = "run"``)."""
+        return [self.curve(record) for record in self.started_records(state)]
+
     def early_values(self, state: State) -> list[tuple[dict, float]]:
-        """(curve config, value at the early step) of every config this run has evaluated
-        at least that far (each once, in the order charged): all its evidence on how configs
-        start, read from its own records, so a resumed run sees what an uninterrupted one does."""
-        out, seen = [], set()
-        for key in state.charged:
-            record = self.record(key)
-            if record is None or record.status not in ("early", "complete"):
-                continue
-            curve = record.result["curve"]
-            at = bisect.bisect_right(curve["eval_steps"], self.early) - 1
-            name = json.dumps(record.arch, sort_keys=True, default=str)
-            if at >= 0 and name not in seen:
-                seen.add(name)
-                out.append((self.task.curve_config(record.arch), float(curve["val_loss"][at])))
-        return out
+        """(curve config, value at the early step) of every config this run has evaluated at
+        least that far (``started_records``): all its evidence on how configs start."""
+        def early_index(record) -> int:
+            return bisect.bisect_right(record.result["curve"]["eval_steps"], self.early) - 1
+        return [(self.task.curve_config(record.arch), float(record.result["curve"]["val_loss"][early_index(record)]))
+                for record in self.started_records(state, lambda record: early_index(record) >= 0)]
 
     def early_records(self, state: State, males) -> list:
         """Early records of the males, in order (None where missing, or not charged to
