@@ -291,8 +291,10 @@ class Evolution(Search):
     def mating_context(self, state: State, females: list, curve_set, rng, sons: bool = False) -> mating.MatingContext:
         """The operator's context; ``sons``: for the sons (with the rankers they need)."""
         logged = sons and self.rankings is not None
-        surrogate = (Surrogate.fit(self.ledger.early_values(state), self.features.config_keys)
-                     if sons and (logged or self.ga.son_ranker == "surrogate") else None)
+        early = (self.ledger.early_values(state)
+                 if sons and (logged or self.ga.son_ranker in ("surrogate", "judged")) else None)
+        surrogate = (Surrogate.fit(early, self.features.config_keys)
+                     if early is not None and (logged or self.ga.son_ranker == "surrogate") else None)
         predictions = (fem.predict_all(females, curve_set.columns, self.pset, self.scores(curve_set))
                        if females and curve_set.curves else np.empty((len(females), 0)))
         return mating.MatingContext(
@@ -306,7 +308,7 @@ class Evolution(Search):
             curve_config=lambda g: self.ledger.task.curve_config(self.ledger.arch(g)),
             predictor=self.choice if logged or self.ga.son_ranker == "predictor" else None,
             rankings=self.rankings if sons else None, ranker=self.ga.son_ranker, surrogate=surrogate,
-            early=self.ledger.early_values(state) if sons and (logged or self.ga.son_ranker == "judged") else None,
+            early=early if logged or self.ga.son_ranker == "judged" else None,
         )
 
     def note_sons(self, state: State):
