@@ -367,12 +367,15 @@ class CurvePredictor:
         better = ranks_better({"_folds": mine}, {"_folds": last}, cfg.rank_margin)
         return {**mean, "folds": len(outer), "better": bool(better)}
 
-    def _problem_finals(self, c: Candidate, problem, frac) -> np.ndarray:
+    def _problem_finals(self, c: Candidate, problem, frac, columns=None) -> np.ndarray:
+        """A candidate's predicted finals of a problem's curves (``columns``: its feature
+        columns as the candidate should read them, by default the problem's own)."""
         if c.kind == "last":
             return problem.last.copy()
         if c.kind == "power_law":
             return predict_power_law(problem.curves, frac)
-        return fit.finals_of(c.scaling.apply(genes_of(c, self.pset, problem.columns)), problem)
+        return fit.finals_of(c.scaling.apply(genes_of(c, self.pset, problem.columns if columns is None else columns)),
+                             problem)
 
     def _fall_back(self) -> None:
         """The last value, or the last value plus its offset (the same order), whichever
@@ -450,13 +453,8 @@ class CurvePredictor:
             return
         columns = fit.clip_columns(held.columns, self.ranges_)
         for c in candidates:
-            if c.kind == "last":
-                pred = held.last
-            elif c.kind == "power_law":
-                pred = predict_power_law(held.curves, self.config.prefix_frac)
-            else:
-                with np.errstate(all="ignore"):
-                    pred = fit.finals_of(c.scaling.apply(genes_of(c, self.pset, columns)), held)
+            with np.errstate(all="ignore"):
+                pred = self._problem_finals(c, held, self.config.prefix_frac, columns)
             c.validation = {**fit.objective_parts(pred, held), "curves": held.m}
 
     def _holdout_scores(self, holdout) -> dict:
