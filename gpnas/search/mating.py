@@ -50,6 +50,7 @@ from gpnas.predict.curves import Curve
 from gpnas.search import females as fem
 from gpnas.search.males import cx_genome, decode, hyperparameter_features, mut_genome
 from gpnas.search.space import as_space
+from gpnas.search.surrogate import config_values, numeric_keys
 
 # predictions closer than this (in r, the scale-free correction) are the same prediction
 SAME = 1e-12
@@ -159,18 +160,11 @@ def neighbourhood(father: Father, ctx: MatingContext) -> tuple[list, np.ndarray]
     standardised over every started config, log10 where the task says so), with their
     early values: what the run knows of how the father's surroundings start."""
     rows = [(c, v) for c, v in ctx.early or () if np.isfinite(v)]
-    keys = sorted(set(ctx.features.config_keys.values()))
-    keys = [k for k in keys if all(isinstance(c.get(k), (int, float)) for c, _ in rows)
-            and isinstance(father.curve.config.get(k), (int, float))]
+    keys, log = numeric_keys([*(c for c, _ in rows), father.curve.config], ctx.features.config_keys)
     if len(rows) < MIN_NEIGHBOURS or not keys:
         return [], np.empty(0)
-    log = {k: f"log10_{k}" in ctx.features.config_keys for k in keys}
-
-    def raw(config):
-        return [np.log10(config[k]) if log[k] and config[k] > 0 else float(config[k]) for k in keys]
-    with np.errstate(all="ignore"):
-        X = np.array([raw(c) for c, _ in rows], dtype=float)
-        me = np.array(raw(father.curve.config), dtype=float)
+    X = config_values([c for c, _ in rows], keys, log)
+    me = config_values([father.curve.config], keys, log)[0]
     scale = np.nanstd(X, axis=0)
     scale[~(scale > 0)] = 1.0
     distance = np.nansum(((X - me) / scale) ** 2, axis=1)

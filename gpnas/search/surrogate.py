@@ -21,15 +21,25 @@ MIN_ROWS_PER_TERM = 1.5   # fit only with at least this many configs per coeffic
 ALPHA = 1.0               # ridge penalty on the standardised terms
 
 
+def numeric_keys(configs, config_keys: dict) -> tuple[tuple, dict]:
+    """(the config keys every one of ``configs`` holds as a number, sorted; key -> whether it is
+    read in log10), ``config_keys`` mapping a feature name to its key as ``females.Features``
+    does (``log10_<key>``: log10)."""
+    names = tuple(k for k in sorted(set(config_keys.values()))
+                  if configs and all(isinstance(c.get(k), (int, float)) for c in configs))
+    return names, {k: f"log10_{k}" in config_keys for k in names}
+
+
+def config_values(configs, names, log) -> np.ndarray:
+    """(n, len(names)) the configs' values of ``names``, log10 where ``log`` says (and positive)."""
+    with np.errstate(all="ignore"):
+        return np.array([[math.log10(c[n]) if log[n] and c[n] > 0 else float(c[n]) for n in names]
+                         for c in configs], dtype=float)
+
+
 class Surrogate:
     def __init__(self, names: tuple, log: dict, mean, scale, coef):
         self.names, self.log, self.mean, self.scale, self.coef = names, log, mean, scale, coef
-
-    @staticmethod
-    def _raw(configs, names, log) -> np.ndarray:
-        with np.errstate(all="ignore"):
-            return np.array([[math.log10(c[n]) if log[n] and c[n] > 0 else float(c[n]) for n in names]
-                             for c in configs], dtype=float)
 
     def _design(self, X: np.ndarray) -> np.ndarray:
         Z = (X - self.mean) / self.scale
@@ -39,12 +49,10 @@ class Surrogate:
     def fit(cls, rows: list, config_keys: dict) -> "Surrogate | None":
         """From (curve config, early value) rows; ``config_keys`` maps a feature name to its key
         as ``females.Features`` does (``log10_<key>``: log10). None with too few rows."""
-        names = tuple(k for k in sorted({key for key in config_keys.values()})
-                      if rows and all(isinstance(c.get(k), (int, float)) for c, _ in rows))
+        names, log = numeric_keys([c for c, _ in rows], config_keys)
         if not names or len(rows) < MIN_ROWS_PER_TERM * (1 + 2 * len(names)):
             return None
-        log = {k: f"log10_{k}" in config_keys for k in names}
-        X = cls._raw([c for c, _ in rows], names, log)
+        X = config_values([c for c, _ in rows], names, log)
         y = np.array([v for _, v in rows], dtype=float)
         y = np.argsort(np.argsort(np.nan_to_num(y, nan=np.inf), kind="mergesort"), kind="mergesort") / len(y)
         keep = np.all(np.isfinite(X), axis=1)
@@ -63,7 +71,7 @@ class Surrogate:
 
     def predict(self, configs) -> np.ndarray:
         """Predicted rank of the early value (lower: a better start) of each config."""
-        X = self._raw(configs, self.names, self.log)
+        X = config_values(configs, self.names, self.log)
         with np.errstate(all="ignore"):
             out = self._design(X) @ self.coef
         return np.where(np.isfinite(out), out, np.inf)
