@@ -409,13 +409,13 @@ class CurvePredictor:
             evo.score(population, self.pset, problem)
         front.add(population)
         self.history_, self.n_evaluated_ = [], len(population)
-        rows = front.rows()
+        rows, prior = front.rows(), set(prior)
         shown = {text for _, _, text in rows}
         rows += sorted({(len(t), t.fitness.values[0], str(t)) for t in population
-                        if str(t) in set(prior) and str(t) not in shown})   # a prior's formulas are all judged
+                        if str(t) in prior and str(t) not in shown})   # a prior's formulas are all judged
         held = fit.Problem.build(list(validation), prefix_frac, self.features_, self.config_keys_, cohort) \
             if validation is not None else None
-        self._choose_from(rows, problem, formulas, prior=set(prior), held=held)
+        self._choose_from(rows, problem, formulas, prior=prior, held=held)
         self.holdout_scores_, self.nested_ = {}, {}
         return self
 

@@ -92,14 +92,14 @@ class CurveSet:
 
     @classmethod
     def build(cls, curves: list[Curve], prefix_frac: float, features: Features = NANOGPT,
-              cohort: dict | None = None) -> "CurveSet":
+              cohort: dict | None = None, cohort_size: int = 0) -> "CurveSet":
         holdout = np.array([is_holdout(c.config_id) for c in curves], dtype=bool)
         if curves and holdout.all():
             holdout[:] = False   # too few to split: fit on all, report nothing held out
         pick = lambda side: [c for c, h in zip(curves, holdout) if h == side]  # noqa: E731
         build = lambda side: fit.Problem.build(pick(side), prefix_frac, features.names,  # noqa: E731
                                                features.config_keys, cohort)
-        return cls(list(curves), holdout, build(False), build(True), prefix_frac, features, cohort)
+        return cls(list(curves), holdout, build(False), build(True), prefix_frac, features, cohort, cohort_size)
 
     @property
     def keys(self) -> tuple:

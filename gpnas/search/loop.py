@@ -44,13 +44,11 @@ class Search:
         rank means the same at fit and at predict time; by default, among the curves of
         each call."""
         curves = self.ledger.completed_curves(state)
-        if getattr(self.ga, "cohort", "call") != "run":
+        if self.ga.cohort != "run":
             return fem.CurveSet.build(curves, self.prefix_frac, self.features)
         started = self.ledger.started_curves(state)
         reference = cohort_reference(started, self.prefix_frac, self.ledger.task.has_train_values)
-        curve_set = fem.CurveSet.build(curves, self.prefix_frac, self.features, reference)
-        curve_set.cohort_size = len(started)
-        return curve_set
+        return fem.CurveSet.build(curves, self.prefix_frac, self.features, reference, len(started))
 
     def start(self) -> tuple[State, dict]:
         raise NotImplementedError
